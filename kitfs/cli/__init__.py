@@ -1,0 +1,91 @@
+"""The ``kitfs`` command line: argument parsing, output and exit codes.
+
+Each verb group lives in its own module with a ``register(subparsers)`` function; a verb's handler
+takes the parsed arguments and returns an exit code. Logic that a library caller would need lives in
+the modules below ``kitfs.cli``, never here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from kitfs import __version__
+from kitfs.cli import local, mount, registry
+from kitfs.errors import KitfsError
+
+log = logging.getLogger("kitfs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kitfs",
+        description="Mount KitOps ModelKits as read-only filesystems; kit-compatible verbs around the mount.",
+    )
+    parser.add_argument("--version", action="version", version=f"kitfs {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="DIR",
+        help="kit's configuration directory (default: $KITOPS_HOME, else $XDG_DATA_HOME/kitops, else ~/.local/share/kitops)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show debug logs and tracebacks")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (repeatable)"
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "plain", "none"),
+        default="auto",
+        help="progress display: bars on a terminal (auto), log lines (plain) or nothing",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    local.register(subparsers)
+    registry.register(subparsers)
+    mount.register(subparsers)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = (
+        logging.DEBUG
+        if args.debug or args.verbose > 1
+        else logging.INFO
+        if args.verbose
+        else logging.WARNING
+    )
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args)
+    try:
+        return int(args.func(args) or 0)
+    except KitfsError as exc:
+        if args.debug:
+            log.exception("command failed")
+        print(f"kitfs: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("kitfs: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+    except Exception as exc:  # a bug: one line for the user, the traceback with --debug
+        if args.debug:
+            raise
+        print(
+            f"kitfs: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            file=sys.stderr,
+        )
+        return 70
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Helpers shared by the verb modules: paths, network flags, JSON output, terminal detection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from kitfs.config import Paths
+from kitfs.errors import UsageError
+
+
+def paths(args: argparse.Namespace) -> Paths:
+    return Paths.resolve(getattr(args, "config", None))
+
+
+def add_network_flags(parser: argparse.ArgumentParser) -> None:
+    """kit's network flags (pkg/cmd/options/network.go), plus a CA bundle option."""
+    group = parser.add_argument_group("network")
+    group.add_argument("--plain-http", action="store_true", help="use plain HTTP instead of HTTPS")
+    group.add_argument(
+        "--tls-verify",
+        default="true",
+        type=_parse_bool,
+        metavar="BOOL",
+        help="verify the registry's TLS certificate (default true)",
+    )
+    group.add_argument(
+        "--ca-file", "--tls-cert", dest="ca_file", metavar="PEM", help="extra CA bundle to trust"
+    )
+    group.add_argument("--cert", metavar="PEM", help="client certificate for mutual TLS")
+    group.add_argument("--key", metavar="PEM", help="client key for mutual TLS")
+    group.add_argument(
+        "--concurrency",
+        type=int,
+        default=5,
+        metavar="N",
+        help="parallel blob transfers (default 5)",
+    )
+    group.add_argument("--proxy", metavar="URL", help="HTTP(S) proxy for registry traffic")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def registry_options(args: argparse.Namespace) -> Any:
+    """RegistryOptions from the network flags."""
+    from kitfs.oci.client import RegistryOptions
+
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    return RegistryOptions(
+        plain_http=args.plain_http,
+        tls_verify=args.tls_verify,
+        ca_file=args.ca_file,
+        cert=args.cert,
+        key=args.key,
+        proxy=args.proxy,
+        concurrency=args.concurrency,
+    )
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Bars only on a terminal, unless --progress says otherwise."""
+    mode = getattr(args, "progress", "auto")
+    if mode == "none":
+        return False
+    return sys.stderr.isatty()
+
+
+def info(message: str) -> None:
+    """A status line for people: on stderr, so stdout stays clean for data."""
+    print(message, file=sys.stderr)

@@ -1,0 +1,9 @@
+"""Verbs that talk to registries: push, pull, login, logout."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    return None

@@ -1,0 +1,1 @@
+"""Reading and writing ModelKit layers: tar entries, compression codecs, safe extraction."""

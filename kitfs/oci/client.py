@@ -1,0 +1,904 @@
+"""An async client for the OCI Distribution API (manifests, blobs, ranges, uploads, tags) on httpx.
+
+It runs under trio (httpx picks its trio backend through anyio). Every request goes through one retry
+loop that answers 401 challenges (``kitfs.oci.auth``), retries dropped connections and 429/5xx
+answers with capped exponential backoff (honouring ``Retry-After``) and turns everything else into a
+one-line ``RegistryError`` that names the registry and the repository.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import random
+import re
+import socket
+import ssl
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import certifi
+import httpx
+import trio
+
+from kitfs.errors import (
+    AuthError,
+    DigestMismatchError,
+    KitfsError,
+    NotFoundError,
+    RegistryError,
+    StorageError,
+    TransientError,
+    UsageError,
+)
+from kitfs.oci import media
+from kitfs.oci.auth import CredentialStore, RegistryAuth, Scope
+from kitfs.oci.manifest import Descriptor
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Progress = Callable[[int], None]
+Headers = dict[str, str]
+Body = bytes | Callable[[], AsyncIterator[bytes]] | None
+
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_SMALL_BLOB = 64 * 1024 * 1024
+MAX_ERROR_BODY = 64 * 1024
+MAX_TAG_PAGES = 10_000
+IO_CHUNK = 1024 * 1024
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+ACCEPT_MANIFESTS = ", ".join(media.MANIFEST_TYPES)
+USER_AGENT = "kitfs/0.1"
+_DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+_LINK_NEXT_RE = re.compile(r'<([^>]*)>\s*;[^,]*\brel="?next"?', re.IGNORECASE)
+_CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to talk to a registry: transport security, proxy, timeouts, retries and upload sizes."""
+
+    plain_http: bool = False
+    tls_verify: bool = True
+    ca_file: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    proxy: str | None = None
+    concurrency: int = 5
+    timeout: float = 60.0
+    retries: int = 5
+    backoff: float = 0.5
+    backoff_cap: float = 30.0
+    chunked_threshold: int = 64 * 1024 * 1024
+    chunk_size: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a request is about, for error messages: ``registry R: fetching manifest a/b:v1 ...``."""
+
+    repository: str
+    noun: str
+    action: str
+
+
+class _Progress:
+    """Reports bytes to a callback once each, even when a retry sends or receives them again."""
+
+    def __init__(self, callback: Progress | None) -> None:
+        self._callback = callback
+        self._high = 0
+
+    def reached(self, position: int) -> None:
+        if self._callback is not None and position > self._high:
+            self._callback(position - self._high)
+            self._high = position
+
+
+def endpoint_host(registry: str) -> str:
+    """The host to connect to for ``registry`` (Docker Hub's API lives at registry-1.docker.io)."""
+    return _DOCKER_HUB_ENDPOINT if registry in ("docker.io", "index.docker.io") else registry
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host[:port]`` is this machine (environment proxies are never used for it)."""
+    name = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _ssl_context(options: RegistryOptions) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if not options.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.load_verify_locations(certifi.where())
+        if options.ca_file:
+            _load(context.load_verify_locations, "--ca-file", options.ca_file)
+    if options.cert:
+        _load(lambda path: context.load_cert_chain(path, options.key), "--cert", options.cert)
+    return context
+
+
+def _load(loader: Callable[[str], None], flag: str, path: str) -> None:
+    try:
+        loader(path)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load {flag} {path}: {exc.strerror or exc}") from None
+
+
+def _ref_text(repository: str, reference: str) -> str:
+    return f"{repository}@{reference}" if ":" in reference else f"{repository}:{reference}"
+
+
+def _hasher(digest: str) -> Any:
+    algorithm = digest.partition(":")[0]
+    if algorithm not in ("sha256", "sha512"):
+        raise RegistryError(
+            f"unsupported digest algorithm in {digest!r} (sha256 or sha512 expected)"
+        )
+    return hashlib.new(algorithm)
+
+
+def _digest_of(data: bytes, like: str = "sha256:") -> str:
+    hasher = _hasher(like)
+    hasher.update(data)
+    return f"{hasher.name}:{hasher.hexdigest()}"
+
+
+def _is_digest(reference: str) -> bool:
+    return reference.startswith(("sha256:", "sha512:"))
+
+
+def _with_query(url: str, name: str, value: str) -> str:
+    """Append a query parameter to an upload location, which may already carry a query string."""
+    return f"{url}{'&' if '?' in url else '?'}{name}={quote(value, safe='')}"
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(getattr(current, "exceptions", ()) or ())
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                stack.append(linked)
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """A short reason for a transport failure: the innermost OS or TLS error, not httpx's wrapper."""
+    chain = list(_exception_chain(exc))
+    for kind, reason in (
+        (ConnectionRefusedError, "connection refused"),
+        (socket.gaierror, "host name does not resolve"),
+        (ConnectionResetError, "connection reset"),
+        (httpx.TimeoutException, "timed out"),
+        (httpx.RemoteProtocolError, "connection closed by the server"),
+    ):
+        if any(isinstance(e, kind) for e in chain):
+            return reason
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+
+
+def _tls_failure(registry: str, exc: BaseException) -> RegistryError | None:
+    chain = list(_exception_chain(exc))
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain):
+        return RegistryError(
+            f"registry {registry}: TLS certificate verification failed (use --tls-verify=false or --ca-file)"
+        )
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        return RegistryError(
+            f"registry {registry}: TLS handshake failed (for a plain-HTTP registry use --plain-http)"
+        )
+    return None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        moment = email.utils.parsedate_to_datetime(value)
+        return max(0.0, moment.timestamp() - time.time())
+    return None
+
+
+def _error_entries(body: bytes) -> list[tuple[str, str]]:
+    """(code, message) pairs of a Distribution error body ``{"errors": [...]}``."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    errors = raw.get("errors") if isinstance(raw, dict) else None
+    if not isinstance(errors, list):
+        return []
+    return [
+        (str(e.get("code", "")), str(e.get("message", ""))) for e in errors if isinstance(e, dict)
+    ]
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    return " ".join(text.split())[:limit]
+
+
+async def _read_limited(response: httpx.Response, limit: int) -> bytes | None:
+    """The body, or None when it is longer than ``limit`` (read stops there)."""
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _file_body(
+    path: Path, offset: int, length: int, progress: _Progress
+) -> Callable[[], AsyncIterator[bytes]]:
+    """A body factory: every call streams ``length`` bytes of ``path`` from ``offset`` afresh."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+        try:
+            position, end = offset, offset + length
+            while position < end:
+                data = await trio.to_thread.run_sync(
+                    os.pread, fd, min(IO_CHUNK, end - position), position
+                )
+                if not data:
+                    raise StorageError(f"{path} shrank while it was being uploaded")
+                position += len(data)
+                yield data
+                progress.reached(position)
+        finally:
+            os.close(fd)
+
+    return chunks
+
+
+class _Download:
+    """The state of one blob download: a temp file beside the destination and the running hash."""
+
+    def __init__(self, descriptor: Descriptor, dest: Path, progress: Progress | None) -> None:
+        self.descriptor = descriptor
+        self.dest = dest
+        self.hasher = _hasher(descriptor.digest)
+        self.written = 0
+        self.progress = _Progress(progress)
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
+        self.temp = Path(name)
+        self.file = os.fdopen(fd, "wb")
+
+    def range_headers(self) -> Headers:
+        return {"Range": f"bytes={self.written}-"} if self.written else {}
+
+    def restart(self) -> None:
+        """Start over: the server answered a resumed request with the whole blob."""
+        self.file.seek(0)
+        self.file.truncate()
+        self.hasher = _hasher(self.descriptor.digest)
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        """Write and hash (run in a worker thread: hashlib releases the GIL on large buffers)."""
+        self.file.write(data)
+        self.hasher.update(data)
+
+    def finish(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+    def discard(self) -> None:
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.temp.unlink()
+
+
+class RegistryClient:
+    """One registry's Distribution API; use as ``async with RegistryClient(host) as client``."""
+
+    def __init__(
+        self,
+        registry: str,
+        options: RegistryOptions | None = None,
+        credentials: CredentialStore | None = None,
+    ) -> None:
+        self.registry = registry
+        self.options = options or RegistryOptions()
+        scheme = "http" if self.options.plain_http else "https"
+        self.base_url = f"{scheme}://{endpoint_host(registry)}"
+        self._http = httpx.AsyncClient(
+            verify=True if self.options.plain_http else _ssl_context(self.options),
+            proxy=self.options.proxy,
+            timeout=httpx.Timeout(self.options.timeout),
+            follow_redirects=True,
+            trust_env=self.options.proxy is None and not _is_loopback(registry),
+            headers={"User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=max(10, 2 * self.options.concurrency)),
+        )
+        self._auth = RegistryAuth(registry, self._http, credentials)
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- the request loop ------------------------------------------------------------------------
+
+    def _url(self, repository: str, kind: str, reference: str = "") -> str:
+        return f"{self.base_url}/v2/{repository}/{kind}/{reference}"
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        scopes: Sequence[Scope],
+        handle: Callable[[httpx.Response], Awaitable[T]],
+        headers: Headers | Callable[[], Headers] | None = None,
+        body: Body = None,
+    ) -> T:
+        """Send a request until it gets a final answer, then ``handle`` it (inside the retry loop:
+        a connection dropped while ``handle`` reads the body is retried too)."""
+        failures = 0
+        auth_rounds = 0
+        while True:
+            try:
+                request = await self._build(method, url, scopes, headers, body)
+                response = await self._http.send(request, stream=True)
+                try:
+                    status = response.status_code
+                    log.debug("%s %s -> %d", method, url.split("?", 1)[0], status)
+                    if status == 401:
+                        await self._auth.on_unauthorized(response, scopes, retried=auth_rounds > 0)
+                        auth_rounds += 1
+                        continue
+                    if status in TRANSIENT_STATUS and failures + 1 < self.options.retries:
+                        failures += 1
+                        await self._backoff(failures, _retry_after(response))
+                        continue
+                    return await handle(response)
+                finally:
+                    await response.aclose()
+            except httpx.TransportError as exc:
+                failures += 1
+                self._give_up(exc, failures)
+                log.info(
+                    "registry %s: %s, retrying (%d)",
+                    self.registry,
+                    _transport_reason(exc),
+                    failures,
+                )
+                await self._backoff(failures, None)
+
+    async def _build(
+        self,
+        method: str,
+        url: str,
+        scopes: Sequence[Scope],
+        headers: Headers | Callable[[], Headers] | None,
+        body: Body,
+    ) -> httpx.Request:
+        merged = dict(headers() if callable(headers) else headers or {})
+        authorization = await self._auth.authorization(scopes)
+        if authorization:
+            merged["Authorization"] = authorization
+        content: bytes | AsyncIterator[bytes] | None = body() if callable(body) else body
+        if content is None and method in ("POST", "PUT", "PATCH"):
+            content = b""
+        return self._http.build_request(method, url, headers=merged, content=content)
+
+    def _give_up(self, exc: httpx.TransportError, failures: int) -> None:
+        tls = _tls_failure(self.registry, exc)
+        if tls is not None:
+            raise tls from None
+        if failures >= self.options.retries:
+            raise TransientError(
+                f"registry {self.registry} is unreachable: {_transport_reason(exc)}"
+            ) from None
+
+    async def _backoff(self, failures: int, retry_after: float | None) -> None:
+        if retry_after is not None:
+            delay = min(self.options.backoff_cap, retry_after)
+        else:
+            delay = min(self.options.backoff_cap, self.options.backoff * 2 ** (failures - 1))
+            delay *= 0.5 + random.random() / 2
+        await trio.sleep(delay)
+
+    # --- answers ---------------------------------------------------------------------------------
+
+    async def _fail(self, response: httpx.Response, target: _Target) -> KitfsError:
+        """The error for an unexpected answer (reads a bounded part of the error body)."""
+        body = (
+            b""
+            if response.request.method == "HEAD"
+            else await _read_limited(response, MAX_ERROR_BODY) or b""
+        )
+        entries = _error_entries(body)
+        codes = {code for code, _ in entries}
+        status = response.status_code
+        where = f"registry {self.registry}"
+        if status == 404:
+            if "NAME_UNKNOWN" in codes:
+                return NotFoundError(f"{where}: repository {target.repository} not found")
+            return NotFoundError(f"{where}: {target.noun} not found")
+        if status in (401, 403):
+            return AuthError(
+                f"{where} denied access to {target.repository}: check your permissions or run `kitfs login {self.registry}`"
+            )
+        detail = (
+            "; ".join(_one_line(f"{c} {m}".strip()) for c, m in entries[:3])
+            or response.reason_phrase
+        )
+        message = f"{where}: {target.action} {target.noun} failed: HTTP {status} {detail}".rstrip()
+        if status in TRANSIENT_STATUS:
+            return TransientError(
+                f"{message} (gave up after {self.options.retries} attempts)", _retry_after(response)
+            )
+        return RegistryError(message)
+
+    def _expect(
+        self, ok: tuple[int, ...], target: _Target, limit: int = 0
+    ) -> Callable[[httpx.Response], Awaitable[tuple[httpx.Response, bytes]]]:
+        """A handler that accepts statuses in ``ok`` and reads up to ``limit`` bytes of the body."""
+
+        async def handle(response: httpx.Response) -> tuple[httpx.Response, bytes]:
+            if response.status_code not in ok:
+                raise await self._fail(response, target)
+            if not limit:
+                return response, b""
+            body = await _read_limited(response, limit)
+            if body is None:
+                raise RegistryError(
+                    f"registry {self.registry}: {target.noun} is larger than {limit} bytes"
+                )
+            return response, body
+
+        return handle
+
+    # --- manifests -------------------------------------------------------------------------------
+
+    async def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
+        """Fetch a manifest or index: (body, media type, digest), verified when asked by digest."""
+        target = _Target(repository, f"manifest {_ref_text(repository, reference)}", "fetching")
+        response, body = await self._exchange(
+            "GET",
+            self._url(repository, "manifests", reference),
+            scopes=[Scope(repository)],
+            headers={"Accept": ACCEPT_MANIFESTS},
+            handle=self._expect((200,), target, MAX_MANIFEST_SIZE),
+        )
+        media_type = self._manifest_media_type(response, body, target)
+        return body, media_type, self._verify_manifest(response, body, reference, target)
+
+    def _manifest_media_type(
+        self, response: httpx.Response, body: bytes | None, target: _Target
+    ) -> str:
+        declared = response.headers.get("content-type", "").split(";", 1)[0].strip()
+        if declared in media.MANIFEST_TYPES:
+            return declared
+        with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
+            inner = json.loads(body).get("mediaType") if body else None
+            if inner in media.MANIFEST_TYPES:
+                return str(inner)
+        raise RegistryError(
+            f"registry {self.registry}: {target.noun} is not an OCI manifest (media type {declared or 'unknown'})"
+        )
+
+    def _verify_manifest(
+        self, response: httpx.Response, body: bytes, reference: str, target: _Target
+    ) -> str:
+        expected = (
+            reference
+            if _is_digest(reference)
+            else response.headers.get("docker-content-digest", "")
+        )
+        if _is_digest(expected):
+            actual = _digest_of(body, expected)
+            if actual != expected:
+                raise DigestMismatchError(
+                    expected, actual, f"{target.noun} from registry {self.registry}"
+                )
+            if _is_digest(reference):
+                return reference
+        return _digest_of(body)
+
+    async def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
+        """The descriptor of a manifest without fetching it; None when it does not exist."""
+        target = _Target(repository, f"manifest {_ref_text(repository, reference)}", "checking")
+        response, _ = await self._exchange(
+            "HEAD",
+            self._url(repository, "manifests", reference),
+            scopes=[Scope(repository)],
+            headers={"Accept": ACCEPT_MANIFESTS},
+            handle=self._expect((200, 404), target),
+        )
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("docker-content-digest", "")
+        if _is_digest(reference):
+            digest = reference
+        size = response.headers.get("content-length", "")
+        if not _is_digest(digest) or not size.isdigit():
+            body, media_type, digest = await self.get_manifest(repository, reference)
+            return Descriptor(media_type, digest, len(body))
+        return Descriptor(self._manifest_media_type(response, None, target), digest, int(size))
+
+    async def put_manifest(
+        self, repository: str, reference: str, body: bytes, media_type: str
+    ) -> str:
+        """Upload a manifest under a tag or its digest; returns its digest."""
+        target = _Target(repository, f"manifest {_ref_text(repository, reference)}", "pushing")
+        if len(body) > MAX_MANIFEST_SIZE:
+            raise RegistryError(f"{target.noun} is larger than {MAX_MANIFEST_SIZE} bytes")
+        digest = _digest_of(body, reference if _is_digest(reference) else "sha256:")
+        if _is_digest(reference) and digest != reference:
+            raise DigestMismatchError(reference, digest, target.noun)
+        response, _ = await self._exchange(
+            "PUT",
+            self._url(repository, "manifests", reference),
+            scopes=[Scope(repository, ("pull", "push"))],
+            headers={"Content-Type": media_type},
+            body=body,
+            handle=self._expect((200, 201, 202, 204), target),
+        )
+        returned = response.headers.get("docker-content-digest", "")
+        if returned.startswith("sha256:") and digest.startswith("sha256:") and returned != digest:
+            raise DigestMismatchError(
+                digest, returned, f"{target.noun} as stored by registry {self.registry}"
+            )
+        return digest
+
+    async def delete_manifest(self, repository: str, digest: str) -> None:
+        """Delete a manifest by digest (the registry must allow deletes)."""
+        target = _Target(repository, f"manifest {repository}@{digest}", "deleting")
+        await self._exchange(
+            "DELETE",
+            self._url(repository, "manifests", digest),
+            scopes=[Scope(repository, ("delete",))],
+            handle=self._expect((200, 202, 204), target),
+        )
+
+    # --- blobs -----------------------------------------------------------------------------------
+
+    def _blob_target(self, repository: str, digest: str, action: str) -> _Target:
+        return _Target(repository, f"blob {digest} in {repository}", action)
+
+    async def blob_exists(self, repository: str, digest: str) -> bool:
+        target = self._blob_target(repository, digest, "checking")
+        response, _ = await self._exchange(
+            "HEAD",
+            self._url(repository, "blobs", digest),
+            scopes=[Scope(repository)],
+            handle=self._expect((200, 404), target),
+        )
+        return response.status_code == 200
+
+    async def fetch_blob(self, repository: str, digest: str, size: int | None = None) -> bytes:
+        """A small blob (a config) in memory, verified against its digest and ``size``."""
+        target = self._blob_target(repository, digest, "fetching")
+        limit = size if size is not None else MAX_SMALL_BLOB
+        try:
+            _, body = await self._exchange(
+                "GET",
+                self._url(repository, "blobs", digest),
+                scopes=[Scope(repository)],
+                handle=self._expect((200,), target, max(limit, 1)),
+            )
+        except RegistryError as exc:
+            if size is not None and "is larger than" in str(exc):
+                raise DigestMismatchError(digest, f"more than {size} bytes", target.noun) from None
+            raise
+        actual = _digest_of(body, digest)
+        if actual != digest or (size is not None and len(body) != size):
+            raise DigestMismatchError(
+                digest, actual, f"{target.noun} from registry {self.registry}"
+            )
+        return body
+
+    async def read_blob_range(
+        self, repository: str, digest: str, offset: int, length: int
+    ) -> bytes:
+        """``length`` bytes of a blob from ``offset`` (fewer only at its end), unverified: the caller
+        checks them against something it trusts (a layer index built from verified bytes)."""
+        if length <= 0:
+            return b""
+        target = self._blob_target(
+            repository, digest, f"reading bytes {offset}-{offset + length - 1} of"
+        )
+        response, body = await self._exchange(
+            "GET",
+            self._url(repository, "blobs", digest),
+            scopes=[Scope(repository)],
+            headers={"Range": f"bytes={offset}-{offset + length - 1}"},
+            handle=self._expect((200, 206), target, length),
+        )
+        if response.status_code != 206:
+            raise RegistryError(
+                f"registry {self.registry} ignored a Range request for {target.noun}: it cannot serve partial reads"
+            )
+        match = _CONTENT_RANGE_RE.match(response.headers.get("content-range", ""))
+        if match is None or int(match.group(1)) != offset:
+            raise RegistryError(
+                f"registry {self.registry} answered a Range request for {target.noun} with the wrong range"
+            )
+        return body
+
+    async def download_blob(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        dest: Path,
+        progress: Progress | None = None,
+    ) -> None:
+        """Stream a blob to ``dest``: resumes dropped transfers with Range, verifies size and digest,
+        and only then renames the temp file into place (nothing appears at ``dest`` otherwise)."""
+        state = _Download(descriptor, dest, progress)
+        try:
+            await self._exchange(
+                "GET",
+                self._url(repository, "blobs", descriptor.digest),
+                scopes=[Scope(repository)],
+                headers=state.range_headers,
+                handle=lambda response: self._receive(response, state, repository),
+            )
+            await trio.to_thread.run_sync(state.finish)
+            self._check_download(state, repository)
+            os.replace(state.temp, dest)
+        except BaseException:
+            state.discard()
+            raise
+        log.debug("downloaded %s (%d bytes) to %s", descriptor.digest, descriptor.size, dest)
+
+    async def _receive(self, response: httpx.Response, state: _Download, repository: str) -> None:
+        target = self._blob_target(repository, state.descriptor.digest, "downloading")
+        if response.status_code not in (200, 206):
+            raise await self._fail(response, target)
+        if response.status_code == 200 and state.written:
+            await trio.to_thread.run_sync(state.restart)
+        elif response.status_code == 206:
+            match = _CONTENT_RANGE_RE.match(response.headers.get("content-range", ""))
+            if match is None or int(match.group(1)) != state.written:
+                raise RegistryError(
+                    f"registry {self.registry} resumed {target.noun} at the wrong offset"
+                )
+        buffer = bytearray()
+        async for chunk in response.aiter_bytes():
+            buffer += chunk
+            if len(buffer) >= IO_CHUNK:
+                await self._flush(state, buffer, target)
+        await self._flush(state, buffer, target)
+
+    async def _flush(self, state: _Download, buffer: bytearray, target: _Target) -> None:
+        if not buffer:
+            return
+        data = bytes(buffer)
+        buffer.clear()
+        if state.written + len(data) > state.descriptor.size:
+            raise DigestMismatchError(
+                state.descriptor.digest, f"more than {state.descriptor.size} bytes", target.noun
+            )
+        await trio.to_thread.run_sync(state.write, data)
+        state.written += len(data)
+        state.progress.reached(state.written)
+
+    def _check_download(self, state: _Download, repository: str) -> None:
+        noun = self._blob_target(repository, state.descriptor.digest, "").noun
+        actual = f"{state.hasher.name}:{state.hasher.hexdigest()}"
+        if state.written != state.descriptor.size:
+            raise DigestMismatchError(
+                state.descriptor.digest,
+                f"{state.written} bytes instead of {state.descriptor.size}",
+                noun,
+            )
+        if actual != state.descriptor.digest:
+            raise DigestMismatchError(
+                state.descriptor.digest, actual, f"{noun} from registry {self.registry}"
+            )
+
+    # --- uploads ---------------------------------------------------------------------------------
+
+    async def upload_blob(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        source: Path,
+        progress: Progress | None = None,
+        mount_from: str | None = None,
+    ) -> None:
+        """Upload ``source`` as ``descriptor``'s blob unless the registry has it: mount it from
+        ``mount_from`` when possible, else one PUT (small blobs) or PATCH chunks and a final PUT."""
+        tracker = _Progress(progress)
+        actual_size = (await trio.to_thread.run_sync(os.stat, source)).st_size
+        if actual_size != descriptor.size:
+            raise StorageError(
+                f"{source} is {actual_size} bytes but its descriptor says {descriptor.size}"
+            )
+        if await self.blob_exists(repository, descriptor.digest):
+            tracker.reached(descriptor.size)
+            return
+        location = await self._start_upload(repository, descriptor, mount_from)
+        if location is not None:
+            if descriptor.size <= self.options.chunked_threshold:
+                await self._put_whole(repository, descriptor, source, location, tracker)
+            else:
+                await self._put_chunks(repository, descriptor, source, location, tracker)
+        tracker.reached(descriptor.size)
+
+    async def _start_upload(
+        self, repository: str, descriptor: Descriptor, mount_from: str | None
+    ) -> str | None:
+        """Open an upload session and return its location; None when a cross-repo mount did it all."""
+        target = self._blob_target(repository, descriptor.digest, "uploading")
+        url = self._url(repository, "blobs", "uploads/")
+        scopes = [Scope(repository, ("pull", "push"))]
+        if mount_from and mount_from != repository:
+            url = _with_query(_with_query(url, "mount", descriptor.digest), "from", mount_from)
+            scopes.append(Scope(mount_from))
+        response, _ = await self._exchange(
+            "POST", url, scopes=scopes, handle=self._expect((201, 202), target)
+        )
+        if response.status_code == 201:
+            log.debug("mounted %s into %s from %s", descriptor.digest, repository, mount_from)
+            return None
+        return self._location(response, target)
+
+    def _location(self, response: httpx.Response, target: _Target) -> str:
+        location = response.headers.get("location")
+        if not location:
+            raise RegistryError(
+                f"registry {self.registry}: {target.action} {target.noun} failed: no upload location"
+            )
+        return str(response.url.join(location))
+
+    async def _put_whole(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        source: Path,
+        location: str,
+        tracker: _Progress,
+    ) -> None:
+        target = self._blob_target(repository, descriptor.digest, "uploading")
+        await self._exchange(
+            "PUT",
+            _with_query(location, "digest", descriptor.digest),
+            scopes=[Scope(repository, ("pull", "push"))],
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(descriptor.size),
+            },
+            body=_file_body(source, 0, descriptor.size, tracker),
+            handle=self._expect((201, 204), target),
+        )
+
+    async def _put_chunks(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        source: Path,
+        location: str,
+        tracker: _Progress,
+    ) -> None:
+        target = self._blob_target(repository, descriptor.digest, "uploading")
+        offset = 0
+        while offset < descriptor.size:
+            length = min(self.options.chunk_size, descriptor.size - offset)
+            response, _ = await self._exchange(
+                "PATCH",
+                location,
+                scopes=[Scope(repository, ("pull", "push"))],
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(length),
+                    "Content-Range": f"{offset}-{offset + length - 1}",
+                },
+                body=_file_body(source, offset, length, tracker),
+                handle=self._expect((202, 416), target),
+            )
+            if response.status_code == 416:
+                offset = await self._upload_offset(repository, location, target)
+                continue
+            location = self._location(response, target)
+            offset += length
+        await self._exchange(
+            "PUT",
+            _with_query(location, "digest", descriptor.digest),
+            scopes=[Scope(repository, ("pull", "push"))],
+            headers={"Content-Length": "0"},
+            handle=self._expect((201, 204), target),
+        )
+
+    async def _upload_offset(self, repository: str, location: str, target: _Target) -> int:
+        """How many bytes an upload session holds (after a chunk was refused as out of order)."""
+        response, _ = await self._exchange(
+            "GET",
+            location,
+            scopes=[Scope(repository, ("pull", "push"))],
+            handle=self._expect((204,), target),
+        )
+        end = response.headers.get("range", "0--1").rpartition("-")[2]
+        try:
+            return int(end) + 1
+        except ValueError:
+            raise RegistryError(
+                f"registry {self.registry}: {target.action} {target.noun} failed: bad upload status"
+            ) from None
+
+    # --- tags ------------------------------------------------------------------------------------
+
+    async def list_tags(self, repository: str, page_size: int | None = None) -> list[str]:
+        """All tags of a repository, following ``Link: <...>; rel="next"`` pages."""
+        target = _Target(repository, f"tags of {repository}", "listing")
+        url: str | None = self._url(repository, "tags", "list")
+        if page_size:
+            url = _with_query(str(url), "n", str(page_size))
+        tags: list[str] = []
+        seen: set[str] = set()
+        while url and url not in seen and len(seen) < MAX_TAG_PAGES:
+            seen.add(url)
+            response, body = await self._exchange(
+                "GET",
+                url,
+                scopes=[Scope(repository)],
+                handle=self._expect((200,), target, MAX_MANIFEST_SIZE),
+            )
+            tags.extend(self._parse_tags(body, target))
+            url = self._next_page(response)
+        return tags
+
+    def _parse_tags(self, body: bytes, target: _Target) -> list[str]:
+        try:
+            raw = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raw = None
+        if not isinstance(raw, dict) or not isinstance(raw.get("tags") or [], list):
+            raise RegistryError(
+                f"registry {self.registry}: {target.action} {target.noun} failed: not a tag list"
+            )
+        return [str(tag) for tag in raw.get("tags") or []]
+
+    def _next_page(self, response: httpx.Response) -> str | None:
+        for value in response.headers.get_list("link"):
+            match = _LINK_NEXT_RE.search(value)
+            if match:
+                return str(response.url.join(match.group(1)))
+        return None

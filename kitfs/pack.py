@@ -1,0 +1,347 @@
+"""``kitfs pack``: turn a context directory and its Kitfile into a ModelKit in local storage.
+
+Layers are written as kit writes them (pkg/lib/filesystem/tar.go, local-storage.go): one tar per
+Kitfile entry, walked from the context directory in sorted order, entry names relative to it, parent
+directories included, headers sanitised, other entries' paths and ``.kitignore`` matches left out.
+The manifest follows kit's current shape (mediaType, artifactType, a ``org.cncf.model.filepath``
+annotation per layer). kit also stamps ``org.opencontainers.image.created`` with the current time;
+kitfs does so only when ``SOURCE_DATE_EPOCH`` is set, so that packing is reproducible by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from kitfs import __version__
+from kitfs.config import Paths
+from kitfs.errors import KitfileError, PackError
+from kitfs.kitfile import DEFAULT_NAMES, Entry, Kitfile, is_modelkit_reference
+from kitfs.layers.codec import compressing_writer
+from kitfs.layers.ignore import IgnoreRules, clean, is_within
+from kitfs.layers.tarwriter import TarWriter
+from kitfs.oci import media
+from kitfs.oci.manifest import Descriptor, Manifest
+from kitfs.progress import NullProgress, ProgressSink
+from kitfs.reference import DEFAULT_TAG, Reference, is_valid_tag
+from kitfs.reference import parse as parse_reference
+from kitfs.storage.local import DEFAULT_REPOSITORY, LocalStore
+
+log = logging.getLogger(__name__)
+
+CLI_VERSION = f"kitfs-{__version__}"
+ARTIFACT_TYPE = "application/vnd.kitops.modelkit.manifest.v1+json"
+CREATED_ANNOTATION = "org.opencontainers.image.created"
+MAX_MODEL_REFERENCE_CHAIN = 10
+
+
+@dataclass(frozen=True)
+class PackResult:
+    digest: str
+    reference: Reference
+    manifest: Manifest
+    kitfile: Kitfile
+
+
+class _HashingWriter:
+    """Passes writes through to a file while hashing and counting them."""
+
+    def __init__(self, out: BinaryIO, on_write: Callable[[int], None] | None = None) -> None:
+        self._out = out
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self._on_write = on_write
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        self.hasher.update(data)
+        self.size += len(data)
+        if self._on_write:
+            self._on_write(len(data))
+        return len(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hasher.hexdigest()
+
+
+def find_kitfile(context: Path, kitfile: str | None) -> tuple[str, str]:
+    """The Kitfile's text and a name for messages: ``-f`` (``-`` is stdin), else a default name."""
+    if kitfile == "-":
+        import sys
+
+        if sys.stdin.isatty():
+            raise PackError("no Kitfile piped on standard input (-f -)")
+        return sys.stdin.read(), "Kitfile from standard input"
+    if kitfile:
+        try:
+            return Path(kitfile).read_text(encoding="utf-8"), kitfile
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PackError(
+                f"cannot read Kitfile {kitfile}: {exc.__class__.__name__}: {exc}"
+            ) from None
+    for name in DEFAULT_NAMES:
+        path = context / name
+        if path.is_file():
+            return path.read_text(encoding="utf-8"), str(path)
+    raise PackError(
+        f"no Kitfile in {context} (looked for {', '.join(DEFAULT_NAMES)}); use -f to name one"
+    )
+
+
+def check_entry_path(context: Path, entry: Entry) -> None:
+    """Refuse a Kitfile path that escapes the context directory or does not exist."""
+    raw = entry.path or "."
+    label = f"{entry.kind} path {raw!r}"
+    if os.path.isabs(raw):
+        raise PackError(f"{label}: absolute paths are not supported in a Kitfile")
+    cleaned = clean(raw)
+    if cleaned == ".." or cleaned.startswith("../"):
+        raise PackError(f"{label} is outside the context directory {context}")
+    full = context / cleaned
+    real_context = context.resolve()
+    try:
+        real = full.resolve(strict=True)
+    except FileNotFoundError:
+        raise PackError(f"{label} does not exist in {context}") from None
+    except OSError as exc:
+        raise PackError(f"{label}: {exc.strerror}") from None
+    if real != real_context and real_context not in real.parents:
+        raise PackError(f"{label} resolves outside the context directory {context}")
+    if not (real.is_file() or real.is_dir()):
+        raise PackError(f"{label} is neither a file nor a directory")
+
+
+def _same_tree(a: str, b: str) -> bool:
+    """Whether one path is the other's ancestor or equal (kit's sameDirTree)."""
+    return is_within(a, b) or is_within(b, a)
+
+
+def walk_layer(
+    context: Path, layer_path: str, rules: IgnoreRules
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Entries of one layer in kit's order: a sorted pre-order walk from the context root."""
+    base = clean(layer_path)
+
+    def visit(rel_dir: str) -> Iterator[tuple[str, os.stat_result]]:
+        directory = context / rel_dir if rel_dir != "." else context
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError as exc:
+            raise PackError(f"cannot read directory {directory}: {exc.strerror}") from None
+        for name in names:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            st = os.lstat(context / rel)
+            if stat.S_ISLNK(st.st_mode):
+                if _same_tree(base, rel) and not rules.matches(rel, base):
+                    log.warning(
+                        "skipped symbolic link %s: ModelKits hold only files and directories", rel
+                    )
+                continue
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                continue
+            if not _same_tree(base, rel):
+                continue
+            if rules.matches(rel, base):
+                if stat.S_ISDIR(st.st_mode) and rules.has_exclusions:
+                    yield from visit(rel)
+                continue
+            yield rel, st
+            if stat.S_ISDIR(st.st_mode):
+                yield from visit(rel)
+
+    yield from visit(".")
+
+
+def write_layer(
+    context: Path,
+    entry: Entry,
+    rules: IgnoreRules,
+    compression: str,
+    store: LocalStore,
+    scratch: Path,
+    progress: ProgressSink,
+) -> Descriptor:
+    """Write one layer blob into the store; return its descriptor (digest and diffId filled in)."""
+    base = clean(entry.path)
+    members = list(walk_layer(context, base, rules))
+    total = sum(st.st_size for _, st in members if stat.S_ISREG(st.st_mode))
+    if not members:
+        log.warning("no files detected in %s layer with path %s", entry.kind, base)
+    task = progress.task(f"pack {entry.kind} {base}", total)
+    fd, tmp_name = tempfile.mkstemp(prefix="kitops_layer_", dir=scratch)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            blob = _HashingWriter(raw)
+            compressed = compressing_writer(blob, compression)  # type: ignore[arg-type]
+            tar_out = _HashingWriter(compressed)  # type: ignore[arg-type]
+            writer = TarWriter(tar_out)  # type: ignore[arg-type]
+            for rel, st in members:
+                _add_member(writer, context, rel, st, task.advance)
+            writer.close()
+            if compressed is not blob:
+                compressed.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+        diff_id = tar_out.digest
+        desc = Descriptor(
+            media.layer_media_type(entry.kind, compression),
+            blob.digest,
+            blob.size,
+            annotations={media.MODELPACK_FILEPATH_ANNOTATION: base},
+        )
+        store.adopt_blob(tmp, desc.digest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    entry.data["digest"] = desc.digest
+    entry.data["diffId"] = diff_id
+    return desc
+
+
+def _add_member(
+    writer: TarWriter, context: Path, rel: str, st: os.stat_result, advance: Callable[[int], None]
+) -> None:
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISDIR(st.st_mode):
+        writer.add_dir(rel, mode)
+        return
+    try:
+        with open(context / rel, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            if size != st.st_size:
+                raise PackError(f"{rel} changed while it was being packed")
+            writer.add_file(rel, mode, size, _Counting(source, advance))  # type: ignore[arg-type]
+    except OSError as exc:
+        raise PackError(f"failed to open file for archiving: {rel}: {exc.strerror}") from None
+
+
+class _Counting:
+    def __init__(self, source: BinaryIO, advance: Callable[[int], None]) -> None:
+        self._source = source
+        self._advance = advance
+
+    def read(self, size: int) -> bytes:
+        data = self._source.read(size)
+        self._advance(len(data))
+        return data
+
+
+def resolve_target(tag: str | None) -> Reference:
+    """The reference to store under: ``-t`` (``latest`` when it has no tag), else untagged ``localhost/_``."""
+    if not tag:
+        return Reference("localhost", DEFAULT_REPOSITORY)
+    ref = parse_reference(tag)
+    if ref.digest:
+        raise PackError(
+            "--tag cannot name a digest: a ModelKit's digest is computed when it is packed"
+        )
+    if ref.tag is None:
+        ref = Reference(ref.registry, ref.repository, DEFAULT_TAG, None, ref.extra_tags)
+    return ref
+
+
+def parent_layer_paths(
+    store: LocalStore, kitfile: Kitfile, chain: list[str] | None = None
+) -> list[str]:
+    """Paths of the layers a model reference inherits (excluded from ours); refuses loops and long chains."""
+    model = kitfile.model
+    if not model or not is_modelkit_reference(model.get("path", "")):
+        return []
+    chain = list(chain or [])
+    target = model["path"]
+    if target in chain:
+        raise PackError(f"found cycle in modelkit references: [{'=>'.join([*chain, target])}]")
+    if len(chain) >= MAX_MODEL_REFERENCE_CHAIN:
+        raise PackError(
+            f"reached maximum number of model references: [{'=>'.join([*chain, target])}]"
+        )
+    ref = parse_reference(target)
+    try:
+        _, desc = store.resolve(ref)
+        parent = store.load_kitfile(store.load_manifest(desc))
+    except Exception as exc:
+        raise PackError(f"failed to resolve referenced modelkit {target}: {exc}") from None
+    paths = [e.path for e in parent.entries()]
+    return paths + parent_layer_paths(store, parent, [*chain, target])
+
+
+def pack(
+    context_dir: str | os.PathLike[str],
+    paths: Paths,
+    *,
+    kitfile_path: str | None = None,
+    tag: str | None = None,
+    compression: str = "none",
+    progress: ProgressSink | None = None,
+) -> PackResult:
+    """Pack ``context_dir`` into local storage and return the new ModelKit's digest and reference."""
+    if compression not in media.COMPRESSIONS:
+        raise PackError(
+            f"invalid compression type {compression!r}: must be one of 'none', 'gzip', 'gzip-fastest', or 'zstd'"
+        )
+    context = Path(context_dir).absolute()
+    if not context.is_dir():
+        raise PackError(f"context directory {context} does not exist or is not a directory")
+    target = resolve_target(tag)
+    for extra in target.extra_tags:
+        if not is_valid_tag(extra):
+            raise PackError(f"invalid tag {extra!r}")
+    text, source = find_kitfile(context, kitfile_path)
+    try:
+        kitfile = Kitfile.from_yaml(text, source)
+    except KitfileError as exc:
+        raise PackError(str(exc)) from None
+    entries = kitfile.entries()
+    for entry in entries:
+        check_entry_path(context, entry)
+    store = LocalStore(paths.storage)
+    store.ensure()
+    extra_paths = parent_layer_paths(store, kitfile)
+    rules = IgnoreRules.from_context(context, [e.path for e in entries] + extra_paths)
+    scratch = paths.cache / "pack"
+    scratch.mkdir(parents=True, exist_ok=True)
+    sink = progress or NullProgress()
+    layers = [write_layer(context, e, rules, compression, store, scratch, sink) for e in entries]
+    config = kitfile.to_config_json()
+    config_desc = Descriptor(media.KIT_CONFIG, store.put_blob(config), len(config))
+    manifest = Manifest(
+        config=config_desc,
+        layers=tuple(layers),
+        annotations=_manifest_annotations(),
+        media_type=media.OCI_MANIFEST,
+        artifact_type=ARTIFACT_TYPE,
+    )
+    body = manifest.to_bytes()
+    digest = store.put_blob(body)
+    repo = store.repo_for(target)
+    tags = [t for t in (target.tag, *target.extra_tags) if t]
+    repo.add(manifest.descriptor(body), tags)
+    return PackResult(digest, target, manifest, kitfile)
+
+
+def _manifest_annotations() -> dict[str, str]:
+    annotations = {media.CLI_VERSION_ANNOTATION: CLI_VERSION}
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            created = datetime.fromtimestamp(int(epoch), UTC)
+        except ValueError:
+            raise PackError(
+                f"invalid SOURCE_DATE_EPOCH {epoch!r}: expected seconds since 1970"
+            ) from None
+        annotations[CREATED_ANNOTATION] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return annotations

@@ -1,0 +1,1 @@
+"""On-disk stores: kit's local storage and the kitfs blob cache."""

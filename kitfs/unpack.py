@@ -1,0 +1,347 @@
+"""``kitfs unpack``: write a ModelKit's selected entries back to a directory, safely.
+
+Each layer is read twice: first to verify it (the blob's digest, the uncompressed tar's diffId when the
+config records it, and every entry through the strict tar reader) and to find conflicts, then to
+extract. Nothing is written until a layer has passed the first pass; files land by atomic rename and
+never through a symbolic link. Filters follow kit (pkg/lib/kitfile/filter.go).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError, UsageError
+from kitfs.kitfile import Kitfile
+from kitfs.layers.codec import decompressing_reader, inflate_limit
+from kitfs.layers.tarindex import TarEntry, TarReader
+from kitfs.oci import media
+from kitfs.oci.manifest import Descriptor, Manifest
+from kitfs.progress import NullProgress, ProgressSink
+
+log = logging.getLogger(__name__)
+
+FILTER_TYPES = ("kitfile", "model", "datasets", "code", "docs")
+_KIND_TO_FILTER = {
+    "model": "model",
+    "modelpart": "model",
+    "dataset": "datasets",
+    "code": "code",
+    "docs": "docs",
+}
+
+
+class UnpackError(KitfsError):
+    """Unpacking cannot proceed without losing or endangering data."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One ``--filter TYPE[,TYPE][:NAME,...]``: the types it selects and, optionally, names or paths."""
+
+    types: tuple[str, ...]
+    names: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Filter:
+        parts = text.split(":")
+        if len(parts) > 2:
+            raise UsageError(
+                f"invalid filter {text!r}: should be in format <type1>,<type2>[:<filter1>,<filter2>]"
+            )
+        types = tuple(parts[0].split(","))
+        for kind in types:
+            if kind not in FILTER_TYPES:
+                raise UsageError(
+                    f"invalid filter {text!r}: invalid filter type {kind} (must be one of {', '.join(FILTER_TYPES)})"
+                )
+        names = tuple(parts[1].split(",")) if len(parts) == 2 else ()
+        return cls(types, names)
+
+    def matches(self, kind: str, *fields: str) -> bool:
+        if kind not in self.types:
+            return False
+        return not self.names or any(f in self.names for f in fields)
+
+
+@dataclass
+class UnpackOptions:
+    target: Path
+    filters: list[Filter] = field(default_factory=list)
+    overwrite: bool = False
+    ignore_existing: bool = False
+
+
+def layer_selected(filters: list[Filter], kind: str, entry: dict[str, object] | None) -> bool:
+    """kit's LayerMatchesAnyFilter: datasets/model/parts by name or path, code/docs by path."""
+    if not filters:
+        return True
+    if kind == "kitfile":
+        return any("kitfile" in f.types for f in filters)
+    data = entry or {}
+    path = str(data.get("path", ""))
+    name = str(data.get("name", ""))
+    fields = (path,) if kind in ("code", "docs") else (name, path)
+    return any(f.matches(_KIND_TO_FILTER[kind], *fields) for f in filters)
+
+
+class _Hashing:
+    """A read-through stream that hashes and counts what passes."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.hasher.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hasher.hexdigest()
+
+
+def verify_layer(
+    path: Path, desc: Descriptor, compression: str, diff_id: str | None
+) -> list[TarEntry]:
+    """Pass one: check digest, size, diffId and every entry; return the entries."""
+    with open(path, "rb") as raw_file:
+        raw = _Hashing(raw_file)  # type: ignore[arg-type]
+        tar_stream = _Hashing(decompressing_reader(raw, compression))  # type: ignore[arg-type]
+        what = f"layer {desc.digest[:19]}"
+        limit = inflate_limit(desc.size, compression)
+        try:
+            entries = list(TarReader(tar_stream, limit=limit, what=what))  # type: ignore[arg-type]
+            tar_stream.drain()
+        except (OSError, EOFError, ValueError, zstandard.ZstdError) as exc:
+            raw.drain()
+            if raw.digest != desc.digest:
+                raise DigestMismatchError(desc.digest, raw.digest, f"layer {desc.digest}") from None
+            raise UnsafeContentError(f"{what} cannot be decompressed: {exc}") from None
+        except UnsafeContentError:
+            raw.drain()
+            if raw.digest != desc.digest:
+                raise DigestMismatchError(desc.digest, raw.digest, f"layer {desc.digest}") from None
+            raise
+        raw.drain()
+    if raw.digest != desc.digest or raw.size != desc.size:
+        raise DigestMismatchError(desc.digest, raw.digest, f"layer {desc.digest}")
+    if diff_id and tar_stream.digest != diff_id:
+        raise DigestMismatchError(
+            diff_id, tar_stream.digest, f"uncompressed layer {desc.digest} (diffId)"
+        )
+    return entries
+
+
+def _safe_parent(root: Path, rel: str) -> Path:
+    """The directory that will hold ``rel``, refusing any symlink on the way."""
+    current = root
+    for part in rel.split("/")[:-1]:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafeContentError(f"refused to unpack {rel}: {current} is a symbolic link")
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnpackError(f"path '{current}' already exists and is not a directory")
+    return current
+
+
+def check_conflicts(root: Path, entries: list[TarEntry], options: UnpackOptions) -> None:
+    """Refuse before writing anything: existing files without -o, files where dirs go, symlinks."""
+    for entry in entries:
+        if entry.name == ".":
+            continue
+        _safe_parent(root, entry.name)
+        target = root / entry.name
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafeContentError(f"refused to unpack {entry.name}: {target} is a symbolic link")
+        if entry.is_dir:
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnpackError(f"path '{target}' already exists and is not a directory")
+        elif not stat.S_ISREG(st.st_mode):
+            raise UnpackError(f"path '{target}' already exists and is not a regular file")
+        elif not (options.overwrite or options.ignore_existing):
+            raise UnpackError(f"path '{target}' already exists (use -o to overwrite)")
+
+
+def extract_layer(
+    path: Path,
+    compression: str,
+    root: Path,
+    options: UnpackOptions,
+    advance: Callable[[int], None],
+) -> int:
+    """Pass two: write files (temp + rename) and directories; return the number of files written."""
+    written = 0
+    with open(path, "rb") as raw:
+        reader = TarReader(decompressing_reader(raw, compression))
+        for entry in reader:
+            if entry.name == ".":
+                continue
+            target = root / entry.name
+            _safe_parent(root, entry.name)
+            if entry.is_dir:
+                if not target.is_dir():
+                    target.mkdir(mode=entry.mode & 0o7777 or 0o755)
+                continue
+            if options.ignore_existing and os.path.lexists(target):
+                log.debug("%s already exists; skipping", target)
+                continue
+            _write_file(reader, entry, target, advance)
+            written += 1
+    return written
+
+
+def _write_file(
+    reader: TarReader, entry: TarEntry, target: Path, advance: Callable[[int], None]
+) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name[:40]}.", suffix=".kitfs-tmp", dir=target.parent
+    )
+    try:
+        with os.fdopen(fd, "wb") as out:
+
+            def sink(data: bytes) -> None:
+                out.write(data)
+                advance(len(data))
+
+            reader.read_data(entry, sink)
+        os.chmod(tmp, entry.mode & 0o777)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_kitfile(kitfile: Kitfile, root: Path, overwrite: bool) -> bool:
+    """Write the Kitfile as kit does; an identical existing one is fine, a different one is refused."""
+    body = kitfile.to_yaml().encode()
+    target = root / "Kitfile"
+    if os.path.lexists(target):
+        if not target.is_file() or target.is_symlink():
+            raise UnpackError(
+                f"failed to unpack config: path {target} exists and is not a regular file"
+            )
+        if not overwrite:
+            if target.read_bytes() == body:
+                log.info("found existing Kitfile at %s", target)
+                return False
+            raise UnpackError(
+                f"failed to unpack: {target} exists and does not match the ModelKit's Kitfile (use -o)"
+            )
+    from kitfs.storage.atomic import write_atomic
+
+    write_atomic(target, body)
+    return True
+
+
+@dataclass(frozen=True)
+class SelectedLayer:
+    desc: Descriptor
+    kind: str
+    entry: dict[str, object]
+    layer_type: media.LayerType
+
+
+def select_layers(
+    manifest: Manifest, kitfile: Kitfile, filters: list[Filter]
+) -> list[SelectedLayer]:
+    """Pair each layer with its Kitfile entry (by kind, in order) and keep those the filters select."""
+    counters: dict[str, int] = {}
+    model = kitfile.model or {}
+    sections = {
+        "model": [model] if model else [],
+        "modelpart": list(model.get("parts") or []),
+        "code": kitfile.section("code"),
+        "dataset": kitfile.section("datasets"),
+        "docs": kitfile.section("docs"),
+    }
+    selected = []
+    for desc in manifest.layers:
+        layer_type = media.parse_layer_media_type(desc.media_type)
+        if layer_type is None or layer_type.raw:
+            log.warning("unknown media type %s: skipping unpack", desc.media_type)
+            continue
+        index = counters.get(layer_type.kind, 0)
+        counters[layer_type.kind] = index + 1
+        entries = sections[layer_type.kind]
+        entry = entries[index] if index < len(entries) else {}
+        recorded = entry.get("digest")
+        if recorded and recorded != desc.digest:
+            raise UnpackError(
+                f"digest in config and manifest do not match in {layer_type.kind} layer {index}"
+            )
+        if layer_selected(filters, layer_type.kind, entry):
+            selected.append(SelectedLayer(desc, layer_type.kind, entry, layer_type))
+    return selected
+
+
+BlobFetcher = Callable[[Descriptor], Path]
+
+
+def unpack_modelkit(
+    manifest: Manifest,
+    kitfile: Kitfile,
+    fetch: BlobFetcher,
+    options: UnpackOptions,
+    progress: ProgressSink | None = None,
+) -> dict[str, int]:
+    """Unpack the selected parts of a ModelKit; ``fetch`` yields a local path for each layer blob."""
+    root = options.target
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    sink = progress or NullProgress()
+    layers = select_layers(manifest, kitfile, options.filters)
+    verified = []
+    for layer in layers:
+        path = fetch(layer.desc)
+        diff_id = str(layer.entry.get("diffId") or "") or None
+        entries = verify_layer(path, layer.desc, layer.layer_type.compression, diff_id)
+        check_conflicts(root, entries, options)
+        verified.append((layer, path, sum(e.size for e in entries)))
+    counts = {"kitfile": 0, "layers": 0, "files": 0}
+    if layer_selected(options.filters, "kitfile", None) and write_kitfile(
+        kitfile, root, options.overwrite
+    ):
+        counts["kitfile"] = 1
+    for layer, path, total in verified:
+        task = sink.task(f"unpack {layer.kind} {layer.entry.get('path', '')}", total)
+        counts["files"] += extract_layer(
+            path, layer.layer_type.compression, root, options, task.advance
+        )
+        counts["layers"] += 1
+    return counts
