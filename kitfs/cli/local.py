@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from kitfs import catalog
-from kitfs.cli.common import add_network_flags, info, paths, print_json, show_progress
+from kitfs.cli.common import (
+    add_network_flags,
+    info,
+    paths,
+    print_json,
+    registry_options,
+    show_progress,
+)
 from kitfs.errors import UsageError
 from kitfs.kitfile import go_json
 from kitfs.pack import pack
@@ -141,7 +148,7 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
                 raise
             from kitfs import remote
 
-            counts = remote.unpack_remote(ref, args, options, sink)
+            counts = remote.unpack_remote(ref, paths(args), registry_options(args), options, sink)
         else:
             manifest = store.load_manifest(desc)
             kitfile = store.load_kitfile(manifest)
@@ -201,7 +208,7 @@ def _load(args: argparse.Namespace) -> tuple[str, Any, Any]:
             )
         from kitfs import remote
 
-        return remote.fetch_modelkit(ref, args)
+        return remote.fetch_modelkit(ref, paths(args), registry_options(args))
     store = _store(args)
     _, desc = store.resolve(ref)
     manifest = store.load_manifest(desc)
@@ -253,7 +260,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         else:
             from kitfs import remote
 
-            rows = remote.list_remote(ref, args)
+            rows = remote.list_remote(ref, paths(args), registry_options(args))
     else:
         rows = catalog.local_rows(_store(args))
     if args.format == "json":
@@ -315,7 +322,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     elif args.remote:
         from kitfs import remote
 
-        removed = remote.remove_remote(parse(args.reference), args)
+        removed = remote.remove_remote(parse(args.reference), paths(args), registry_options(args))
     else:
         removed = catalog.remove(store, parse(args.reference), force=args.force)
     if args.json:

@@ -701,10 +701,15 @@ class RegistryClient:
                     f"registry {self.registry} resumed {target.noun} at the wrong offset"
                 )
         buffer = bytearray()
-        async for chunk in response.aiter_bytes():
-            buffer += chunk
-            if len(buffer) >= IO_CHUNK:
-                await self._flush(state, buffer, target)
+        try:
+            async for chunk in response.aiter_bytes():
+                buffer += chunk
+                if len(buffer) >= IO_CHUNK:
+                    await self._flush(state, buffer, target)
+        except httpx.TransportError:
+            # The bytes that arrived before the drop are good: keep them and resume after them.
+            await self._flush(state, buffer, target)
+            raise
         await self._flush(state, buffer, target)
 
     async def _flush(self, state: _Download, buffer: bytearray, target: _Target) -> None:

@@ -1,0 +1,237 @@
+"""Verbs that move ModelKits between local storage and registries: push, pull, and the remote views
+(info, inspect, list, unpack, remove) that kit offers with ``--remote``.
+
+Every blob is verified against its digest before it is stored; local storage gains a ModelKit only
+after all its blobs are in place, so an interrupted pull leaves storage as it was (plus, at most,
+verified blobs that the next pull reuses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+from kitfs.catalog import ListRow, Removed, row_for
+from kitfs.config import Paths
+from kitfs.errors import NotFoundError, RegistryError, UsageError
+from kitfs.kitfile import Kitfile
+from kitfs.oci import media
+from kitfs.oci.auth import CredentialStore
+from kitfs.oci.client import RegistryClient, RegistryOptions
+from kitfs.oci.manifest import Descriptor, Manifest, ManifestError
+from kitfs.progress import NullProgress, ProgressSink
+from kitfs.reference import Reference
+from kitfs.storage.local import LocalStore, display_repository
+from kitfs.unpack import UnpackOptions, unpack_modelkit
+
+log = logging.getLogger(__name__)
+
+
+def _client(ref: Reference, paths: Paths, options: RegistryOptions) -> RegistryClient:
+    if ref.is_local:
+        raise UsageError(f"{ref} names local storage, not a registry (add a registry: host[:port]/{ref.repository})")
+    return RegistryClient(ref.registry, options, CredentialStore.for_paths(paths))
+
+
+async def fetch_manifest(client: RegistryClient, ref: Reference) -> tuple[str, bytes, Manifest]:
+    """Resolve a remote reference to (digest, manifest bytes, manifest), refusing non-ModelKits."""
+    if not ref.reference:
+        raise UsageError(f"{ref} needs a tag or digest")
+    body, media_type, digest = await client.get_manifest(ref.repository, ref.reference)
+    if media_type in (media.OCI_INDEX, media.DOCKER_MANIFEST_LIST):
+        raise ManifestError(f"{ref} is an image index, not a ModelKit")
+    manifest = Manifest.from_bytes(body, f"manifest of {ref}")
+    if not manifest.is_modelkit:
+        raise ManifestError(
+            f"{ref} is not a ModelKit: its config media type is {manifest.config.media_type!r}"
+        )
+    return digest, body, manifest
+
+
+async def _gather(jobs: list[Callable[[], Awaitable[None]]], concurrency: int) -> None:
+    limiter = trio.CapacityLimiter(max(1, concurrency))
+
+    async def run(job: Callable[[], Awaitable[None]]) -> None:
+        async with limiter:
+            await job()
+
+    async with trio.open_nursery() as nursery:
+        for job in jobs:
+            nursery.start_soon(run, job)
+
+
+# -- pull -------------------------------------------------------------------------------------
+
+
+async def pull_async(ref: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink) -> str:
+    store = LocalStore(paths.storage)
+    store.ensure()
+    scratch = paths.cache / "pull"
+    scratch.mkdir(parents=True, exist_ok=True)
+    async with _client(ref, paths, options) as client:
+        digest, body, manifest = await fetch_manifest(client, ref)
+        missing = [d for d in (manifest.config, *manifest.layers) if not store.has_blob(d.digest)]
+        unique = list({d.digest: d for d in missing}.values())
+        task = progress.task(f"pull {display_repository(str(ref))}", sum(d.size for d in unique))
+
+        def download(desc: Descriptor) -> Callable[[], Awaitable[None]]:
+            async def job() -> None:
+                fd, tmp = tempfile.mkstemp(prefix="blob-", dir=scratch)
+                os.close(fd)
+                try:
+                    await client.download_blob(ref.repository, desc, Path(tmp), task.advance)
+                    store.adopt_blob(Path(tmp), desc.digest)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        Path(tmp).unlink()
+
+            return job
+
+        await _gather([download(d) for d in unique], options.concurrency)
+    store.put_blob(body)
+    tags = [ref.tag] if ref.tag and not ref.digest else []
+    store.repo_for(ref).add(manifest.descriptor(body), tags)
+    return digest
+
+
+def pull(ref: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink | None = None) -> str:
+    """Copy a ModelKit from its registry into local storage, skipping blobs already there."""
+    return trio.run(pull_async, ref, paths, options, progress or NullProgress())
+
+
+# -- push -------------------------------------------------------------------------------------
+
+
+async def push_async(
+    source: Reference, dest: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink
+) -> str:
+    store = LocalStore(paths.storage)
+    _, desc = store.resolve(source)
+    body = store.read_blob(desc.digest)
+    manifest = Manifest.from_bytes(body, f"manifest of {source}")
+    blobs = list({d.digest: d for d in (manifest.config, *manifest.layers)}.values())
+    for blob in blobs:
+        if not store.has_blob(blob.digest):
+            raise NotFoundError(f"ModelKit {display_repository(str(source))} is incomplete: blob {blob.digest} is missing")
+    task = progress.task(f"push {dest}", sum(d.size for d in blobs))
+    async with _client(dest, paths, options) as client:
+
+        def upload(blob: Descriptor) -> Callable[[], Awaitable[None]]:
+            async def job() -> None:
+                await trio.to_thread.run_sync(store.verify_blob, blob.digest)
+                await client.upload_blob(dest.repository, blob, store.blob_path(blob.digest), task.advance)
+
+            return job
+
+        await _gather([upload(b) for b in blobs], options.concurrency)
+        media_type = manifest.media_type or media.OCI_MANIFEST
+        references = [t for t in (dest.tag, *dest.extra_tags) if t] or [desc.digest]
+        for reference in references:
+            await client.put_manifest(dest.repository, reference, body, media_type)
+    return desc.digest
+
+
+def push(
+    source: Reference, dest: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink | None = None
+) -> str:
+    """Upload a ModelKit from local storage to a registry (blobs first, then the manifest per tag)."""
+    return trio.run(push_async, source, dest, paths, options, progress or NullProgress())
+
+
+# -- remote views (called by the local verbs with --remote or a registry reference) ----------
+
+
+def fetch_modelkit(ref: Reference, paths: Paths, options: RegistryOptions) -> tuple[str, Manifest, Kitfile]:
+    """The manifest and Kitfile of a remote ModelKit, without storing anything."""
+
+    async def run() -> tuple[str, Manifest, Kitfile]:
+        async with _client(ref, paths, options) as client:
+            digest, _, manifest = await fetch_manifest(client, ref)
+            config = await client.fetch_blob(ref.repository, manifest.config.digest, manifest.config.size)
+            return digest, manifest, Kitfile.from_config_json(config, f"config of {ref}")
+
+    return trio.run(run)
+
+
+def list_remote(ref: Reference, paths: Paths, options: RegistryOptions) -> list[ListRow]:
+    """kit list REGISTRY/REPO[:TAG]: one row per tag that is a ModelKit."""
+
+    async def run() -> list[ListRow]:
+        async with _client(ref, paths, options) as client:
+            tags = [ref.tag] if ref.tag else await client.list_tags(ref.repository)
+            rows = []
+            for tag in tags:
+                try:
+                    digest, _, manifest = await fetch_manifest(client, ref.with_tag(tag))
+                except ManifestError:
+                    continue
+                config = await client.fetch_blob(ref.repository, manifest.config.digest, manifest.config.size)
+                kitfile = Kitfile.from_config_json(config, f"config of {ref.with_tag(tag)}")
+                rows.append(row_for(ref.repository, digest, (tag,), manifest, kitfile))
+            return rows
+
+    return trio.run(run)
+
+
+def unpack_remote(
+    ref: Reference,
+    paths: Paths,
+    reg_options: RegistryOptions,
+    options: UnpackOptions,
+    progress: ProgressSink,
+) -> dict[str, int]:
+    """Unpack straight from the registry: fetch only the selected layers, into a scratch dir."""
+    scratch = Path(tempfile.mkdtemp(prefix="unpack-", dir=_ensure(paths.cache)))
+    try:
+        _, manifest, kitfile = fetch_modelkit(ref, paths, reg_options)
+        from kitfs.unpack import select_layers
+
+        wanted = [layer.desc for layer in select_layers(manifest, kitfile, options.filters)]
+        task = progress.task(f"fetch {display_repository(str(ref))}", sum(d.size for d in wanted))
+
+        async def fetch_all() -> None:
+            async with _client(ref, paths, reg_options) as client:
+
+                def job(desc: Descriptor) -> Callable[[], Awaitable[None]]:
+                    async def run() -> None:
+                        await client.download_blob(ref.repository, desc, scratch / desc.hex, task.advance)
+
+                    return run
+
+                await _gather([job(d) for d in wanted], reg_options.concurrency)
+
+        trio.run(fetch_all)
+        return unpack_modelkit(manifest, kitfile, lambda d: scratch / d.hex, options, progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def remove_remote(ref: Reference, paths: Paths, options: RegistryOptions) -> list[Removed]:
+    """Delete a manifest from its registry (by digest, or the manifest a tag points at)."""
+    if not ref.reference:
+        raise UsageError(f"tag or digest is required when removing ({ref}:<tag>)")
+
+    async def run() -> list[Removed]:
+        async with _client(ref, paths, options) as client:
+            found = await client.head_manifest(ref.repository, ref.reference or "")
+            if found is None:
+                raise NotFoundError(f"model {display_repository(str(ref))} not found")
+            try:
+                await client.delete_manifest(ref.repository, found.digest)
+            except RegistryError as exc:
+                raise RegistryError(f"removing {ref} failed: {exc}") from None
+            return [Removed(str(ref), found.digest, untagged_only=False)]
+
+    return trio.run(run)

@@ -1,0 +1,112 @@
+"""Shared fixtures. Each section keeps its helpers in a module of its own under tests/."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from faultproxy import FaultProxy
+from registry import RegistryServer, TokenAuth, start_registry
+from tokenserver import TokenServer
+
+# ---------------------------------------------------------------------------------------------------
+# OCI registries: real docker-registry processes (tests/registry.py), a token server
+# (tests/tokenserver.py) and a fault-injecting proxy (tests/faultproxy.py). Every fixture stops what
+# it started and removes its files, also when the test fails.
+# ---------------------------------------------------------------------------------------------------
+
+TEST_USERS = {"alice": "s3cret"}
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[RegistryServer]:
+    """A plain-HTTP registry without auth, shared by the session: use unique repository names."""
+    server = start_registry()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def registry_factory() -> Iterator[Callable[..., RegistryServer]]:
+    """``start(users=..., tls_ca=..., token=...)`` for a variant registry that lives for one test."""
+    started: list[RegistryServer] = []
+
+    def start(**kwargs: Any) -> RegistryServer:
+        server = start_registry(**kwargs)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_registry() -> Iterator[RegistryServer]:
+    """A registry with htpasswd basic auth: ``.username`` alice, ``.password`` s3cret."""
+    server = start_registry(users=TEST_USERS)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    """The throw-away CA that signs ``tls_registry``'s certificate."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def tls_registry(tls_ca: trustme.CA) -> Iterator[RegistryServer]:
+    """A registry on HTTPS with a certificate from ``tls_ca``; ``.ca_pem`` is the CA's PEM file."""
+    server = start_registry(tls_ca=tls_ca)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry() -> Iterator[RegistryServer]:
+    """A registry with bearer-token auth; ``.extra["token_server"]`` is its ``TokenServer``
+    (users alice/s3cret; anonymous callers get no access)."""
+    tokens = TokenServer(users=TEST_USERS).start()
+    bundle_dir = tempfile.TemporaryDirectory(prefix="kitfs-token-")
+    server: RegistryServer | None = None
+    try:
+        bundle = tokens.write_root_bundle(Path(bundle_dir.name) / "token-ca.pem")
+        token = TokenAuth(realm=tokens.realm, service=tokens.service, issuer=tokens.issuer, rootcertbundle=bundle)
+        server = start_registry(users=TEST_USERS, token=token)
+        server.extra["token_server"] = tokens
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        tokens.stop()
+        bundle_dir.cleanup()
+
+
+@pytest.fixture
+def fault_proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of ``registry``; add rules with ``proxy.add_rule``."""
+    proxy = FaultProxy(registry.host).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def repo_name() -> str:
+    """A repository name no other test uses."""
+    return f"kitfs-test/{uuid.uuid4().hex[:12]}"
