@@ -9,6 +9,7 @@ sorted, HTML characters escaped), and ``kit info`` prints YAML with a two-space 
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import math
 import posixpath
@@ -72,7 +73,10 @@ _TYPE_NAMES = {
 }
 # Fields emitted even when empty (no ``omitempty`` in kit's struct tags).
 _ALWAYS = {id(KITFILE): ("manifestVersion", "package"), id(DOCS): ("path",)}
-_PART_TYPE_RE = re.compile(r"^[\w][\w.-]*$")
+_PART_TYPE_RE = re.compile(r"^[\w][\w.-]*$", re.ASCII)
+_URL_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+MANIFEST_VERSION = "1.0.0"
+_MODEL_PATHS = ("local", "reference")
 
 
 @dataclass(frozen=True)
@@ -97,13 +101,10 @@ class Kitfile:
     @classmethod
     def from_yaml(cls, text: str | bytes, source: str = "Kitfile") -> Kitfile:
         """Parse YAML strictly; raise KitfileError naming the line and the field on any problem."""
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            raise KitfileError(f"{source}: invalid YAML: {_one_line(exc)}") from None
+        node = _first_document(text, source)
         if node is None:
             raise KitfileError(f"{source}: the Kitfile is empty")
-        data = _convert(node, KITFILE, source)
+        data = _convert(node, KITFILE, source, "the Kitfile")
         kitfile = cls(data)
         kitfile.validate(source)
         return kitfile
@@ -112,7 +113,9 @@ class Kitfile:
     def from_config_json(cls, blob: bytes, source: str = "config") -> Kitfile:
         """Read the Kitfile from a ModelKit config blob (its JSON form)."""
         try:
-            raw = json.loads(blob)
+            # Go decodes config JSON numbers into float64 (``parameters`` is ``any``); so do we, so
+            # that ``kit info`` and unpacked Kitfiles print numbers as kit does.
+            raw = json.loads(blob, parse_int=float)
         except (ValueError, UnicodeDecodeError) as exc:
             raise KitfileError(f"{source} is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
@@ -163,24 +166,57 @@ class Kitfile:
     # -- validation -----------------------------------------------------------------------------
 
     def validate(self, source: str = "Kitfile") -> None:
-        """Check what kit checks before packing (pkg/lib/kitfile/validate.go), all errors at once."""
+        """Check what kit checks (kitops-ml pkg/artifact/kitfile.go ``Validate``), all errors at once.
+
+        A Kitfile without any layer section is valid: kit packs it as a ModelKit with no layers.
+        """
         errors: list[str] = []
-        if not self.manifest_version:
+        version = self.manifest_version
+        if not version:
             errors.append("manifestVersion is required")
-        if not any(self.data.get(k) for k in ("model", "code", "datasets", "docs")):
-            errors.append("at least one of model, code, datasets or docs is required")
+        elif version != MANIFEST_VERSION:
+            errors.append(f"invalid manifestVersion: expect {MANIFEST_VERSION} but got {version}")
         paths: dict[str, list[str]] = {}
-        for entry in self.entries():
-            label = _entry_label(entry)
-            paths.setdefault(entry.path or ".", []).append(label)
-            if entry.kind == "modelpart":
-                _check_part_type(entry, errors)
+
+        def add(path: str, label: str, what: str, allowed: tuple[str, ...] = ("local",)) -> None:
+            paths.setdefault(_clean_path(path or "."), []).append(label)
+            kind, problem = path_type(path)
+            if problem:
+                errors.append(f"invalid path for {what}: {problem}")
+            if kind not in allowed:
+                if what == "model":
+                    errors.append(
+                        "invalid path for model: only local paths and ModelKit references are permitted"
+                    )
+                else:
+                    errors.append(f"invalid path for {what}: only local paths are permitted")
+
+        model = self.model
+        if model is not None:
+            add(model.get("path", ""), f"model {model.get('name', '')}", "model", _MODEL_PATHS)
+            for part in model.get("parts") or []:
+                path = part.get("path", "")
+                add(path, f"modelpart {part.get('name', '')}", f"model part ({path})")
+                _check_part_type(part, errors)
+        for what, section, label in (
+            ("code", "code", "code layer"),
+            ("dataset", "datasets", "dataset layer"),
+            ("doc", "docs", "docs layer"),
+        ):
+            for i, item in enumerate(self.section(section)):
+                path = item.get("path", "")
+                add(path, f"{label} {i}", f"{what} ({path})")
         for path, labels in paths.items():
             if len(labels) > 1:
                 errors.append(f"{', '.join(labels[:-1])} and {labels[-1]} use the same path {path}")
             if posixpath.isabs(path):
                 errors.append(
                     f"absolute paths are not supported in a Kitfile (path {path} in {labels[0]})"
+                )
+            elif path == ".." or path.startswith("../"):
+                errors.append(
+                    "paths outside the context directory are not supported in a Kitfile "
+                    f"(path {path} in {labels[0]})"
                 )
         if errors:
             raise KitfileError(f"{source}: invalid Kitfile: " + "; ".join(sorted(errors)))
@@ -219,70 +255,109 @@ def is_modelkit_reference(path: str) -> bool:
     return True
 
 
-def _entry_label(entry: Entry) -> str:
-    if entry.kind == "model":
-        return f"model {entry.name}"
-    if entry.kind == "modelpart":
-        return f"modelpart {entry.name}"
-    if entry.kind == "dataset":
-        return f"dataset {entry.name}"
-    return f"{'code' if entry.kind == 'code' else 'docs'} layer {entry.index}"
+def path_type(path: str) -> tuple[str, str | None]:
+    """kit's GetPathType: ``local``, ``reference`` (another ModelKit), ``s3`` or ``unknown``.
+
+    The second item is the problem with the path, if any (kit refuses HTTP and other URLs).
+    """
+    if is_modelkit_reference(path):
+        return "reference", None
+    match = _URL_SCHEME_RE.match(path)
+    if not match:
+        return "local", None
+    scheme = match.group(1).lower()
+    if scheme == "s3":
+        return "s3", None
+    if scheme in ("http", "https"):
+        return "unknown", f"HTTP urls are not supported in paths ({path})"
+    return "unknown", f"unrecognized URL in path: {path}"
 
 
-def _check_part_type(entry: Entry, errors: list[str]) -> None:
-    part_type = entry.data.get("type", "")
+def _clean_path(path: str) -> str:
+    """Go's filepath.Clean for slash paths."""
+    cleaned = posixpath.normpath(path)
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
+
+
+def _check_part_type(part: dict[str, Any], errors: list[str]) -> None:
+    part_type = part.get("type", "")
+    name = part.get("name", "")
     if not part_type:
         return
     if not _PART_TYPE_RE.match(part_type):
         errors.append(
-            f"modelpart {entry.name} has invalid type "
+            f"modelpart {name} has invalid type "
             "(must be alphanumeric with dots, dashes, and underscores)"
         )
-    if len(part_type) > 64:
-        errors.append(f"modelpart {entry.name} type is too long (must be fewer than 64 characters)")
+    if len(part_type.encode()) > 64:
+        errors.append(f"modelpart {name} type is too long (must be fewer than 64 characters)")
 
 
 # -- YAML node conversion (strict) ------------------------------------------------------------
+
+
+def _first_document(text: str | bytes, source: str) -> yaml.Node | None:
+    """The first YAML document's node tree; like yaml.v3's Decoder, later documents are not read."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader checks the encoding at once
+        raise KitfileError(f"{source}: invalid YAML: {_one_line(exc)}") from None
+    try:
+        return loader.get_node() if loader.check_node() else None
+    except yaml.YAMLError as exc:
+        raise KitfileError(f"{source}: invalid YAML: {_one_line(exc)}") from None
+    finally:
+        loader.dispose()
 
 
 def _where(node: yaml.Node) -> str:
     return f"line {node.start_mark.line + 1}"
 
 
-def _convert(node: yaml.Node, schema: Any, source: str) -> Any:
+def _convert(node: yaml.Node, schema: Any, source: str, field: str) -> Any:
     if schema == ANY:
-        return _construct_any(node, source)
+        return _parameter(node, source, frozenset())
     if schema == STR:
         if not isinstance(node, yaml.ScalarNode):
             raise KitfileError(
-                f"{source}: {_where(node)}: expected a string, found a {_kind(node)}"
+                f"{source}: {_where(node)}: {field} must be a string, found a {_kind(node)}"
             )
-        if node.tag == "tag:yaml.org,2002:null" and node.value in ("", "~", "null", "Null", "NULL"):
+        if _is_null(node):
             return ""
         return str(node.value)
+    if isinstance(node, yaml.ScalarNode) and _is_null(node):
+        return [] if schema == STRLIST or isinstance(schema, list) else {}
     if schema == STRLIST:
         if not isinstance(node, yaml.SequenceNode):
-            raise KitfileError(f"{source}: {_where(node)}: expected a list of strings")
-        return [_convert(item, STR, source) for item in node.value]
+            raise KitfileError(
+                f"{source}: {_where(node)}: {field} must be a list of strings, found a {_kind(node)}"
+            )
+        return [_convert(item, STR, source, f"an item of {field}") for item in node.value]
     if isinstance(schema, list):
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
-            return []
         if not isinstance(node, yaml.SequenceNode):
-            raise KitfileError(f"{source}: {_where(node)}: expected a list, found a {_kind(node)}")
-        return [_convert(item, schema[0], source) for item in node.value]
-    return _convert_mapping(node, schema, source)
+            raise KitfileError(
+                f"{source}: {_where(node)}: {field} must be a list, found a {_kind(node)}"
+            )
+        return [_convert(item, schema[0], source, f"an item of {field}") for item in node.value]
+    return _convert_mapping(node, schema, source, field)
 
 
-def _convert_mapping(node: yaml.Node, schema: dict[str, Any], source: str) -> dict[str, Any]:
+def _convert_mapping(
+    node: yaml.Node, schema: dict[str, Any], source: str, field: str
+) -> dict[str, Any]:
     type_name = _TYPE_NAMES.get(id(schema), "object")
-    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
-        return {}
     if not isinstance(node, yaml.MappingNode):
         raise KitfileError(
-            f"{source}: {_where(node)}: expected a mapping for {type_name}, found a {_kind(node)}"
+            f"{source}: {_where(node)}: {field} must be a mapping, found a {_kind(node)}"
         )
     out: dict[str, Any] = {}
+    lines: dict[str, str] = {}
     for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise KitfileError(
+                f"{source}: {_where(key_node)}: keys in {type_name} must be field names, "
+                f"found a {_kind(key_node)}"
+            )
         key = key_node.value
         if key not in schema or key in _LAYER_INFO:
             raise KitfileError(
@@ -290,20 +365,15 @@ def _convert_mapping(node: yaml.Node, schema: dict[str, Any], source: str) -> di
             )
         if key in out:
             raise KitfileError(
-                f"{source}: {_where(key_node)}: field {key!r} is defined twice in {type_name}"
+                f'{source}: {_where(key_node)}: mapping key "{key}" already defined at {lines[key]}'
             )
-        out[key] = _convert(value_node, schema[key], source)
+        lines[key] = _where(key_node)
+        out[key] = _convert(value_node, schema[key], source, key)
     return out
 
 
-def _construct_any(node: yaml.Node, source: str) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        raise KitfileError(f"{source}: invalid parameters: {_one_line(exc)}") from None
-    finally:
-        loader.dispose()
+def _is_null(node: yaml.ScalarNode) -> bool:
+    return node.style is None and node.value in _V3_NULLS
 
 
 def _kind(node: yaml.Node) -> str:
@@ -316,6 +386,118 @@ def _kind(node: yaml.Node) -> str:
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
+
+
+# ``parameters`` are decoded as yaml.v3 decodes into ``any`` (YAML 1.2 core schema plus v3's quirks:
+# ``yes``/``on`` stay strings, ``0755`` and ``0x1F`` are integers, ``1e3`` is a float, timestamps stay
+# strings), so that their JSON form is what kit writes. Go's json.Marshal then refuses NaN, infinities
+# and maps whose keys are not all strings; so do we, with the line named.
+_V3_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
+_V3_CONSTANTS: dict[str, Any] = {
+    **dict.fromkeys(("true", "True", "TRUE"), True),
+    **dict.fromkeys(("false", "False", "FALSE"), False),
+    **dict.fromkeys(_V3_NULLS, None),
+    **dict.fromkeys((".nan", ".NaN", ".NAN"), math.nan),
+    **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"), math.inf),
+    **dict.fromkeys(("-.inf", "-.Inf", "-.INF"), -math.inf),
+}
+_GO_INT_RE = re.compile(r"^[+-]?(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)$")
+_V3_FLOAT_RE = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def v3_resolve(text: str) -> Any:
+    """The value yaml.v3 gives a plain (unquoted) scalar decoded into ``any``."""
+    if text in _V3_CONSTANTS:
+        return _V3_CONSTANTS[text]
+    first = text[0]
+    if first == ".":
+        if re.fullmatch(r"\.[0-9]+(?:[eE][-+]?[0-9]+)?", text):
+            return float(text)
+        return text
+    if first not in "+-0123456789":
+        return text
+    plain = text.replace("_", "")
+    if _GO_INT_RE.match(plain):
+        value = _go_int(plain)
+        if -(1 << 63) <= value < (1 << 64) and not (value >= 1 << 63 and plain[0] == "+"):
+            return value
+    if _V3_FLOAT_RE.match(plain):
+        number = float(plain)
+        if not math.isinf(number):  # Go's ParseFloat fails with a range error here
+            return number
+    return text
+
+
+def _go_int(plain: str) -> int:
+    sign = -1 if plain[0] == "-" else 1
+    digits = plain.lstrip("+-")
+    if len(digits) > 1 and digits[0] == "0" and digits[1] not in "xXoObB":
+        return sign * int(digits, 8)
+    return sign * int(digits, 0)
+
+
+def _parameter(node: yaml.Node, source: str, active: frozenset[int]) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return _parameter_scalar(node, source)
+    if id(node) in active:
+        raise KitfileError(f"{source}: {_where(node)}: parameters contain a recursive alias")
+    active = active | {id(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return [_parameter(item, source, active) for item in node.value]
+    assert isinstance(node, yaml.MappingNode)
+    merged: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    lines: dict[str, str] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            merged.update(_merge_source(value_node, source, active))
+            continue
+        key = _parameter(key_node, source, active)
+        if not isinstance(key, str):
+            raise KitfileError(
+                f"{source}: {_where(key_node)}: parameter keys must be strings "
+                f"(JSON has no other keys), found {key_node.value!r}"
+            )
+        if key in out:
+            raise KitfileError(
+                f'{source}: {_where(key_node)}: mapping key "{key}" already defined at {lines[key]}'
+            )
+        lines[key] = _where(key_node)
+        out[key] = _parameter(value_node, source, active)
+    return {**merged, **out}
+
+
+def _merge_source(node: yaml.Node, source: str, active: frozenset[int]) -> dict[str, Any]:
+    items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    merged: dict[str, Any] = {}
+    for item in reversed(items):  # earlier maps in a merge list win
+        value = _parameter(item, source, active)
+        if not isinstance(value, dict):
+            raise KitfileError(f"{source}: {_where(item)}: only mappings can be merged with <<")
+        merged.update(value)
+    return merged
+
+
+def _parameter_scalar(node: yaml.ScalarNode, source: str) -> Any:
+    if node.style is not None:  # quoted or block scalars are strings
+        return node.value
+    if (
+        node.tag == _STR_TAG
+        and _PLAIN_RESOLVER.resolve(yaml.ScalarNode, node.value, (True, False)) != _STR_TAG
+    ):
+        return node.value  # an explicit !!str
+    value = v3_resolve(node.value)
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        raise KitfileError(
+            f"{source}: {_where(node)}: parameters cannot hold {node.value} "
+            "(JSON has no such number)"
+        )
+    return value
+
+
+_PLAIN_RESOLVER = yaml.resolver.Resolver()
 
 
 # -- plain data (config JSON) ----------------------------------------------------------------
@@ -373,7 +555,9 @@ def _ordered(data: Any, schema: Any) -> Any:
     out: dict[str, Any] = {}
     for key, sub in schema.items():
         value = data.get(key)
-        if _is_empty(value) and key not in always:
+        # ``parameters`` is a Go ``any``: omitempty drops it only when nil, not when {} or "".
+        empty = value is None if sub == ANY else _is_empty(value)
+        if empty and key not in always:
             continue
         if value is None:
             value = {} if isinstance(sub, dict) else ""
@@ -466,15 +650,100 @@ def sort_maps(value: Any) -> Any:
 # -- YAML output in yaml.v3's shape ----------------------------------------------------------
 
 
+_TIMESTAMP_RE = re.compile(
+    r"^(\d{4})-(\d{1,2})-(\d{1,2})"
+    r"(?:(?:[Tt](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2}))"
+    r"|(?: (\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.\d+)?))?$"
+)
+
+
+def _is_v3_timestamp(text: str) -> bool:
+    """yaml.v3's parseTimestamp (Go time.Parse with its four layouts), for quoting decisions."""
+    match = _TIMESTAMP_RE.match(text)
+    if not match:
+        return False
+    year, month, day = (int(g) for g in match.groups()[:3])
+    clock = [int(g) for g in match.groups()[3:] if g is not None]
+    try:
+        datetime.date(year, month, day)
+    except ValueError:
+        return False
+    return not clock or (clock[0] < 24 and clock[1] < 60 and clock[2] < 60)
+
+
+def _v3_tag(text: str) -> str:
+    """The tag yaml.v3 resolves a plain scalar to (YAML 1.2 core rules, not PyYAML's 1.1)."""
+    if _is_v3_timestamp(text):
+        return "tag:yaml.org,2002:timestamp"
+    value = v3_resolve(text)
+    if value is None:
+        return "tag:yaml.org,2002:null"
+    if isinstance(value, bool):
+        return "tag:yaml.org,2002:bool"
+    if isinstance(value, int):
+        return "tag:yaml.org,2002:int"
+    if isinstance(value, float):
+        return "tag:yaml.org,2002:float"
+    return _STR_TAG
+
+
+# yaml.v3 (encode.go stringv) also quotes strings that YAML 1.1 would read as bools or base-60 numbers.
+_V3_OLD_BOOLS = frozenset(["y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off", "OFF"])
+_V3_BASE60_RE = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+
+
+def go_yaml_float(value: float) -> str:
+    """yaml.v3's float text: Go's ``strconv.FormatFloat(f, 'g', -1, 64)`` with .inf/.nan."""
+    if math.isnan(value):
+        return ".nan"
+    if math.isinf(value):
+        return ".inf" if value > 0 else "-.inf"
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    text = "".join(map(str, digits))
+    point = len(text) + exponent  # Go's digs.dp
+    if point - 1 < -4 or point - 1 >= 6:  # shortest 'g' switches to %e outside [1e-4, 1e6)
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        exp = point - 1
+        body = f"{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    else:
+        body = format(Decimal(repr(abs(value))).normalize(), "f")
+    return ("-" if sign else "") + body
+
+
 class _KitDumper(yaml.SafeDumper):
-    """Indents block sequences under their key and writes ``authors`` in flow style, as yaml.v3."""
+    """yaml.v3's output shape: block sequences indented under their key, v3's quoting rules."""
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
 
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _v3_tag(value)
+        return super().resolve(kind, value, implicit)
+
     def choose_scalar_style(self) -> str:
         style = super().choose_scalar_style()
-        return '"' if style == "'" else style  # yaml.v3 quotes with double quotes
+        # v3 falls back from a literal block straight to double quotes, never to single quotes.
+        if getattr(self.event, "style", None) == "|" and style == "'":
+            return '"'
+        return style
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style: str | None = None
+    if "\n" in data:
+        style = "|"
+    elif _v3_tag(data) != _STR_TAG or data in _V3_OLD_BOOLS or _V3_BASE60_RE.match(data):
+        style = '"'
+    return dumper.represent_scalar(_STR_TAG, data, style=style)
+
+
+def _represent_float(dumper: yaml.SafeDumper, data: float) -> yaml.Node:
+    text = go_yaml_float(data)
+    return dumper.represent_scalar(_v3_tag(text), text)
 
 
 class _FlowList(list):  # type: ignore[type-arg]
@@ -485,6 +754,8 @@ def _represent_flow(dumper: yaml.SafeDumper, data: _FlowList) -> yaml.Node:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
 
 
+_KitDumper.add_representer(str, _represent_str)
+_KitDumper.add_representer(float, _represent_float)
 _KitDumper.add_representer(_FlowList, _represent_flow)
 
 

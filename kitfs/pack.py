@@ -77,25 +77,26 @@ class _HashingWriter:
         return "sha256:" + self.hasher.hexdigest()
 
 
-def find_kitfile(context: Path, kitfile: str | None) -> tuple[str, str]:
-    """The Kitfile's text and a name for messages: ``-f`` (``-`` is stdin), else a default name."""
+def find_kitfile(context: Path, kitfile: str | None) -> tuple[bytes, str]:
+    """The Kitfile's bytes and a name for messages: ``-f`` (``-`` is stdin), else a default name."""
     if kitfile == "-":
         import sys
 
         if sys.stdin.isatty():
             raise PackError("no Kitfile piped on standard input (-f -)")
-        return sys.stdin.read(), "Kitfile from standard input"
+        return sys.stdin.buffer.read(), "Kitfile from standard input"
     if kitfile:
         try:
-            return Path(kitfile).read_text(encoding="utf-8"), kitfile
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PackError(
-                f"cannot read Kitfile {kitfile}: {exc.__class__.__name__}: {exc}"
-            ) from None
+            return Path(kitfile).read_bytes(), kitfile
+        except OSError as exc:
+            raise PackError(f"cannot read Kitfile {kitfile}: {exc.strerror}") from None
     for name in DEFAULT_NAMES:
         path = context / name
         if path.is_file():
-            return path.read_text(encoding="utf-8"), str(path)
+            try:
+                return path.read_bytes(), str(path)
+            except OSError as exc:
+                raise PackError(f"cannot read Kitfile {path}: {exc.strerror}") from None
     raise PackError(
         f"no Kitfile in {context} (looked for {', '.join(DEFAULT_NAMES)}); use -f to name one"
     )

@@ -1,8 +1,9 @@
 """Parse and format ModelKit references with kit's rules (pkg/lib/repo/util/reference.go).
 
 A reference is ``[registry/]repository[:tag|@digest][,extra-tag...]``. The first path component is a
-registry only when it contains ``.`` or ``:`` or is ``localhost``; otherwise the registry is
-``localhost``, which means kit's local storage.
+registry only when it contains ``.`` or ``:``; otherwise the registry is ``localhost``, which means
+kit's local storage. As in kit, ``localhost/foo`` is therefore the local repository ``localhost/foo``
+(stored as ``localhost/localhost/foo``), while ``localhost:5000/foo`` names a registry.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def parse(text: str, *, default_tag: str | None = None) -> Reference:
 
 def _split_registry(base: str) -> tuple[str, str]:
     first, sep, rest = base.partition("/")
-    if sep and ("." in first or ":" in first or first == LOCAL_REGISTRY):
+    if sep and ("." in first or ":" in first):
         return first, rest
     return LOCAL_REGISTRY, base
 
@@ -114,6 +115,10 @@ def _split_tag_digest(rest: str, text: str) -> tuple[str, str | None, str | None
 def _check_repository(repository: str, text: str) -> None:
     if not repository:
         raise InvalidReferenceError(f"missing repository in reference {text!r}")
+    if repository.lower() != repository:
+        raise InvalidReferenceError(
+            f"invalid reference {text!r}: repository ({repository}) name must be lowercase"
+        )
     for part in repository.split("/"):
         if not _PATH_COMPONENT_RE.match(part):
             raise InvalidReferenceError(

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 def _client(ref: Reference, paths: Paths, options: RegistryOptions) -> RegistryClient:
     if ref.is_local:
-        raise UsageError(f"{ref} names local storage, not a registry (add a registry: host[:port]/{ref.repository})")
+        raise UsageError(
+            f"{ref} names local storage, not a registry (add a registry: host[:port]/{ref.repository})"
+        )
     return RegistryClient(ref.registry, options, CredentialStore.for_paths(paths))
 
 
@@ -70,7 +72,9 @@ async def _gather(jobs: list[Callable[[], Awaitable[None]]], concurrency: int) -
 # -- pull -------------------------------------------------------------------------------------
 
 
-async def pull_async(ref: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink) -> str:
+async def pull_async(
+    ref: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink
+) -> str:
     store = LocalStore(paths.storage)
     store.ensure()
     scratch = paths.cache / "pull"
@@ -101,7 +105,9 @@ async def pull_async(ref: Reference, paths: Paths, options: RegistryOptions, pro
     return digest
 
 
-def pull(ref: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink | None = None) -> str:
+def pull(
+    ref: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink | None = None
+) -> str:
     """Copy a ModelKit from its registry into local storage, skipping blobs already there."""
     return trio.run(pull_async, ref, paths, options, progress or NullProgress())
 
@@ -110,7 +116,11 @@ def pull(ref: Reference, paths: Paths, options: RegistryOptions, progress: Progr
 
 
 async def push_async(
-    source: Reference, dest: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink
+    source: Reference,
+    dest: Reference,
+    paths: Paths,
+    options: RegistryOptions,
+    progress: ProgressSink,
 ) -> str:
     store = LocalStore(paths.storage)
     _, desc = store.resolve(source)
@@ -119,14 +129,18 @@ async def push_async(
     blobs = list({d.digest: d for d in (manifest.config, *manifest.layers)}.values())
     for blob in blobs:
         if not store.has_blob(blob.digest):
-            raise NotFoundError(f"ModelKit {display_repository(str(source))} is incomplete: blob {blob.digest} is missing")
+            raise NotFoundError(
+                f"ModelKit {display_repository(str(source))} is incomplete: blob {blob.digest} is missing"
+            )
     task = progress.task(f"push {dest}", sum(d.size for d in blobs))
     async with _client(dest, paths, options) as client:
 
         def upload(blob: Descriptor) -> Callable[[], Awaitable[None]]:
             async def job() -> None:
                 await trio.to_thread.run_sync(store.verify_blob, blob.digest)
-                await client.upload_blob(dest.repository, blob, store.blob_path(blob.digest), task.advance)
+                await client.upload_blob(
+                    dest.repository, blob, store.blob_path(blob.digest), task.advance
+                )
 
             return job
 
@@ -139,7 +153,11 @@ async def push_async(
 
 
 def push(
-    source: Reference, dest: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink | None = None
+    source: Reference,
+    dest: Reference,
+    paths: Paths,
+    options: RegistryOptions,
+    progress: ProgressSink | None = None,
 ) -> str:
     """Upload a ModelKit from local storage to a registry (blobs first, then the manifest per tag)."""
     return trio.run(push_async, source, dest, paths, options, progress or NullProgress())
@@ -148,13 +166,17 @@ def push(
 # -- remote views (called by the local verbs with --remote or a registry reference) ----------
 
 
-def fetch_modelkit(ref: Reference, paths: Paths, options: RegistryOptions) -> tuple[str, Manifest, Kitfile]:
+def fetch_modelkit(
+    ref: Reference, paths: Paths, options: RegistryOptions
+) -> tuple[str, Manifest, Kitfile]:
     """The manifest and Kitfile of a remote ModelKit, without storing anything."""
 
     async def run() -> tuple[str, Manifest, Kitfile]:
         async with _client(ref, paths, options) as client:
             digest, _, manifest = await fetch_manifest(client, ref)
-            config = await client.fetch_blob(ref.repository, manifest.config.digest, manifest.config.size)
+            config = await client.fetch_blob(
+                ref.repository, manifest.config.digest, manifest.config.size
+            )
             return digest, manifest, Kitfile.from_config_json(config, f"config of {ref}")
 
     return trio.run(run)
@@ -172,7 +194,9 @@ def list_remote(ref: Reference, paths: Paths, options: RegistryOptions) -> list[
                     digest, _, manifest = await fetch_manifest(client, ref.with_tag(tag))
                 except ManifestError:
                     continue
-                config = await client.fetch_blob(ref.repository, manifest.config.digest, manifest.config.size)
+                config = await client.fetch_blob(
+                    ref.repository, manifest.config.digest, manifest.config.size
+                )
                 kitfile = Kitfile.from_config_json(config, f"config of {ref.with_tag(tag)}")
                 rows.append(row_for(ref.repository, digest, (tag,), manifest, kitfile))
             return rows
@@ -201,7 +225,9 @@ def unpack_remote(
 
                 def job(desc: Descriptor) -> Callable[[], Awaitable[None]]:
                     async def run() -> None:
-                        await client.download_blob(ref.repository, desc, scratch / desc.hex, task.advance)
+                        await client.download_blob(
+                            ref.repository, desc, scratch / desc.hex, task.advance
+                        )
 
                     return run
 

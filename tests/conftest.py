@@ -85,7 +85,9 @@ def token_registry() -> Iterator[RegistryServer]:
     server: RegistryServer | None = None
     try:
         bundle = tokens.write_root_bundle(Path(bundle_dir.name) / "token-ca.pem")
-        token = TokenAuth(realm=tokens.realm, service=tokens.service, issuer=tokens.issuer, rootcertbundle=bundle)
+        token = TokenAuth(
+            realm=tokens.realm, service=tokens.service, issuer=tokens.issuer, rootcertbundle=bundle
+        )
         server = start_registry(users=TEST_USERS, token=token)
         server.extra["token_server"] = tokens
         yield server

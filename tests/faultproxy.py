@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 HEAD_LIMIT = 64 * 1024
 IO_SIZE = 64 * 1024
+ACCEPT_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,11 @@ class FaultProxy:
 
     def stop(self) -> None:
         self._closed = True
+        self._accepter.join(5)
         self._listener.close()
         with self._lock:
             for sock in list(self._sockets):
                 _close(sock)
-        self._accepter.join(5)
         for thread in list(self._threads):
             thread.join(5)
 
@@ -130,11 +131,15 @@ class FaultProxy:
         self.stop()
 
     def _accept_loop(self) -> None:
+        self._listener.settimeout(ACCEPT_POLL)  # close() does not wake a blocked accept()
         while not self._closed:
             try:
                 client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            client.settimeout(None)
             thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
             thread.start()
@@ -158,6 +163,7 @@ class FaultProxy:
             if fault.drop:
                 return
             if fault.respond is not None:
+                _drain(client, rest, request)
                 client.sendall(_render(fault.respond, request.method))
                 return
             upstream = self._track(socket.create_connection(self.upstream, timeout=30))
@@ -206,8 +212,22 @@ def _read_head(sock: socket.socket) -> tuple[bytes | None, bytes]:
     return head + b"\r\n\r\n", rest
 
 
+def _drain(client: socket.socket, received: bytes, request: ProxyRequest) -> None:
+    """Read the request body before answering it ourselves (unread data would turn our close
+    into a reset that hides the answer from the client)."""
+    length = request.headers.get("content-length", "0")
+    remaining = (int(length) if length.isdigit() else 0) - len(received)
+    while remaining > 0:
+        chunk = client.recv(min(IO_SIZE, remaining))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+
+
 def _close_connection(head: bytes) -> bytes:
-    lines = [line for line in head.split(b"\r\n") if line and not line.lower().startswith(b"connection:")]
+    lines = [
+        line for line in head.split(b"\r\n") if line and not line.lower().startswith(b"connection:")
+    ]
     return b"\r\n".join(lines + [b"Connection: close", b"", b""])
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -94,7 +95,10 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None
 
 def write_htpasswd(path: Path, users: dict[str, str]) -> None:
     # Cost 4 keeps the registry's bcrypt check fast; distribution accepts $2b$ hashes.
-    lines = [f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}" for user, pw in users.items()]
+    lines = [
+        f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}"
+        for user, pw in users.items()
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -103,6 +107,7 @@ def registry_config(
     port: int,
     *,
     tls: tuple[Path, Path] | None = None,
+    client_cas: Path | None = None,
     htpasswd: Path | None = None,
     token: TokenAuth | None = None,
 ) -> dict[str, Any]:
@@ -110,6 +115,8 @@ def registry_config(
     http: dict[str, Any] = {"addr": f"127.0.0.1:{port}", "secret": "kitfs-test-secret"}
     if tls:
         http["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
+        if client_cas:
+            http["tls"]["clientcas"] = [str(client_cas)]
     config: dict[str, Any] = {
         "version": "0.1",
         "log": {"level": LOG_LEVEL, "accesslog": {"disabled": True}},
@@ -134,13 +141,26 @@ def registry_config(
     return config
 
 
-def _tls_files(ca: trustme.CA, directory: Path) -> tuple[Path, Path, Path]:
+@dataclass(frozen=True)
+class _Tls:
+    cert: Path
+    key: Path
+    ca_pem: Path
+    client_pem: Path | None  # a client certificate and key in one PEM file, when clients need one
+
+
+def _tls_files(ca: trustme.CA, directory: Path, client_certs: bool) -> _Tls:
     leaf = ca.issue_cert("127.0.0.1", "localhost")
-    cert, key, ca_pem = directory / "server.pem", directory / "server.key", directory / "ca.pem"
-    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    key.write_bytes(leaf.private_key_pem.bytes())
-    ca.cert_pem.write_to_path(str(ca_pem))
-    return cert, key, ca_pem
+    tls = _Tls(directory / "server.pem", directory / "server.key", directory / "ca.pem", None)
+    tls.cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    tls.key.write_bytes(leaf.private_key_pem.bytes())
+    ca.cert_pem.write_to_path(str(tls.ca_pem))
+    if not client_certs:
+        return tls
+    client = ca.issue_cert("kitfs-test-client@example.com")
+    client_pem = directory / "client.pem"
+    client.private_key_and_cert_chain_pem.write_to_path(str(client_pem))
+    return _Tls(tls.cert, tls.key, tls.ca_pem, client_pem)
 
 
 def start_registry(
@@ -148,46 +168,63 @@ def start_registry(
     users: dict[str, str] | None = None,
     tls_ca: trustme.CA | None = None,
     token: TokenAuth | None = None,
+    client_certs: bool = False,
 ) -> RegistryServer:
-    """Start a registry (basic auth when ``users``, TLS when ``tls_ca``, token auth when ``token``)."""
+    """Start a registry: basic auth when ``users``, TLS when ``tls_ca`` (requiring client
+    certificates from the same CA when ``client_certs``; ``.extra["client_pem"]`` holds one), token
+    auth when ``token``."""
     workdir = tempfile.TemporaryDirectory(prefix="kitfs-registry-")
     try:
-        return _start_in(Path(workdir.name), workdir, users or {}, tls_ca, token)
+        base = Path(workdir.name)
+        (base / "storage").mkdir()
+        htpasswd = None
+        if users and token is None:
+            htpasswd = base / "htpasswd"
+            write_htpasswd(htpasswd, users)
+        tls = _tls_files(tls_ca, base, client_certs) if tls_ca else None
+        server = _launch(base, workdir, tls, htpasswd, token)
+        server.users = dict(users or {})
+        if tls and tls.client_pem:
+            server.extra["client_pem"] = tls.client_pem
+        return server
     except BaseException:
         workdir.cleanup()
         raise
 
 
-def _start_in(
+def _launch(
     base: Path,
     workdir: tempfile.TemporaryDirectory[str],
-    users: dict[str, str],
-    tls_ca: trustme.CA | None,
+    tls: _Tls | None,
+    htpasswd: Path | None,
     token: TokenAuth | None,
 ) -> RegistryServer:
-    root = base / "storage"
-    root.mkdir()
-    htpasswd = None
-    if users and token is None:
-        htpasswd = base / "htpasswd"
-        write_htpasswd(htpasswd, users)
-    tls = _tls_files(tls_ca, base) if tls_ca else None
+    """Start the process on a free port (another one if that port was taken meanwhile)."""
+    config = base / "config.yml"
     for _ in range(START_ATTEMPTS):
         port = free_port()
-        config = base / "config.yml"
-        config.write_text(yaml.safe_dump(registry_config(root, port, tls=tls[:2] if tls else None, htpasswd=htpasswd, token=token)))
+        settings = registry_config(
+            base / "storage",
+            port,
+            tls=(tls.cert, tls.key) if tls else None,
+            client_cas=tls.ca_pem if tls and tls.client_pem else None,
+            htpasswd=htpasswd,
+            token=token,
+        )
+        config.write_text(yaml.safe_dump(settings))
         server = RegistryServer(
             host=f"127.0.0.1:{port}",
             url=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
-            root=root,
+            root=base / "storage",
             log_path=base / "registry.log",
-            ca_pem=tls[2] if tls else None,
-            users=dict(users),
+            ca_pem=tls.ca_pem if tls else None,
             workdir=workdir,
         )
         with server.log_path.open("ab") as log:
-            server.process = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-        if _wait_ready(server):
+            server.process = subprocess.Popen(
+                [REGISTRY_BINARY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        if _wait_ready(server, tls.client_pem if tls else None):
             return server
         stop_process(server.process)
         if "address already in use" not in server.log():
@@ -195,10 +232,15 @@ def _start_in(
     raise RuntimeError(f"docker-registry did not start:\n{server.log()[-2000:]}")
 
 
-def _wait_ready(server: RegistryServer) -> bool:
+def _wait_ready(server: RegistryServer, client_pem: Path | None) -> bool:
     """Poll GET /v2/ until the registry answers (any status: 401 is ready too)."""
     deadline = time.monotonic() + START_TIMEOUT
-    with httpx.Client(verify=False, timeout=2.0, trust_env=False) as client:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if client_pem:
+        context.load_cert_chain(client_pem)
+    with httpx.Client(verify=context, timeout=2.0, trust_env=False) as client:
         while time.monotonic() < deadline:
             assert server.process is not None
             if server.process.poll() is not None:

@@ -63,12 +63,18 @@ class TokenServer:
         self.ca = trustme.CA()
         # An identity is needed: Go rejects a critical subjectAltName extension with no names in it.
         signer = self.ca.issue_cert("token-signer.kitfs.test")
-        self._key = serialization.load_pem_private_key(signer.private_key_pem.bytes(), password=None)
+        self._key = serialization.load_pem_private_key(
+            signer.private_key_pem.bytes(), password=None
+        )
         cert = x509.load_pem_x509_certificate(signer.cert_chain_pems[0].bytes())
-        self._x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")]
+        self._x5c = [
+            base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
+        ]
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="token-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="token-server", daemon=True
+        )
 
     @property
     def realm(self) -> str:
@@ -101,7 +107,9 @@ class TokenServer:
             "access": [self._grant(scope, user) for scope in scopes],
         }
         header = {"typ": "JWT", "alg": "ES256", "x5c": self._x5c}
-        signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+        signing_input = (
+            f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+        )
         return f"{signing_input}.{b64url(self._sign(signing_input.encode()))}"
 
     def _sign(self, data: bytes) -> bytes:
@@ -143,7 +151,11 @@ class TokenServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 parts = urlsplit(self.path)
-                status, body = (404, {}) if parts.path != "/token" else server._answer(parts.query, self.headers.get("Authorization"))
+                status, body = (
+                    (404, {})
+                    if parts.path != "/token"
+                    else server._answer(parts.query, self.headers.get("Authorization"))
+                )
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

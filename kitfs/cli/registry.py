@@ -9,9 +9,16 @@ import sys
 import trio
 
 from kitfs import remote
-from kitfs.cli.common import add_network_flags, info, paths, print_json, registry_options, show_progress
+from kitfs.cli.common import (
+    add_network_flags,
+    info,
+    paths,
+    print_json,
+    registry_options,
+    show_progress,
+)
 from kitfs.errors import UsageError
-from kitfs.oci.auth import CredentialStore
+from kitfs.oci.auth import CredentialStore, StaticCredentials
 from kitfs.oci.client import RegistryClient
 from kitfs.progress import progress_for
 from kitfs.reference import DEFAULT_TAG, parse
@@ -19,9 +26,14 @@ from kitfs.reference import DEFAULT_TAG, parse
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("push", help="upload a ModelKit from local storage to a registry")
-    p.add_argument("source", metavar="SOURCE", help="the ModelKit in local storage (registry/repo:tag)")
     p.add_argument(
-        "destination", nargs="?", metavar="DESTINATION", help="where to push (default: SOURCE itself)"
+        "source", metavar="SOURCE", help="the ModelKit in local storage (registry/repo:tag)"
+    )
+    p.add_argument(
+        "destination",
+        nargs="?",
+        metavar="DESTINATION",
+        help="where to push (default: SOURCE itself)",
     )
     add_network_flags(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -33,11 +45,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_pull)
 
-    p = subparsers.add_parser("login", help="store credentials for a registry (checked against it first)")
+    p = subparsers.add_parser(
+        "login", help="store credentials for a registry (checked against it first)"
+    )
     p.add_argument("registry", metavar="REGISTRY")
     p.add_argument("-u", "--username", required=True)
-    p.add_argument("-p", "--password", help="the password (prefer --password-stdin: this shows in ps)")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument(
+        "-p", "--password", help="the password (prefer --password-stdin: this shows in ps)"
+    )
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     add_network_flags(p)
     p.set_defaults(func=_cmd_login)
 
@@ -56,7 +74,13 @@ def _cmd_push(args: argparse.Namespace) -> int:
     with progress_for(show_progress(args)) as sink:
         digest = remote.push(source, dest, paths(args), registry_options(args), sink)
     if args.json:
-        print_json({"digest": digest, "destination": str(dest), "tags": [t for t in (dest.tag, *dest.extra_tags) if t]})
+        print_json(
+            {
+                "digest": digest,
+                "destination": str(dest),
+                "tags": [t for t in (dest.tag, *dest.extra_tags) if t],
+            }
+        )
     else:
         print(f"Pushed {digest}")
     return 0
@@ -98,8 +122,8 @@ def _cmd_login(args: argparse.Namespace) -> int:
     store = CredentialStore.for_paths(paths(args), use_docker=False)
 
     async def check() -> None:
-        trial = _MemoryCredentials(args.username, password)
-        async with RegistryClient(args.registry, registry_options(args), trial) as client:  # type: ignore[arg-type]
+        trial = StaticCredentials(args.username, password)
+        async with RegistryClient(args.registry, registry_options(args), trial) as client:
             await client.ping()
 
     trio.run(check)
@@ -114,13 +138,3 @@ def _cmd_logout(args: argparse.Namespace) -> int:
         raise UsageError(f"not logged in to {args.registry}")
     info(f"Successfully logged out from {args.registry}")
     return 0
-
-
-class _MemoryCredentials:
-    """Credentials under trial during login: checked against the registry before they are stored."""
-
-    def __init__(self, username: str, password: str) -> None:
-        self._creds = (username, password)
-
-    def get(self, registry: str) -> tuple[str, str]:
-        return self._creds

@@ -41,8 +41,17 @@ def _split_ustar_path(name: str) -> tuple[str, str] | None:
 
 
 def _header_block(
-    name: bytes, prefix: bytes, mode: int, uid: int, size: int, typeflag: bytes
+    name: bytes,
+    prefix: bytes,
+    mode: int,
+    uid: int,
+    size: int,
+    typeflag: bytes,
+    *,
+    device_fields: bool = True,
 ) -> bytes:
+    """One header block. Go leaves devmajor/devminor NUL in the extended headers it writes
+    (``writeRawFile``) and fills them with zeros in entry headers (``templateV7Plus``)."""
     block = bytearray(BLOCK)
     block[0 : len(name)] = name
     block[100:108] = _octal(mode, 8)
@@ -54,8 +63,9 @@ def _header_block(
     block[156:157] = typeflag
     block[257:263] = b"ustar\0"
     block[263:265] = b"00"
-    block[329:337] = _octal(0, 8)
-    block[337:345] = _octal(0, 8)
+    if device_fields:
+        block[329:337] = _octal(0, 8)
+        block[337:345] = _octal(0, 8)
     block[345 : 345 + len(prefix)] = prefix
     checksum = sum(block)
     block[148:156] = f"{checksum:06o}".encode("ascii") + b"\0 "
@@ -86,7 +96,7 @@ def header_bytes(name: str, *, is_dir: bool, mode: int, size: int) -> bytes:
         prefix, base = split if (split and not fits_name) else ("", name)
         return _header_block(base.encode(), prefix.encode(), mode, uid, size, typeflag)
     records: dict[str, str] = {}
-    if not fits_name and not split:
+    if not fits_name:  # Go records the path whenever it does not fit a plain USTAR name field
         records["path"] = name
     if size > _USTAR_MAX_SIZE:
         records["size"] = str(size)
@@ -96,7 +106,7 @@ def header_bytes(name: str, *, is_dir: bool, mode: int, size: int) -> bytes:
         f"{directory}/PaxHeaders.0/{base}" if directory else f"PaxHeaders.0/{base}"
     )
     pax_name = pax_name[:100].rstrip("/")
-    pax_header = _header_block(pax_name.encode(), b"", 0, 0, len(body), PAX)
+    pax_header = _header_block(pax_name.encode(), b"", 0, 0, len(body), PAX, device_fields=False)
     real_name = _to_ascii(name)[:100]
     real_size = 0 if size > _USTAR_MAX_SIZE else size
     real = _header_block(real_name.encode(), b"", mode, uid, real_size, typeflag)

@@ -22,13 +22,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import trio
 
 from kitfs.config import Paths
-from kitfs.errors import AuthError, RegistryError, StorageError
+from kitfs.errors import AuthError, RegistryError, StorageError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,23 @@ def _parse_helper_output(stdout: bytes, program: str) -> Credentials | None:
         return None
     # "<token>" marks an identity token (OAuth2 refresh token), which this client does not exchange.
     return None if user == "<token>" else (user, secret)
+
+
+class CredentialSource(Protocol):
+    """Anything that can name the user and password for a registry (None: log in anonymously)."""
+
+    def get(self, registry: str) -> Credentials | None: ...
+
+
+@dataclass(frozen=True)
+class StaticCredentials:
+    """One user and password for any registry: credentials under trial during ``kitfs login``."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def get(self, registry: str) -> Credentials | None:
+        return (self.username, self.password)
 
 
 class CredentialStore:
@@ -325,7 +342,7 @@ class RegistryAuth:
     """
 
     def __init__(
-        self, registry: str, http: httpx.AsyncClient, credentials: CredentialStore | None
+        self, registry: str, http: httpx.AsyncClient, credentials: CredentialSource | None
     ) -> None:
         self.registry = registry
         self._http = http
@@ -423,13 +440,18 @@ class RegistryAuth:
         try:
             response = await self._http.get(realm, params=params, headers=headers)
         except httpx.TransportError as exc:
-            raise RegistryError(
+            raise TransientError(
                 f"registry {self.registry}: token service {_origin(realm)} is unreachable ({exc.__class__.__name__})"
             ) from None
         if response.status_code in (401, 403):
             raise self._failure(scopes, creds)
         if response.status_code != 200:
-            raise RegistryError(
+            kind = (
+                TransientError
+                if response.status_code in (429, 500, 502, 503, 504)
+                else RegistryError
+            )
+            raise kind(
                 f"registry {self.registry}: token service {_origin(realm)} answered HTTP {response.status_code}"
             )
         return _parse_token(response, _grants(wanted), self.registry)

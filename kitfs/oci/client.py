@@ -43,7 +43,7 @@ from kitfs.errors import (
     UsageError,
 )
 from kitfs.oci import media
-from kitfs.oci.auth import CredentialStore, RegistryAuth, Scope
+from kitfs.oci.auth import CredentialSource, RegistryAuth, Scope
 from kitfs.oci.manifest import Descriptor
 
 log = logging.getLogger(__name__)
@@ -202,17 +202,37 @@ def _transport_reason(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
 
 
-def _tls_failure(registry: str, exc: BaseException) -> RegistryError | None:
+_PLAIN_HTTP_REASONS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG")
+_CLIENT_CERT_REASONS = (
+    "BAD_CERTIFICATE",
+    "CERTIFICATE_REQUIRED",
+    "UNKNOWN_CA",
+    "HANDSHAKE_FAILURE",
+)
+
+
+def _tls_failure(registry: str, exc: BaseException, has_cert: bool) -> RegistryError | None:
+    """A one-line error for a TLS failure anywhere in ``exc``'s chain; None when it is not one."""
     chain = list(_exception_chain(exc))
     if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain):
         return RegistryError(
             f"registry {registry}: TLS certificate verification failed (use --tls-verify=false or --ca-file)"
         )
-    if any(isinstance(e, ssl.SSLError) for e in chain):
+    failure = next((e for e in chain if isinstance(e, ssl.SSLError)), None)
+    if failure is None:
+        return None
+    reason = str(getattr(failure, "reason", None) or failure)
+    if any(r in reason.upper() for r in _PLAIN_HTTP_REASONS):
+        return RegistryError(f"registry {registry} does not speak TLS (use --plain-http)")
+    if any(r in reason.upper() for r in _CLIENT_CERT_REASONS):
+        if has_cert:
+            return RegistryError(
+                f"registry {registry} refused the TLS client certificate (check --cert and --key)"
+            )
         return RegistryError(
-            f"registry {registry}: TLS handshake failed (for a plain-HTTP registry use --plain-http)"
+            f"registry {registry} requires a TLS client certificate (use --cert and --key)"
         )
-    return None
+    return RegistryError(f"registry {registry}: TLS handshake failed ({_one_line(reason)})")
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -293,7 +313,12 @@ class _Download:
         self.hasher = _hasher(descriptor.digest)
         self.written = 0
         self.progress = _Progress(progress)
-        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
+        try:
+            fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create a download file in {dest.parent}: {exc.strerror}"
+            ) from None
         self.temp = Path(name)
         self.file = os.fdopen(fd, "wb")
 
@@ -330,7 +355,7 @@ class RegistryClient:
         self,
         registry: str,
         options: RegistryOptions | None = None,
-        credentials: CredentialStore | None = None,
+        credentials: CredentialSource | None = None,
     ) -> None:
         self.registry = registry
         self.options = options or RegistryOptions()
@@ -362,6 +387,13 @@ class RegistryClient:
         await self._http.aclose()
 
     # --- the request loop ------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Check that the registry answers the Distribution API and accepts our credentials."""
+        target = _Target("", "the Distribution API endpoint /v2/", "checking")
+        await self._exchange(
+            "GET", f"{self.base_url}/v2/", scopes=[], handle=self._expect((200,), target)
+        )
 
     def _url(self, repository: str, kind: str, reference: str = "") -> str:
         return f"{self.base_url}/v2/{repository}/{kind}/{reference}"
@@ -427,13 +459,17 @@ class RegistryClient:
         return self._http.build_request(method, url, headers=merged, content=content)
 
     def _give_up(self, exc: httpx.TransportError, failures: int) -> None:
-        tls = _tls_failure(self.registry, exc)
+        tls = _tls_failure(self.registry, exc, bool(self.options.cert))
         if tls is not None:
             raise tls from None
-        if failures >= self.options.retries:
-            raise TransientError(
-                f"registry {self.registry} is unreachable: {_transport_reason(exc)}"
-            ) from None
+        if failures < self.options.retries:
+            return
+        reason = _transport_reason(exc)
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            raise TransientError(f"registry {self.registry} is unreachable: {reason}") from None
+        raise TransientError(
+            f"registry {self.registry}: the connection kept failing ({reason}) after {failures} attempts"
+        ) from None
 
     async def _backoff(self, failures: int, retry_after: float | None) -> None:
         if retry_after is not None:
@@ -460,9 +496,12 @@ class RegistryClient:
             if "NAME_UNKNOWN" in codes:
                 return NotFoundError(f"{where}: repository {target.repository} not found")
             return NotFoundError(f"{where}: {target.noun} not found")
+        if status == 400 and b"HTTP request to an HTTPS server" in body:
+            return RegistryError(f"{where} serves HTTPS: drop --plain-http")
         if status in (401, 403):
+            subject = f" to {target.repository}" if target.repository else ""
             return AuthError(
-                f"{where} denied access to {target.repository}: check your permissions or run `kitfs login {self.registry}`"
+                f"{where} denied access{subject}: check your permissions or run `kitfs login {self.registry}`"
             )
         detail = (
             "; ".join(_one_line(f"{c} {m}".strip()) for c, m in entries[:3])
@@ -476,9 +515,14 @@ class RegistryClient:
         return RegistryError(message)
 
     def _expect(
-        self, ok: tuple[int, ...], target: _Target, limit: int = 0
+        self,
+        ok: tuple[int, ...],
+        target: _Target,
+        limit: int = 0,
+        oversize: Callable[[], KitfsError] | None = None,
     ) -> Callable[[httpx.Response], Awaitable[tuple[httpx.Response, bytes]]]:
-        """A handler that accepts statuses in ``ok`` and reads up to ``limit`` bytes of the body."""
+        """A handler that accepts statuses in ``ok`` and reads up to ``limit`` bytes of the body
+        (a longer body raises ``oversize()``, by default a RegistryError)."""
 
         async def handle(response: httpx.Response) -> tuple[httpx.Response, bytes]:
             if response.status_code not in ok:
@@ -487,8 +531,12 @@ class RegistryClient:
                 return response, b""
             body = await _read_limited(response, limit)
             if body is None:
-                raise RegistryError(
-                    f"registry {self.registry}: {target.noun} is larger than {limit} bytes"
+                raise (
+                    oversize()
+                    if oversize
+                    else RegistryError(
+                        f"registry {self.registry}: {target.noun} is larger than {limit} bytes"
+                    )
                 )
             return response, body
 
@@ -616,17 +664,18 @@ class RegistryClient:
         """A small blob (a config) in memory, verified against its digest and ``size``."""
         target = self._blob_target(repository, digest, "fetching")
         limit = size if size is not None else MAX_SMALL_BLOB
-        try:
-            _, body = await self._exchange(
-                "GET",
-                self._url(repository, "blobs", digest),
-                scopes=[Scope(repository)],
-                handle=self._expect((200,), target, max(limit, 1)),
-            )
-        except RegistryError as exc:
-            if size is not None and "is larger than" in str(exc):
-                raise DigestMismatchError(digest, f"more than {size} bytes", target.noun) from None
-            raise
+
+        def oversize() -> KitfsError:
+            return DigestMismatchError(digest, f"more than {size} bytes", target.noun)
+
+        _, body = await self._exchange(
+            "GET",
+            self._url(repository, "blobs", digest),
+            scopes=[Scope(repository)],
+            handle=self._expect(
+                (200,), target, max(limit, 1), oversize if size is not None else None
+            ),
+        )
         actual = _digest_of(body, digest)
         if actual != digest or (size is not None and len(body) != size):
             raise DigestMismatchError(
@@ -644,17 +693,22 @@ class RegistryClient:
         target = self._blob_target(
             repository, digest, f"reading bytes {offset}-{offset + length - 1} of"
         )
+        partial = self._expect((206,), target, length)
+
+        async def handle(response: httpx.Response) -> tuple[httpx.Response, bytes]:
+            if response.status_code == 200:
+                raise RegistryError(
+                    f"registry {self.registry} ignored a Range request for {target.noun}: it cannot serve partial reads"
+                )
+            return await partial(response)
+
         response, body = await self._exchange(
             "GET",
             self._url(repository, "blobs", digest),
             scopes=[Scope(repository)],
             headers={"Range": f"bytes={offset}-{offset + length - 1}"},
-            handle=self._expect((200, 206), target, length),
+            handle=handle,
         )
-        if response.status_code != 206:
-            raise RegistryError(
-                f"registry {self.registry} ignored a Range request for {target.noun}: it cannot serve partial reads"
-            )
         match = _CONTENT_RANGE_RE.match(response.headers.get("content-range", ""))
         if match is None or int(match.group(1)) != offset:
             raise RegistryError(
@@ -690,6 +744,8 @@ class RegistryClient:
 
     async def _receive(self, response: httpx.Response, state: _Download, repository: str) -> None:
         target = self._blob_target(repository, state.descriptor.digest, "downloading")
+        if response.status_code == 416 and state.written == state.descriptor.size:
+            return  # the connection dropped after the last byte: nothing is left to fetch
         if response.status_code not in (200, 206):
             raise await self._fail(response, target)
         if response.status_code == 200 and state.written:

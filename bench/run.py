@@ -1,0 +1,341 @@
+"""kitfs benchmark: `make bench` (default sizes) or `make bench-small` (about 20x smaller).
+
+Builds a generated ModelKit in each compression, pushes it to a real docker-registry on 127.0.0.1,
+and measures the mount against pulling and unpacking (figures 1-7 of docs/benchmarks.md). Prints one
+table per figure and writes them, with the machine, date and command, to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import figures  # noqa: E402
+import report  # noqa: E402
+import tables  # noqa: E402
+from harness import Bench  # noqa: E402
+from registry import Registry  # noqa: E402
+from tools import KITFS, REPO, can_drop_page_cache, force_unmount, is_mountpoint  # noqa: E402
+from workload import Sizes, ensure_workload  # noqa: E402
+
+DEFAULTS = {
+    "model_mib": 1024,
+    "compressible_mib": 200,
+    "big_dataset_mib": 300,
+    "mid_dataset_mib": 50,
+    "small_files": 2000,
+}
+SMALL = {
+    "model_mib": 50,
+    "compressible_mib": 10,
+    "big_dataset_mib": 15,
+    "mid_dataset_mib": 3,
+    "small_files": 100,
+}
+DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--small", action="store_true", help="about 20x smaller sizes, for a quick check"
+    )
+    p.add_argument(
+        "--model-mib", type=int, help="the random model file (default 1024; 50 with --small)"
+    )
+    p.add_argument(
+        "--compressible-mib", type=int, help="the compressible model part (default 200; 10)"
+    )
+    p.add_argument("--big-dataset-mib", type=int, help="the large dataset file (default 300; 15)")
+    p.add_argument(
+        "--mid-dataset-mib", type=int, help="the dataset file of figure 2 (default 50; 3)"
+    )
+    p.add_argument(
+        "--small-files", type=int, help="files in the small-files dataset (default 2000; 100)"
+    )
+    p.add_argument(
+        "--compressions",
+        default="none,gzip,zstd",
+        help="layer compressions to build (default none,gzip,zstd)",
+    )
+    p.add_argument(
+        "--readers", type=int, default=16, help="concurrent readers in figure 5 (default 16)"
+    )
+    p.add_argument(
+        "--random-reads",
+        type=int,
+        help="1 MiB reads in figure 5, all readers together (default 2048; 256 with --small)",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(os.environ.get("KITFS_BENCH_DIR", "/var/tmp/kitfs-bench")),
+        help="scratch space (default $KITFS_BENCH_DIR or /var/tmp/kitfs-bench)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        help="markdown report (default docs/benchmarks.md; --small runs write there only over another small run)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the registry data and scratch files")
+    return p.parse_args(argv)
+
+
+def sizes_from(args: argparse.Namespace) -> tuple[Sizes, str]:
+    base = SMALL if args.small else DEFAULTS
+    values = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
+    label = "small" if args.small else "default"
+    if values != base:
+        label = "custom"
+    return Sizes(**values), label
+
+
+def command_line(args: argparse.Namespace) -> str:
+    direct = " ".join([".venv/bin/python", "bench/run.py", *map(shlex.quote, sys.argv[1:])])
+    if os.environ.get("MAKELEVEL"):
+        extra = " ".join(a for a in sys.argv[1:] if a != "--small")
+        target = "make bench-small" if args.small else "make bench"
+        make = f"{target} BENCH_ARGS={shlex.quote(extra)}" if extra else target
+        return f"{make}  (runs `{direct}`)"
+    return direct
+
+
+def kit_available() -> bool:
+    if shutil.which("kit") is None:
+        return False
+    try:
+        return subprocess.run(["kit", "version"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def mount_available() -> str | None:
+    """None if `kitfs mount` exists, else why not."""
+    done = subprocess.run([KITFS, "mount", "--help"], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        return "`kitfs mount` is not available: " + (done.stderr.strip().splitlines() or ["?"])[-1]
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing"
+    return None
+
+
+def ratarmount_problem() -> str | None:
+    from tools import RATARMOUNT
+
+    if not os.path.exists(RATARMOUNT):
+        return "ratarmount is not installed (pip install -e '.[bench]')"
+    done = subprocess.run([RATARMOUNT, "--version"], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        return "`ratarmount --version` failed: " + (done.stderr.strip().splitlines() or ["?"])[-1]
+    return None
+
+
+def ratarmount_version() -> str:
+    from tools import RATARMOUNT
+
+    try:
+        out = subprocess.run(
+            [RATARMOUNT, "--version"], capture_output=True, text=True, timeout=60
+        ).stdout
+    except OSError:
+        return "not installed"
+    for line in out.splitlines():
+        if line.lower().startswith("ratarmount "):
+            return line.strip()
+    return out.strip().splitlines()[0] if out.strip() else "unknown"
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    sizes, label = sizes_from(args)
+    compressions = [c.strip() for c in args.compressions.split(",") if c.strip()]
+    random_reads = args.random_reads or (256 if args.small else 2048)
+    work = args.workdir.resolve()
+    (work / "scratch").mkdir(parents=True, exist_ok=True)
+    print(f"bench: sizes {sizes} in {work}", flush=True)
+    workload = ensure_workload(work / f"workload-{label}", sizes)
+    print(f"bench: workload ready after {time.monotonic() - started:.0f}s", flush=True)
+    shutil.rmtree(work / "registry", ignore_errors=True)
+    registry = Registry(work / "registry")
+    registry.start()
+    b = Bench(
+        work,
+        registry,
+        workload,
+        compressions,
+        can_drop_page_cache(),
+        kit_available(),
+        random_reads,
+        args.readers,
+    )
+    shutil.rmtree(b.pack_home, ignore_errors=True)
+    skipped: dict[str, str] = {}
+    try:
+        run_figures(b, skipped)
+    finally:
+        cleanup(b, keep=args.keep)
+    elapsed = time.monotonic() - started
+    text = render(b, args, sizes, label, date, elapsed, skipped)
+    print(text)
+    output = choose_output(args, label)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    b.save_json(work / f"results-{label}.json")
+    print(
+        f"bench: wrote {output} and {work / f'results-{label}.json'} in {elapsed:.0f}s total",
+        flush=True,
+    )
+    return 0
+
+
+def run_figures(b: Bench, skipped: dict[str, str]) -> None:
+    for c in list(b.compressions):
+        print(f"bench: pack + push ({c})", flush=True)
+        figures.pack_and_push(b, c)
+        pack = b.get("setup", c, "kitfs pack", "-")
+        push = b.get("setup", c, "kitfs push", "-")
+        if (pack and pack.error) or (push and push.error):
+            skipped[c] = (pack.error if pack and pack.error else push.error if push else "") or "?"
+    b.compressions = [c for c in b.compressions if c not in skipped]
+    problem = mount_available()
+    if problem:
+        skipped["mount"] = problem
+        print(f"bench: {problem}; skipping the mount figures", flush=True)
+    for c in b.compressions:
+        print(f"bench: figures 1-4 ({c})", flush=True)
+        if problem:
+            figures.figure2(b, c, mount=False)
+            figures.figure3(b, c, mount=False)
+            continue
+        figures.figure1(b, c)
+        figures.figure2(b, c)
+        cache = figures.figure3(b, c)
+        figures.figure4(b, c)
+        print(f"bench: figure 5 ({c})", flush=True)
+        figures.figure5(b, c, cache)
+        b.remove(cache, cache.parent / f"{cache.name}-home")
+    ratar = ratarmount_problem()
+    if ratar is None and "gzip" not in b.compressions:
+        ratar = "no gzip ModelKit was built (--compressions)"
+    if ratar is None and problem:
+        ratar = problem
+    if ratar:
+        skipped["ratarmount"] = ratar
+    else:
+        print("bench: figure 6 (gzip, ratarmount)", flush=True)
+        figures.figure6(b)
+
+
+def cleanup(b: Bench, keep: bool) -> None:
+    scratch = b.work / "scratch"
+    if scratch.exists():
+        for entry in sorted(scratch.iterdir()):
+            if is_mountpoint(entry):
+                force_unmount(entry)
+    b.registry.stop()
+    if not keep:
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(b.work / "registry" / "storage", ignore_errors=True)
+        shutil.rmtree(b.pack_home, ignore_errors=True)
+
+
+def choose_output(args: argparse.Namespace, label: str) -> Path:
+    if args.output:
+        return args.output
+    if label == "default":
+        return DEFAULT_OUTPUT
+    existing = report.existing_size_label(DEFAULT_OUTPUT)
+    if existing in (None, label):
+        return DEFAULT_OUTPUT
+    out = args.workdir.resolve() / f"benchmarks-{label}.md"
+    print(
+        f"bench: {DEFAULT_OUTPUT} holds a {existing}-size run; writing this {label} run to {out}",
+        flush=True,
+    )
+    return out
+
+
+def render(
+    b: Bench,
+    args: argparse.Namespace,
+    sizes: Sizes,
+    label: str,
+    date: str,
+    elapsed: float,
+    skipped: dict[str, str],
+) -> str:
+    machine = report.machine_facts(REPO)
+    s = sizes
+    lines = [
+        "# kitfs benchmarks",
+        "",
+        report.SIZE_MARK.format(label),
+        "",
+        "How much sooner and cheaper a ModelKit is usable through `kitfs mount` than by pulling and "
+        "unpacking it whole. One command runs everything (`make bench`, or `make bench-small` for a "
+        "quick check at about 1/20 of the sizes); it prints these tables and rewrites this page. "
+        "Nothing here is asserted by the test suite: every ratio compares two methods measured "
+        "side by side in the same run, on the same machine, against the same loopback registry.",
+        "",
+        "## This run",
+        "",
+        f"- Date: {date}; total run time {elapsed / 60:.1f} min",
+        f"- Command: `{command_line(args)}`",
+        f"- Machine: {machine.nproc} CPUs ({machine.cpu}), {machine.memory} RAM, Linux {machine.kernel}, Python {machine.python}; shared with other work, so single runs carry noise",
+        f"- kitfs commit: {machine.commit}",
+        f"- Sizes ({label}): model {s.model_mib} MiB random + {s.compressible_mib} MiB compressible part; datasets of {s.small_files} small CSV files, {s.big_dataset_mib} MiB and {s.mid_dataset_mib} MiB; a code folder and docs",
+        f"- Compressions: {', '.join(b.compressions) or 'none built'}",
+        "- Registry: docker-registry (distribution 2.8) on 127.0.0.1; bytes fetched are summed from its access log (GET response bodies)",
+        f"- Page cache: {'dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every cold step' if b.page_cache_droppable else 'NOT dropped (no permission): cold steps only start with empty kitfs caches and homes'}",
+        f"- Reference `kit`: {'present' if b.kit_available else 'not installed (rows skipped)'}; ratarmount: {ratarmount_version()}",
+        "- Cold = empty kitfs cache and empty `--config` home (nothing in local storage) and a dropped page cache; warm = the same cache/home again, page cache as the previous step left it.",
+        "- \"vs kitfs mount\" = that row's time / the kitfs mount's time in the same state and compression: above 1.00× the mount was faster.",
+        "",
+    ]
+    if skipped:
+        lines += ["Skipped:", ""] + [f"- {k}: {v}" for k, v in skipped.items()] + [""]
+    lines += ["## Results", ""]
+    for table in (
+        tables.setup_table(b),
+        tables.figure1_table(b),
+        tables.figure2_table(b),
+        tables.figure3_table(b),
+        tables.figure4_table(b),
+        tables.figure5_table(b),
+        tables.figure6_table(b, skipped.get("ratarmount")),
+        tables.figure7_table(b),
+    ):
+        lines += [table.markdown()]
+    lines += ["## Where kitfs loses in this run (computed from the tables above)", ""]
+    lost = tables.losses(b)
+    lines += [f"- {line}" for line in lost] if lost else ["- Nowhere in this run."]
+    if b.errors:
+        lines += ["", "## Errors in this run", ""] + [f"- {e}" for e in b.errors]
+    analysis = report.existing_analysis(args.output or DEFAULT_OUTPUT) or report.DEFAULT_ANALYSIS
+    lines += [
+        "",
+        "## What the numbers mean",
+        "",
+        report.ANALYSIS_BEGIN,
+        analysis,
+        report.ANALYSIS_END,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

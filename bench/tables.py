@@ -1,0 +1,437 @@
+"""Turn ``Bench.results`` into one markdown table per figure, plus the list of places kitfs loses."""
+
+from __future__ import annotations
+
+from figures import (
+    COLD,
+    KIT_PULL_UNPACK,
+    KIT_PULL_UNPACK_MODEL,
+    LOCAL_DIR,
+    LOCAL_FILE,
+    MOUNT,
+    PULL_ONLY,
+    PULL_UNPACK,
+    PULL_UNPACK_MODEL,
+    RATARMOUNT,
+    REREAD,
+    UNPACK_FILTER,
+    UNPACK_KITFILE,
+    WARM,
+    WARM_REMOUNT,
+    WARM_SAME,
+)
+from harness import Bench, Measurement
+from report import MIB, Table, mib, ratio, seconds
+
+# Why kitfs is slower than an alternative, and what would fix it, by (figure, method). They describe
+# the v1 mount (kitfs/fs/layerstore.py): a layer's first use fetches the whole blob, verifies it,
+# writes its uncompressed tar into the cache and indexes it; reads are pread on that tar through a
+# pyfuse3/trio daemon.
+WHY = {
+    ("1", UNPACK_KITFILE): (
+        "both fetch only the manifest and the config; the mount also starts a daemon (a Python "
+        "interpreter importing pyfuse3, trio and httpx) and a FUSE session, which costs more than "
+        "the download itself. Fix: a faster daemon start (lazy imports, or a pre-forked helper)."
+    ),
+    ("1", PULL_ONLY): (
+        "only when the ModelKit is tiny (the --small run): the daemon's start-up then outweighs "
+        "the whole download. Fix: as above, a faster daemon start."
+    ),
+    ("2", UNPACK_FILTER): (
+        "both fetch exactly the one layer; unpack streams it to disk in one process, while the "
+        "mount pays the daemon start, writes the layer's tar into its cache and serves the read "
+        "through FUSE. Fix: start reads from the download stream before it ends, and a faster "
+        "daemon start."
+    ),
+    ("2", PULL_UNPACK): (
+        "the ModelKit is small enough that fetching all of it costs less than the mount's fixed "
+        "costs. Fix: a faster daemon start."
+    ),
+    ("2", KIT_PULL_UNPACK): "kit is a Go binary with no daemon to start; see the row above.",
+    ("3", PULL_UNPACK_MODEL): (
+        "reading a whole layer once through the mount costs the download, the verification, a "
+        "copy into the cache (for compressed layers the decompressed tar) and then the read "
+        "through FUSE, where pull + unpack costs download, verification and one write to disk. "
+        "Fix: serve reads from the blob while it downloads (range reads of uncompressed "
+        "layers), and larger FUSE reads (max_read / big_writes, splice) to cut per-request cost."
+    ),
+    ("3", KIT_PULL_UNPACK_MODEL): "kit is a Go binary; see the kitfs pull + unpack row.",
+    ("6", RATARMOUNT): (
+        "ratarmount reads a blob that is already on the local disk, where the kitfs cold run "
+        "first downloads it from the registry and decompresses the whole layer into its cache "
+        "before the first read. Fix: index gzip layers with seek points (as ratarmount and "
+        "indexed_gzip do) and read ranges on demand instead of decompressing whole layers."
+    ),
+}
+FUSE_COST = (
+    "every read goes kernel → /dev/fuse → the Python daemon → pread → back, in requests of at "
+    "most 128 KiB; a local file is a plain page-cache copy. Fix: larger reads (max_read 1 MiB), "
+    "keep_cache so a warm re-read stays in the kernel, or passthrough (FUSE_PASSTHROUGH, "
+    "Linux 6.9+) to hand reads of cached tars to the kernel."
+)
+LS_COST = (
+    "each entry costs a lookup and getattr round-trip to the Python daemon, where the local "
+    "directory is answered from the kernel's dentry cache. Fix: READDIRPLUS with long entry and "
+    "attribute timeouts (the tree is immutable, so timeouts can be very long)."
+)
+RANDOM_COST = (
+    "16 readers share one Python daemon that serves each 1 MiB read as several FUSE requests, "
+    "each a trio task plus a worker-thread pread; the local file is served by the kernel alone. "
+    "Fix: larger FUSE requests, passthrough, or more worker threads for pread."
+)
+
+
+def _cell(m: Measurement | None) -> str:
+    if m is None:
+        return "—"
+    if m.error:
+        return f"error: {m.error[:160]}"
+    return seconds(m.seconds)
+
+
+def _fetched(m: Measurement | None) -> str:
+    return mib(m.fetched.total) if m is not None and m.fetched is not None and not m.error else "—"
+
+
+def _ok(m: Measurement | None) -> bool:
+    return m is not None and m.error is None and m.seconds is not None
+
+
+def _base(b: Bench, figure: str, compression: str, state: str) -> float | None:
+    m = b.get(figure, compression, MOUNT, state)
+    return m.seconds if _ok(m) else None
+
+
+def setup_table(b: Bench) -> Table:
+    t = Table(
+        "0",
+        "building the workload (pack + push, not a comparison)",
+        ["Compression", "ModelKit size (MiB)", "kitfs pack (s)", "kitfs push (s)"],
+    )
+    for c in b.compressions:
+        info = b.layer_info.get(c, {})
+        size = info.get("size")
+        t.add(
+            c,
+            mib(size) if isinstance(size, int) else "—",
+            _cell(b.get("setup", c, "kitfs pack", "-")),
+            _cell(b.get("setup", c, "kitfs push", "-")),
+        )
+    return t
+
+
+def figure1_table(b: Bench) -> Table:
+    t = Table(
+        "1",
+        "from `kitfs mount` to a readable Kitfile",
+        ["Compression", "Method", "State", "Time (s)", "vs kitfs mount", "Fetched (MiB)"],
+    )
+    for c in b.compressions:
+        for method in (MOUNT, UNPACK_KITFILE, PULL_ONLY):
+            for state in (COLD, WARM):
+                m = b.get("1", c, method, state)
+                if m is None:
+                    continue
+                t.add(
+                    c,
+                    method,
+                    state,
+                    _cell(m),
+                    ratio(m.seconds if _ok(m) else None, _base(b, "1", c, state)),
+                    _fetched(m),
+                )
+    t.notes.append(
+        "Mount time is measured from launching `kitfs mount` to the first successful read of `MNT/Kitfile`; warm = unmount and mount again with the same cache."
+    )
+    t.notes.append(
+        "`kitfs pull` is the cold and warm pull timed in figure 2 (the time before a pulled Kitfile could be unpacked); warm means the blobs are already in local storage."
+    )
+    return t
+
+
+def figure2_table(b: Bench) -> Table:
+    name = b.workload.mid_name
+    methods = (MOUNT, PULL_UNPACK, UNPACK_FILTER.format(name), KIT_PULL_UNPACK)
+    t = Table(
+        "2",
+        f"read one {b.workload.sizes.mid_dataset_mib} MiB dataset file (`{b.workload.mid_path}`)",
+        ["Compression", "Method", "State", "Time (s)", "vs kitfs mount", "Fetched (MiB)", "Detail"],
+    )
+    for c in b.compressions:
+        for method in methods:
+            for state in (COLD, WARM):
+                m = b.get("2", c, method, state)
+                if m is None:
+                    continue
+                t.add(
+                    c,
+                    method,
+                    state,
+                    _cell(m),
+                    ratio(m.seconds if _ok(m) else None, _base(b, "2", c, state)),
+                    _fetched(m),
+                    _detail(m),
+                )
+    t.notes.append(
+        "Every time runs from the first command to the last byte read (`dd bs=1M`); the mount time includes `kitfs mount`."
+    )
+    if not b.kit_available:
+        t.notes.append(
+            "`kit` is not installed on this machine (`kit version` failed), so its reference rows are left out."
+        )
+    return t
+
+
+def figure3_table(b: Bench) -> Table:
+    size = b.workload.sizes.model_mib * MIB
+    t = Table(
+        "3",
+        f"read the whole {b.workload.sizes.model_mib} MiB model file sequentially",
+        [
+            "Compression",
+            "Method",
+            "State",
+            "Time (s)",
+            "MiB/s",
+            "vs kitfs mount",
+            "Fetched (MiB)",
+            "Detail",
+        ],
+    )
+    rows = [
+        (c, method)
+        for c in b.compressions
+        for method in (MOUNT, PULL_UNPACK_MODEL, KIT_PULL_UNPACK_MODEL)
+    ]
+    rows.append(("-", LOCAL_FILE))
+    for c, method in rows:
+        for state in (COLD, REREAD, WARM):
+            m = b.get("3", c, method, state)
+            if m is None:
+                continue
+            base = None if c == "-" else _base(b, "3", c, state)
+            rate = f"{size / MIB / m.seconds:.0f}" if _ok(m) and m.seconds else "—"
+            t.add(
+                c,
+                method,
+                state,
+                _cell(m),
+                rate,
+                ratio(m.seconds if _ok(m) else None, base),
+                _fetched(m),
+                _detail(m),
+            )
+    t.notes.append(
+        "Mount rows include `kitfs mount`; re-read = `dd` again on the same mount; warm = a new mount on the filled cache."
+    )
+    for c in b.compressions:
+        for state, local_state in ((WARM, WARM), (REREAD, WARM), (COLD, COLD)):
+            k, loc = b.get("3", c, MOUNT, state), b.get("3", "-", LOCAL_FILE, local_state)
+            if _ok(k) and _ok(loc):
+                t.notes.append(
+                    f"FUSE cost, {c}, kitfs {state} vs local file {local_state}: {ratio(k.seconds, loc.seconds)} the local time."
+                )  # type: ignore[union-attr]
+    return t
+
+
+def figure4_table(b: Bench) -> Table:
+    t = Table(
+        "4",
+        f"`ls -lR` of the {b.workload.sizes.small_files}-file dataset",
+        [
+            "Compression",
+            "Method",
+            "State",
+            "Time (s)",
+            "vs local directory",
+            "Fetched (MiB)",
+            "Lines",
+        ],
+    )
+    local = {s: b.get("4", "-", LOCAL_DIR, s) for s in (COLD, WARM)}
+    for c in b.compressions:
+        for state in (COLD, WARM_SAME, WARM_REMOUNT):
+            m = b.get("4", c, MOUNT, state)
+            if m is None:
+                continue
+            ref = local[COLD] if state == COLD else local[WARM]
+            t.add(
+                c,
+                MOUNT,
+                state,
+                _cell(m),
+                ratio(m.seconds if _ok(m) else None, ref.seconds if _ok(ref) else None),
+                _fetched(m),
+                _lines(m),
+            )
+    for state in (COLD, WARM):
+        m = local[state]
+        if m is not None:
+            t.add("-", LOCAL_DIR, state, _cell(m), "1.00×" if _ok(m) else "—", "—", _lines(m))
+    t.notes.append(
+        "The cold mount row times `ls -lR` alone, on a mount whose Kitfile is already readable; it includes fetching and indexing the small-files layer. Ratios here are kitfs time / local time: above 1 means kitfs is slower."
+    )
+    return t
+
+
+def figure5_table(b: Bench) -> Table:
+    t = Table(
+        "5",
+        f"{b.readers} concurrent readers of random 1 MiB blocks of the model file, warm",
+        [
+            "Compression",
+            "Reader",
+            "Reads",
+            "Throughput (MiB/s)",
+            "p50 (ms)",
+            "p99 (ms)",
+            "Local throughput / kitfs",
+        ],
+    )
+    local = b.get("5", "-", LOCAL_FILE, WARM)
+    for c, method in [(c, MOUNT) for c in b.compressions] + [("-", LOCAL_FILE)]:
+        m = b.get("5", c, method, WARM)
+        if m is None:
+            continue
+        if not _ok(m):
+            t.add(c, method, "—", _cell(m), "—", "—", "—")
+            continue
+        x = m.extra
+        rel = (
+            "1.00×"
+            if c == "-"
+            else (ratio(local.extra["mib_per_s"], x["mib_per_s"]) if _ok(local) else "—")
+        )  # type: ignore[union-attr]
+        t.add(
+            c,
+            method,
+            f"{x['reads']:.0f}",
+            f"{x['mib_per_s']:.0f}",
+            f"{x['p50_ms']:.2f}",
+            f"{x['p99_ms']:.2f}",
+            rel,
+        )
+    t.notes.append(
+        "The mount is a new mount on a cache filled by figure 3, and the file is read once with `dd` before the timed reads, so the daemon serves every read from its cached tar."
+    )
+    return t
+
+
+def figure6_table(b: Bench, skipped: str | None) -> Table:
+    big = b.workload.sizes.big_dataset_mib
+    t = Table(
+        "6",
+        f"the same gzip layer (the {big} MiB dataset): ratarmount vs kitfs",
+        [
+            "Method",
+            "State",
+            "Mount + list (s)",
+            f"Read {big} MiB (s)",
+            "Total (s)",
+            "vs kitfs mount",
+            "Fetched (MiB)",
+        ],
+    )
+    if skipped:
+        t.add("ratarmount", "—", f"skipped: {skipped}", "—", "—", "—", "—")
+        return t
+    for method in (RATARMOUNT, MOUNT):
+        for state in (COLD, WARM):
+            m = b.get("6", "gzip", method, state)
+            if m is None:
+                continue
+            if not _ok(m):
+                t.add(method, state, _cell(m), "—", "—", "—", "—")
+                continue
+            t.add(
+                method,
+                state,
+                seconds(m.extra["list_s"]),
+                seconds(m.extra["read_s"]),
+                seconds(m.seconds),
+                ratio(m.seconds, _base(b, "6", "gzip", state)),
+                _fetched(m) if method == MOUNT else "0 (local file)",
+            )
+    t.notes.append(
+        "ratarmount mounts the gzip blob straight from the packing machine's local storage (`--index-file` in a scratch directory, removed for the cold run: cold includes building its index); its list is `ls -lR` of its whole mount (the layer holds one file)."
+    )
+    t.notes.append(
+        "kitfs mounts the ModelKit from the registry; its list is `ls -l` of the dataset file. Cold = empty kitfs cache, so it includes the download of the layer; warm = a new mount on the filled cache."
+    )
+    return t
+
+
+def figure7_table(b: Bench) -> Table:
+    t = Table(
+        "7",
+        "peak memory (RSS) of the FUSE daemon",
+        ["Figure", "Compression", "Daemon", "Step", "Peak RSS (MiB)"],
+    )
+    for (figure, c, method, state), m in b.results.items():
+        if figure in ("3", "5", "6") and m.extra.get("rss_mib") and method in (MOUNT, RATARMOUNT):
+            t.add(
+                figure,
+                c,
+                "ratarmount" if method == RATARMOUNT else "kitfs",
+                state,
+                f"{m.extra['rss_mib']:.0f}",
+            )
+    t.notes.append(
+        "Sampled every 50 ms from /proc/PID/status (VmRSS) and the process's VmHWM at the end of the step; each step runs on its own mount, so VmHWM covers that mount's life."
+    )
+    return t
+
+
+def _detail(m: Measurement | None) -> str:
+    if not _ok(m):
+        return ""
+    assert m is not None
+    parts = []
+    for key, label in (("mount_s", "mount"), ("pull_s", "pull"), ("unpack_s", "unpack"), ("read_s", "read")):
+        if key in m.extra:
+            parts.append(f"{label} {seconds(m.extra[key])} s")
+    if "rss_mib" in m.extra:
+        parts.append(f"RSS {m.extra['rss_mib']:.0f} MiB")
+    return ", ".join(parts)
+
+
+def _lines(m: Measurement | None) -> str:
+    return f"{m.extra['lines']:.0f}" if _ok(m) and m and "lines" in m.extra else "—"
+
+
+def losses(b: Bench) -> list[str]:
+    """One line for every place this run's kitfs mount was slower than the alternative."""
+    out: list[str] = []
+    for (figure, c, method, state), m in b.results.items():
+        why = WHY.get(
+            (
+                figure,
+                method
+                if not method.startswith("kitfs unpack --filter datasets")
+                else UNPACK_FILTER,
+            )
+        )
+        if why is None or not _ok(m):
+            continue
+        base = _base(b, figure, c, state)
+        if base is not None and m.seconds is not None and m.seconds < base:
+            out.append(
+                f"Figure {figure}, {c}, {state}: {method} took {seconds(m.seconds)} s against the mount's {seconds(base)} s ({ratio(base, m.seconds)}). Why: {why}"
+            )
+    for c in b.compressions:
+        k, loc = b.get("3", c, MOUNT, WARM), b.get("3", "-", LOCAL_FILE, WARM)
+        if _ok(k) and _ok(loc) and k.seconds > loc.seconds:  # type: ignore[union-attr,operator]
+            out.append(
+                f"Figure 3, {c}, warm: reading the model through a warm mount took {ratio(k.seconds, loc.seconds)} the time of `dd` on a local file in the page cache. Why: {FUSE_COST}"
+            )  # type: ignore[union-attr]
+        ls, lsl = b.get("4", c, MOUNT, WARM_REMOUNT), b.get("4", "-", LOCAL_DIR, WARM)
+        if _ok(ls) and _ok(lsl) and ls.seconds > lsl.seconds:  # type: ignore[union-attr,operator]
+            out.append(
+                f"Figure 4, {c}, warm remount: `ls -lR` took {ratio(ls.seconds, lsl.seconds)} the local directory's time. Why: {LS_COST}"
+            )  # type: ignore[union-attr]
+        r, rl = b.get("5", c, MOUNT, WARM), b.get("5", "-", LOCAL_FILE, WARM)
+        if _ok(r) and _ok(rl) and r.extra["mib_per_s"] < rl.extra["mib_per_s"]:  # type: ignore[union-attr]
+            out.append(
+                f"Figure 5, {c}: random reads through the mount reached {r.extra['mib_per_s']:.0f} MiB/s against {rl.extra['mib_per_s']:.0f} MiB/s on the local file. Why: {RANDOM_COST}"
+            )  # type: ignore[union-attr]
+    return out

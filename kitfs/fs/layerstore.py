@@ -1,0 +1,399 @@
+"""Layers on demand: fetch once, verify, decompress, index, and serve reads from the verified tar.
+
+v1 of the design (docs/architecture.md): the first need of a layer (listing or opening a file in it)
+fetches the whole blob, streamed and verified against its digest, then decompresses it once into
+the cache as a tar named by its own digest (checked against the Kitfile's ``diffId`` when given) and
+indexes its entries in the same pass. Reads are then ``os.pread`` at an entry's offset in that tar.
+An uncompressed blob that kit's local storage (or the mounted OCI layout) already holds is read in
+place after one hash per mount process. Concurrent needs of one layer wait on one fetch: a trio lock
+per digest in this process, an ``flock`` per digest across processes sharing the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+import trio
+import zstandard
+from cachetools import TTLCache
+
+from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError
+from kitfs.fs.source import Source
+from kitfs.fs.tree import LayerSlot
+from kitfs.layers.codec import decompressing_reader, inflate_limit
+from kitfs.layers.tarindex import TarEntry, TarReader
+from kitfs.oci.manifest import Descriptor
+from kitfs.progress import NullProgress, ProgressSink
+from kitfs.storage.cache import BlobCache, LayerRecord, PinnedTar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Progress = Callable[[int], None]
+CHUNK = 1 << 20
+FAILURE_TTL = 5.0  # seconds a failed layer answers EIO at once instead of being fetched again
+PROGRESS_MIN_SIZE = 16 << 20  # smaller layers get a log line, not a progress bar
+LOCK_POLL = 0.05
+
+
+class LayerError(KitfsError):
+    """A layer cannot be served: it failed to download, verify, decompress or index."""
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one pass over a stored blob found: both digests and sizes, and the tar's entries."""
+
+    blob_digest: str
+    blob_size: int
+    tar_digest: str
+    tar_size: int
+    entries: tuple[TarEntry, ...]
+
+
+class _Hashing:
+    """A read-through stream that hashes what passes, and optionally copies it to ``sink``."""
+
+    def __init__(
+        self, stream: BinaryIO, sink: BinaryIO | None = None, *, hash_it: bool = True
+    ) -> None:
+        self._stream = stream
+        self._sink = sink
+        self._hasher = hashlib.sha256() if hash_it else None
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if self._hasher is not None:
+            self._hasher.update(data)
+        if self._sink is not None:
+            self._sink.write(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        assert self._hasher is not None
+        return "sha256:" + self._hasher.hexdigest()
+
+
+def scan_layer(
+    path: Path,
+    compression: str,
+    out: Path | None,
+    *,
+    limit: int | None,
+    what: str,
+    verified_digest: str | None = None,
+) -> ScanResult:
+    """Hash a blob, decompress it (copying the tar to ``out``), hash and index the tar: one pass.
+
+    ``verified_digest`` skips hashing a blob whose digest was already checked (a fresh download).
+    """
+    with open(path, "rb") as raw_file, contextlib.ExitStack() as stack:
+        sink = stack.enter_context(open(out, "wb")) if out is not None else None
+        raw = _Hashing(raw_file, hash_it=verified_digest is None)  # type: ignore[arg-type]
+        plain = compression == "none"
+        stream = raw if plain else decompressing_reader(raw, compression)  # type: ignore[arg-type]
+        tar = _Hashing(stream, sink, hash_it=not plain)  # type: ignore[arg-type]
+        try:
+            entries = tuple(TarReader(tar, limit=limit, what=what))  # type: ignore[arg-type]
+            tar.drain()
+            raw.drain()
+        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+            raise UnsafeContentError(f"{what} cannot be decompressed: {exc}") from None
+        if sink is not None:
+            sink.flush()
+            os.fsync(sink.fileno())
+    blob_digest = verified_digest or raw.digest
+    tar_digest = blob_digest if plain else tar.digest
+    return ScanResult(blob_digest, raw.size, tar_digest, tar.size, entries)
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return "sha256:" + hasher.hexdigest(), size
+
+
+def _check_blob(desc: Descriptor, result: ScanResult, where: str) -> None:
+    if result.blob_digest != desc.digest:
+        raise DigestMismatchError(desc.digest, result.blob_digest, f"layer {desc.digest} {where}")
+    if result.blob_size != desc.size:
+        raise DigestMismatchError(
+            desc.digest,
+            f"{result.blob_size} bytes instead of {desc.size}",
+            f"layer {desc.digest} {where}",
+        )
+
+
+def _check_diff_id(slot: LayerSlot, result: ScanResult) -> None:
+    if slot.diff_id and result.tar_digest != slot.diff_id:
+        raise DigestMismatchError(
+            slot.diff_id, result.tar_digest, f"uncompressed layer {slot.digest} (diffId)"
+        )
+
+
+class OpenLayer:
+    """A verified tar held open for reading while files in it are open."""
+
+    def __init__(self, digest: str, fd: int, pinned: PinnedTar | None) -> None:
+        self.digest = digest
+        self.fd = fd
+        self.pinned = pinned
+        self.users = 0
+
+    def close(self) -> None:
+        if self.pinned is not None:
+            self.pinned.close()
+        else:
+            os.close(self.fd)
+        self.fd = -1
+
+
+class LayerStore:
+    """Per-mount access to layers: ``index`` for the tree, ``open``/``read``/``release`` for files."""
+
+    def __init__(
+        self,
+        source: Source,
+        cache: BlobCache,
+        *,
+        progress: ProgressSink | None = None,
+        concurrency: int = 4,
+        failure_ttl: float = FAILURE_TTL,
+    ) -> None:
+        self.source = source
+        self.cache = cache
+        self.progress = progress or NullProgress()
+        self._downloads = trio.CapacityLimiter(max(1, concurrency))
+        self._locks: dict[str, trio.Lock] = {}
+        self._records: dict[str, LayerRecord] = {}
+        self._verified_in_place: set[str] = set()
+        self._open: dict[str, OpenLayer] = {}
+        self._failures: TTLCache[str, str] = TTLCache(maxsize=4096, ttl=failure_ttl)
+        self.fetches = 0  # layers this process fetched or decompressed (for logs and tests)
+
+    def _lock(self, digest: str) -> trio.Lock:
+        return self._locks.setdefault(digest, trio.Lock())
+
+    # -- the index ---------------------------------------------------------------------------
+
+    async def index(self, slot: LayerSlot) -> tuple[TarEntry, ...]:
+        """The layer's tar entries (fetching and verifying the layer if no index is cached)."""
+        record = self._records.get(slot.digest)
+        if record is None:
+            async with self._lock(slot.digest):
+                record = await self._guarded(slot, self._record)
+        return record.entries
+
+    async def _record(self, slot: LayerSlot) -> LayerRecord:
+        record = self._records.get(slot.digest)
+        if record is None:
+            record = await trio.to_thread.run_sync(self.cache.read_record, slot.digest)
+            if record is not None and slot.diff_id and record.diff_id != slot.diff_id:
+                log.warning("cached index of %s names another diffId: rebuilding it", slot.digest)
+                record = None
+            if record is None:
+                record = await self._materialize(slot)
+            self._records[slot.digest] = record
+        return record
+
+    # -- open files ----------------------------------------------------------------------------
+
+    async def open(self, slot: LayerSlot) -> OpenLayer:
+        """Hold the layer's verified tar open (fetching it if needed); pair with ``release``."""
+        async with self._lock(slot.digest):
+            layer = self._open.get(slot.digest)
+            if layer is None:
+                layer = await self._guarded(slot, self._acquire)
+                self._open[slot.digest] = layer
+            layer.users += 1
+            return layer
+
+    def release(self, layer: OpenLayer) -> None:
+        layer.users -= 1
+        if layer.users <= 0 and self._open.get(layer.digest) is layer:
+            del self._open[layer.digest]
+            layer.close()
+
+    async def read(self, layer: OpenLayer, offset: int, size: int) -> bytes:
+        return await trio.to_thread.run_sync(os.pread, layer.fd, size, offset)
+
+    def close(self) -> None:
+        for layer in list(self._open.values()):
+            layer.close()
+        self._open.clear()
+
+    async def _acquire(self, slot: LayerSlot) -> OpenLayer:
+        record = await self._record(slot)
+        if slot.compression == "none":
+            in_place = await self._open_in_place(slot)
+            if in_place is not None:
+                return in_place
+        for _attempt in range(3):
+            pinned = await trio.to_thread.run_sync(self.cache.pin, record.diff_id)
+            if pinned is not None:
+                return OpenLayer(slot.digest, pinned.fd, pinned)
+            record = await self._materialize(slot)
+            self._records[slot.digest] = record
+        raise LayerError(f"layer {slot.digest} keeps disappearing from the cache {self.cache.root}")
+
+    async def _open_in_place(self, slot: LayerSlot) -> OpenLayer | None:
+        path = self.source.local_blob(slot.descriptor)
+        if path is None:
+            return None
+        if slot.digest not in self._verified_in_place:
+            digest, size = await trio.to_thread.run_sync(hash_file, path)
+            if digest != slot.digest or size != slot.descriptor.size:
+                raise DigestMismatchError(slot.digest, digest, f"layer {slot.digest} in {path}")
+            self._verified_in_place.add(slot.digest)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        return OpenLayer(slot.digest, fd, None)
+
+    # -- failures --------------------------------------------------------------------------------
+
+    async def _guarded(self, slot: LayerSlot, step: Callable[[LayerSlot], Awaitable[T]]) -> T:
+        """Run a fetching step. A failure is logged once with the digest, becomes a LayerError
+        (EIO for the reader), and is answered at once for a few seconds instead of refetched."""
+        failed = self._failures.get(slot.digest)
+        if failed is not None:
+            raise LayerError(failed)
+        try:
+            return await step(slot)
+        except (KitfsError, OSError) as exc:
+            message = f"{slot.label} (layer {slot.digest}) cannot be served: {exc}"
+            log.error("%s", message)
+            self._failures[slot.digest] = message
+            raise LayerError(message) from exc
+
+    # -- fetching ------------------------------------------------------------------------------
+
+    async def _materialize(self, slot: LayerSlot) -> LayerRecord:
+        """Make the layer's verified tar (or in-place blob) and its index available; once across
+        processes: whoever holds the digest's fetch lock does it, the others wait and reuse it."""
+        while True:
+            with self.cache.try_fetch_lock(slot.digest) as taken:
+                if taken:
+                    record = await trio.to_thread.run_sync(self.cache.read_record, slot.digest)
+                    if record is not None and await self._available(slot, record):
+                        return record
+                    return await self._fetch(slot)
+            await trio.sleep(LOCK_POLL)
+
+    async def _available(self, slot: LayerSlot, record: LayerRecord) -> bool:
+        if slot.compression == "none" and self.source.local_blob(slot.descriptor) is not None:
+            return True
+        return await trio.to_thread.run_sync(self.cache.tar_path(record.diff_id).is_file)
+
+    async def _fetch(self, slot: LayerSlot) -> LayerRecord:
+        desc = slot.descriptor
+        what = f"{slot.label} (layer {desc.digest})"
+        started = time.monotonic()
+        local = self.source.local_blob(desc)
+        if local is not None and slot.compression == "none":
+            result = await self._scan(slot, local, None, what)
+            _check_blob(desc, result, f"in {local}")
+            self._verified_in_place.add(desc.digest)
+        elif local is not None:
+            result = await self._decompress(slot, local, what, verified=False)
+        else:
+            result = await self._download(slot, what)
+        _check_diff_id(slot, result)
+        record = LayerRecord(desc.digest, result.tar_digest, result.entries)
+        await trio.to_thread.run_sync(self.cache.write_record, record)
+        self.fetches += 1
+        elapsed = max(time.monotonic() - started, 1e-6)
+        log.info(
+            "%s: verified %d bytes (%d uncompressed, %d entries) in %.2fs",
+            what,
+            desc.size,
+            result.tar_size,
+            len(result.entries),
+            elapsed,
+        )
+        return record
+
+    async def _scan(
+        self, slot: LayerSlot, path: Path, out: Path | None, what: str, *, verified: bool = False
+    ) -> ScanResult:
+        limit = inflate_limit(slot.descriptor.size, slot.compression)
+        known = slot.digest if verified else None
+        return await trio.to_thread.run_sync(
+            lambda: scan_layer(
+                path, slot.compression, out, limit=limit, what=what, verified_digest=known
+            )
+        )
+
+    async def _decompress(
+        self, slot: LayerSlot, blob: Path, what: str, *, verified: bool
+    ) -> ScanResult:
+        """Decompress a blob into the cache as its tar; verify the blob unless already done."""
+        temp = self.cache.temp_path("tar")
+        try:
+            result = await self._scan(slot, blob, temp, what, verified=verified)
+            if not verified:
+                _check_blob(slot.descriptor, result, f"in {blob}")
+            _check_diff_id(slot, result)
+            await trio.to_thread.run_sync(self.cache.make_room, 0)
+            await trio.to_thread.run_sync(self.cache.commit_tar, temp, result.tar_digest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        return result
+
+    async def _download(self, slot: LayerSlot, what: str) -> ScanResult:
+        desc = slot.descriptor
+        log.info("%s: fetching %d bytes from %s", what, desc.size, self.source.description)
+        async with self._downloads:
+            await trio.to_thread.run_sync(self.cache.make_room, desc.size)
+            advance = self._progress_for(slot)
+            if slot.compression == "none":
+                dest = self.cache.tar_path(desc.digest)
+                await self.source.download(desc, dest, advance)
+                try:
+                    return await self._scan(slot, dest, None, what, verified=True)
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        dest.unlink()
+                    raise
+            blob = self.cache.temp_path("blob")
+            try:
+                await self.source.download(desc, blob, advance)
+                return await self._decompress(slot, blob, what, verified=True)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    blob.unlink()
+
+    def _progress_for(self, slot: LayerSlot) -> Progress | None:
+        if slot.descriptor.size < PROGRESS_MIN_SIZE:
+            return None
+        return self.progress.task(f"fetch {slot.label}", slot.descriptor.size).advance

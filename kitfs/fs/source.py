@@ -1,0 +1,358 @@
+"""Where a mounted ModelKit comes from: kit's local storage, a registry, or an OCI layout directory.
+
+A source resolves a tag or digest to a verified manifest and Kitfile, lists the repository's tags
+(for a repository mount), and gets layer blobs: in place when the bytes are already on this machine
+(local storage, an OCI layout written by ``skopeo copy ... oci:DIR:TAG``), else downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+
+import trio
+from cachetools import TTLCache
+
+from kitfs.config import Paths
+from kitfs.errors import (
+    DigestMismatchError,
+    InvalidReferenceError,
+    MountError,
+    NotFoundError,
+    StorageError,
+)
+from kitfs.kitfile import Kitfile
+from kitfs.oci import media
+from kitfs.oci.auth import CredentialStore
+from kitfs.oci.client import RegistryClient, RegistryOptions
+from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
+from kitfs.reference import Reference, is_digest, is_valid_tag, parse
+from kitfs.storage.cache import BlobCache
+from kitfs.storage.local import LocalStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+OCI_PREFIX = "oci:"
+REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+CREATED_ANNOTATION = "org.opencontainers.image.created"
+TAG_TTL = 10.0  # seconds a tag's manifest (and the tag list) is trusted before asking again
+MAX_CONFIG_SIZE = 16 * 1024 * 1024
+_OCI_TAG_RE = re.compile(r"^(.*):([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
+
+
+@dataclass(frozen=True)
+class ResolvedModelKit:
+    """A verified manifest and its Kitfile, with the name to show for them."""
+
+    name: str
+    digest: str
+    manifest: Manifest
+    kitfile: Kitfile
+    created_ns: int | None = None
+
+
+def created_ns(manifest: Manifest) -> int | None:
+    """The manifest's ``org.opencontainers.image.created`` time, when it has a valid one."""
+    text = manifest.annotations.get(CREATED_ANNOTATION)
+    if not text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1_000_000_000)
+
+
+def modelkit_from(name: str, digest: str, manifest: Manifest, config: bytes) -> ResolvedModelKit:
+    """Check that a manifest is a kit ModelKit and read its Kitfile from the config blob."""
+    if not manifest.is_modelkit:
+        raise MountError(
+            f"{name} is not a ModelKit: its config media type is {manifest.config.media_type!r}"
+        )
+    if manifest.is_modelpack:
+        raise MountError(f"{name} is a CNCF ModelPack artifact: only kit ModelKits can be mounted")
+    kitfile = Kitfile.from_config_json(config, f"config of {name}")
+    return ResolvedModelKit(name, digest, manifest, kitfile, created_ns(manifest))
+
+
+class Source:
+    """Base of the three sources. ``target`` is the tag or digest to mount, None for a repository."""
+
+    description: str
+    target: str | None
+
+    async def __aenter__(self) -> Source:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        return None
+
+    async def resolve(self, reference: str) -> ResolvedModelKit:
+        """The ModelKit a tag or digest names."""
+        raise NotImplementedError
+
+    async def list_tags(self) -> list[str]:
+        """The repository's tags."""
+        raise NotImplementedError
+
+    def local_blob(self, desc: Descriptor) -> Path | None:
+        """A file on this machine holding the blob's bytes (unverified), or None."""
+        return None
+
+    async def download(self, desc: Descriptor, dest: Path, progress: Progress | None) -> None:
+        """Fetch a blob into ``dest`` (verified; nothing at ``dest`` on failure)."""
+        raise NotFoundError(f"layer {desc.digest} of {self.description} is missing")
+
+    def name_for(self, reference: str) -> str:
+        return f"{self.description}{'@' if is_digest(reference) else ':'}{reference}"
+
+
+# -- kit's local storage ----------------------------------------------------------------------
+
+
+class LocalStorageSource(Source):
+    """ModelKits in kit's local storage (references without a registry, or ``localhost/...``)."""
+
+    def __init__(self, ref: Reference, store: LocalStore) -> None:
+        self.ref = ref
+        self.store = store
+        self.description = ref.repository
+        self.target = ref.reference
+
+    async def resolve(self, reference: str) -> ResolvedModelKit:
+        return await trio.to_thread.run_sync(self._resolve, reference)
+
+    def _resolve(self, reference: str) -> ResolvedModelKit:
+        ref = replace(
+            self.ref,
+            tag=None if is_digest(reference) else reference,
+            digest=reference if is_digest(reference) else None,
+        )
+        _repo, desc = self.store.resolve(ref)
+        manifest = self.store.load_manifest(desc)
+        config = self.store.read_blob(manifest.config.digest)
+        return modelkit_from(self.name_for(reference), desc.digest, manifest, config)
+
+    async def list_tags(self) -> list[str]:
+        tags = await trio.to_thread.run_sync(lambda: sorted(self.store.repo_for(self.ref).tags()))
+        if not tags:
+            raise NotFoundError(
+                f"repository {self.ref.repository} has no tagged ModelKits in local storage"
+            )
+        return tags
+
+    def local_blob(self, desc: Descriptor) -> Path | None:
+        path = self.store.blob_path(desc.digest)
+        return path if path.is_file() else None
+
+
+# -- registries -------------------------------------------------------------------------------
+
+
+class RegistrySource(Source):
+    """ModelKits in a registry; blobs kit's local storage already holds are used in place."""
+
+    def __init__(
+        self, ref: Reference, client: RegistryClient, store: LocalStore, cache: BlobCache
+    ) -> None:
+        self.ref = ref
+        self.client = client
+        self.store = store
+        self.cache = cache
+        self.description = ref.name
+        self.target = ref.reference
+        self._manifests: TTLCache[str, tuple[str, bytes]] = TTLCache(maxsize=256, ttl=TAG_TTL)
+        self._tags: TTLCache[str, list[str]] = TTLCache(maxsize=1, ttl=TAG_TTL)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def resolve(self, reference: str) -> ResolvedModelKit:
+        name = self.name_for(reference)
+        digest, body = await self._manifest(reference)
+        manifest = Manifest.from_bytes(body, f"manifest of {name}")
+        config = await self._config(manifest.config)
+        return modelkit_from(name, digest, manifest, config)
+
+    async def _manifest(self, reference: str) -> tuple[str, bytes]:
+        cached = self._manifests.get(reference)
+        if cached is not None:
+            return cached
+        body, media_type, digest = await self.client.get_manifest(self.ref.repository, reference)
+        if media_type in (media.OCI_INDEX, media.DOCKER_MANIFEST_LIST):
+            raise ManifestError(f"{self.name_for(reference)} is an image index, not a ModelKit")
+        self._manifests[reference] = (digest, body)
+        return digest, body
+
+    async def _config(self, desc: Descriptor) -> bytes:
+        if desc.size > MAX_CONFIG_SIZE:
+            raise ManifestError(f"the config of {self.description} is {desc.size} bytes: too large")
+        data = await trio.to_thread.run_sync(self._stored_config, desc)
+        if data is None:
+            data = await self.client.fetch_blob(self.ref.repository, desc.digest, desc.size)
+            await trio.to_thread.run_sync(self.cache.write_blob, desc.digest, data)
+        return data
+
+    def _stored_config(self, desc: Descriptor) -> bytes | None:
+        data = self.cache.read_blob(desc.digest)
+        if data is None and self.store.has_blob(desc.digest):
+            with contextlib.suppress(DigestMismatchError, NotFoundError):
+                data = self.store.read_blob(desc.digest)
+        return data
+
+    async def list_tags(self) -> list[str]:
+        tags = self._tags.get("")
+        if tags is None:
+            tags = sorted(await self.client.list_tags(self.ref.repository))
+            if not tags:
+                raise NotFoundError(f"repository {self.ref.name} has no tags")
+            self._tags[""] = tags
+        return tags
+
+    def local_blob(self, desc: Descriptor) -> Path | None:
+        path = self.store.blob_path(desc.digest)
+        return path if path.is_file() else None
+
+    async def download(self, desc: Descriptor, dest: Path, progress: Progress | None) -> None:
+        await self.client.download_blob(self.ref.repository, desc, dest, progress)
+
+
+# -- OCI layout directories -------------------------------------------------------------------
+
+
+class OciLayoutSource(Source):
+    """An OCI image layout directory (``oci:PATH[:TAG]``), such as ``skopeo copy`` writes."""
+
+    def __init__(self, root: Path, target: str | None) -> None:
+        self.root = root
+        self.description = f"{OCI_PREFIX}{root}"
+        self.target = target
+
+    def name_for(self, reference: str) -> str:
+        return f"{self.description}{'@' if is_digest(reference) else ':'}{reference}"
+
+    def _index(self) -> list[Descriptor]:
+        path = self.root / "index.json"
+        try:
+            raw = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.root} is not an OCI layout: it has no index.json") from None
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"{path} is unreadable: {exc}") from None
+        manifests = raw.get("manifests") if isinstance(raw, dict) else None
+        if not isinstance(manifests, list):
+            raise StorageError(f"{path} is not an OCI index")
+        return [Descriptor.from_dict(d, f"{path.name} entry") for d in manifests]
+
+    def _blob(self, digest: str) -> bytes:
+        path = self._blob_path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"blob {digest} is missing from {self.root}") from None
+        actual = sha256_digest(data)
+        if actual != digest:
+            raise DigestMismatchError(digest, actual, f"blob {digest} in {self.root}")
+        return data
+
+    def _blob_path(self, digest: str) -> Path:
+        algorithm, _, hexpart = digest.partition(":")
+        return self.root / "blobs" / algorithm / hexpart
+
+    async def resolve(self, reference: str) -> ResolvedModelKit:
+        return await trio.to_thread.run_sync(self._resolve, reference)
+
+    def _resolve(self, reference: str) -> ResolvedModelKit:
+        name = self.name_for(reference)
+        for desc in self._index():
+            if desc.digest == reference or desc.annotations.get(REF_NAME_ANNOTATION) == reference:
+                manifest = Manifest.from_bytes(self._blob(desc.digest), f"manifest of {name}")
+                config = self._blob(manifest.config.digest)
+                return modelkit_from(name, desc.digest, manifest, config)
+        raise NotFoundError(f"{name} not found")
+
+    async def list_tags(self) -> list[str]:
+        def tags() -> list[str]:
+            names = {d.annotations.get(REF_NAME_ANNOTATION, "") for d in self._index()}
+            return sorted(n for n in names if n and is_valid_tag(n))
+
+        found = await trio.to_thread.run_sync(tags)
+        if not found:
+            raise NotFoundError(
+                f"{self.root} holds no tagged manifests (name one: oci:{self.root}:TAG)"
+            )
+        return found
+
+    def local_blob(self, desc: Descriptor) -> Path | None:
+        path = self._blob_path(desc.digest)
+        return path if path.is_file() else None
+
+
+# -- choosing a source ------------------------------------------------------------------------
+
+
+def parse_oci_reference(text: str) -> tuple[Path, str | None]:
+    """``oci:PATH[:TAG]`` or ``oci:PATH@DIGEST`` -> (PATH, TAG or DIGEST or None)."""
+    rest = text[len(OCI_PREFIX) :]
+    if "@" in rest:
+        path, _, digest = rest.rpartition("@")
+        if not is_digest(digest):
+            raise InvalidReferenceError(f"invalid digest {digest!r} in {text!r}")
+        return Path(path).expanduser().absolute(), digest
+    match = _OCI_TAG_RE.match(rest)
+    if match and "/" not in match.group(2) and not os.path.isdir(rest):
+        return Path(match.group(1)).expanduser().absolute(), match.group(2)
+    if not rest:
+        raise InvalidReferenceError(f"{text!r} names no directory (oci:PATH[:TAG])")
+    return Path(rest).expanduser().absolute(), None
+
+
+def absolute_reference(text: str) -> str:
+    """``text`` with an ``oci:`` layout path made absolute (other references are unchanged)."""
+    if not text.startswith(OCI_PREFIX):
+        return text
+    root, target = parse_oci_reference(text)
+    if target is None:
+        return f"{OCI_PREFIX}{root}"
+    return f"{OCI_PREFIX}{root}{'@' if is_digest(target) else ':'}{target}"
+
+
+def open_source(
+    text: str,
+    paths: Paths,
+    cache: BlobCache,
+    registry_options: RegistryOptions | None = None,
+) -> Source:
+    """The source a mount reference names (no I/O yet; enter it with ``async with``)."""
+    if text.startswith(OCI_PREFIX):
+        root, target = parse_oci_reference(text)
+        if not root.is_dir():
+            raise NotFoundError(f"OCI layout directory {root} does not exist")
+        return OciLayoutSource(root, target)
+    ref = parse(text)
+    store = LocalStore(paths.storage)
+    if ref.is_local:
+        return LocalStorageSource(ref, store)
+    client = RegistryClient(
+        ref.registry, registry_options or RegistryOptions(), CredentialStore.for_paths(paths)
+    )
+    return RegistrySource(ref, client, store, cache)

@@ -1,0 +1,302 @@
+"""The content-addressed cache behind mounts: verified layer tars, their indexes, small blobs.
+
+Layout under the cache directory (``$XDG_CACHE_HOME/kitfs`` unless ``--cache-dir``)::
+
+    tars/sha256/<hex>      an uncompressed layer tar, named by its digest (the layer's diffId)
+    index/sha256/<hex>     the entry index of a layer, named by the layer's (compressed) digest
+    blobs/sha256/<hex>     small blobs (configs)
+    locks/<hex>            one lock file per digest: a process fetching it holds it exclusively
+    tmp/                   downloads in flight
+    logs/                  mount daemon logs
+
+Files appear only by an atomic rename after verification, so a reader never sees a partial file.
+Several mount processes share the cache: fetches of one digest are serialised by ``flock`` on its
+lock file, and a tar an open file is reading is held with a shared ``flock`` that eviction (which
+takes an exclusive one, without waiting) respects. Eviction removes the least recently used tars
+(their mtime is bumped on each use) until the cache fits in its size bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kitfs.errors import DigestMismatchError, StorageError
+from kitfs.layers.tarindex import TarEntry
+from kitfs.storage.atomic import write_atomic
+
+log = logging.getLogger(__name__)
+
+_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+INDEX_VERSION = 1
+STALE_TEMP_SECONDS = 24 * 3600
+
+
+def digest_hex(digest: str) -> str:
+    """The hex part of a sha256 digest; StorageError for anything else (it names files)."""
+    algorithm, _, hexpart = digest.partition(":")
+    if algorithm != "sha256" or not _HEX_RE.match(hexpart):
+        raise StorageError(f"unsupported digest {digest!r} (sha256 expected)")
+    return hexpart
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What the cache knows about a layer blob: the digest of its uncompressed tar and its entries."""
+
+    digest: str
+    diff_id: str
+    entries: tuple[TarEntry, ...]
+
+
+class PinnedTar:
+    """An open, shared-locked cached tar: eviction leaves it alone until ``close``."""
+
+    def __init__(self, fd: int, path: Path, size: int) -> None:
+        self.fd = fd
+        self.path = path
+        self.size = size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = -1
+
+
+class BlobCache:
+    """A cache directory; every method is blocking (call it from a worker thread under trio)."""
+
+    def __init__(self, root: Path, max_size: int | None = None) -> None:
+        self.root = root
+        self.max_size = max_size
+        self.tars = root / "tars" / "sha256"
+        self.indexes = root / "index" / "sha256"
+        self.blobs = root / "blobs" / "sha256"
+        self.locks = root / "locks"
+        self.tmp = root / "tmp"
+        self.logs = root / "logs"
+
+    def ensure(self) -> BlobCache:
+        """Create the directories and drop temp files that crashed processes left behind."""
+        try:
+            for directory in (self.tars, self.indexes, self.blobs, self.locks, self.tmp, self.logs):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the cache directory {self.root}: {exc.strerror}"
+            ) from None
+        self._remove_stale_temps()
+        return self
+
+    def _remove_stale_temps(self) -> None:
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for directory in (self.tmp, self.tars, self.blobs):
+            for path in directory.iterdir():
+                if path.name.startswith(".") or directory is self.tmp:
+                    with contextlib.suppress(OSError):
+                        if path.stat().st_mtime < cutoff:
+                            path.unlink()
+
+    # -- small blobs --------------------------------------------------------------------------
+
+    def read_blob(self, digest: str) -> bytes | None:
+        """A cached small blob, checked against its digest (None when absent or damaged)."""
+        path = self.blobs / digest_hex(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            log.warning("cached blob %s is damaged: removing it", digest)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return None
+        return data
+
+    def write_blob(self, digest: str, data: bytes) -> None:
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise DigestMismatchError(digest, actual)
+        write_atomic(self.blobs / digest_hex(digest), data)
+
+    # -- layer indexes ------------------------------------------------------------------------
+
+    def read_record(self, digest: str) -> LayerRecord | None:
+        """The index of a layer (by its blob digest), written after the layer was verified."""
+        path = self.indexes / digest_hex(digest)
+        try:
+            raw = json.loads(path.read_bytes())
+            if raw.get("version") != INDEX_VERSION or raw.get("digest") != digest:
+                return None
+            entries = tuple(TarEntry(n, bool(d), m, s, o, t) for n, d, m, s, o, t in raw["entries"])
+            diff_id = str(raw["diffId"])
+            digest_hex(diff_id)
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, OSError, StorageError):
+            log.warning("cached index of layer %s is unreadable: it will be rebuilt", digest)
+            return None
+        return LayerRecord(digest, diff_id, entries)
+
+    def write_record(self, record: LayerRecord) -> None:
+        body: dict[str, Any] = {
+            "version": INDEX_VERSION,
+            "digest": record.digest,
+            "diffId": record.diff_id,
+            "entries": [
+                [e.name, int(e.is_dir), e.mode, e.size, e.offset, e.mtime] for e in record.entries
+            ],
+        }
+        write_atomic(self.indexes / digest_hex(record.digest), json.dumps(body).encode())
+
+    # -- layer tars ---------------------------------------------------------------------------
+
+    def tar_path(self, diff_id: str) -> Path:
+        return self.tars / digest_hex(diff_id)
+
+    def temp_path(self, name: str) -> Path:
+        """A path in the cache's temp directory (same file system as the tars, for rename)."""
+        return self.tmp / f"{name}.{os.getpid()}.{time.monotonic_ns()}"
+
+    def commit_tar(self, temp: Path, diff_id: str) -> Path:
+        """Move a verified temp file into place as the tar ``diff_id``."""
+        path = self.tar_path(diff_id)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+        return path
+
+    def pin(self, diff_id: str) -> PinnedTar | None:
+        """Open a cached tar and hold it against eviction; None when it is not cached.
+
+        The shared lock is taken, then the path checked again: an evictor that won the race has
+        unlinked it by then, and we answer "not cached" rather than serve a file about to vanish.
+        """
+        path = self.tar_path(diff_id)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            opened = os.fstat(fd)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is None or (current.st_ino, current.st_dev) != (
+                opened.st_ino,
+                opened.st_dev,
+            ):
+                os.close(fd)
+                return None
+            with contextlib.suppress(OSError):
+                os.utime(path)  # most recently used
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        return PinnedTar(fd, path, opened.st_size)
+
+    # -- fetch locks --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def try_fetch_lock(self, digest: str) -> Iterator[bool]:
+        """Hold the exclusive fetch lock of ``digest`` if free; yields whether it was taken."""
+        path = self.locks / digest_hex(digest)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    # -- size bound ---------------------------------------------------------------------------
+
+    def usage(self) -> int:
+        """Bytes held by cached tars and temp files."""
+        total = 0
+        for directory in (self.tars, self.tmp):
+            for path in directory.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    total += path.stat().st_size
+        return total
+
+    def make_room(self, incoming: int) -> int:
+        """Evict least recently used tars until ``incoming`` more bytes fit; return bytes freed.
+
+        Tars that an open file reads (shared-locked, in this or another process) are skipped, so
+        the bound is a target: pinned layers may keep the cache above it.
+        """
+        if self.max_size is None:
+            return 0
+        with self._eviction_lock():
+            excess = self.usage() + incoming - self.max_size
+            if excess <= 0:
+                return 0
+            freed = 0
+            for _mtime, path in self._tars_by_age():
+                if freed >= excess:
+                    break
+                freed += self._evict(path)
+            if freed < excess:
+                log.info(
+                    "cache %s stays %d bytes above its bound: the rest is in use",
+                    self.root,
+                    excess - freed,
+                )
+            return freed
+
+    @contextlib.contextmanager
+    def _eviction_lock(self) -> Iterator[None]:
+        fd = os.open(self.locks / "evict", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _tars_by_age(self) -> list[tuple[float, Path]]:
+        found = []
+        for path in self.tars.iterdir():
+            if path.name.startswith("."):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                found.append((path.stat().st_mtime, path))
+        return sorted(found)
+
+    def _evict(self, path: Path) -> int:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    log.debug("not evicting %s: an open file reads it", path.name)
+                    return 0
+                raise
+            size = os.fstat(fd).st_size
+            path.unlink()
+            log.info("evicted layer sha256:%s (%d bytes) from the cache", path.name, size)
+            return size
+        except FileNotFoundError:
+            return 0
+        finally:
+            os.close(fd)
