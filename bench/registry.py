@@ -97,9 +97,19 @@ class Registry:
         except FileNotFoundError:
             return 0
 
-    def fetched_since(self, mark: int, settle: float = 0.3) -> Fetched:
-        """Sum the GET response bodies logged after ``mark`` (waits ``settle`` s for late lines)."""
-        time.sleep(settle)
+    def fetched_since(self, mark: int, settle: float = 1.0) -> Fetched:
+        """Sum the GET response bodies logged after ``mark``, once the log has been quiet for 100 ms
+        (at most ``settle`` s): a line is written just after its response ends."""
+        deadline = time.monotonic() + settle
+        size = self.mark()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self.mark()
+            if now == size:
+                time.sleep(0.05)
+                if self.mark() == now:
+                    break
+            size = now
         with self.log_path.open("rb") as log:
             log.seek(mark)
             text = log.read().decode(errors="replace")

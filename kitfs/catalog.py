@@ -40,13 +40,13 @@ class ListRow:
     digest: str
 
     def to_json(self) -> dict[str, Any]:
+        """kit's ModelInfo JSON (pkg/kit/list.go): one object per manifest, tags null if none."""
         return {
             "repo": self.repository,
             "digest": self.digest,
             "tags": list(self.tags) or None,
             "modelName": self.name,
             "size": format_bytes(self.size),
-            "sizeBytes": self.size,
             "author": self.maintainer,
         }
 
@@ -116,6 +116,7 @@ class Removed:
     reference: str
     digest: str
     untagged_only: bool
+    untagged: tuple[str, ...] = ()  # ``repo:tag`` references dropped first (remove --all --force)
 
 
 def remove(store: LocalStore, ref: Reference, *, force: bool = False) -> list[Removed]:
@@ -149,7 +150,14 @@ def remove_all(store: LocalStore, *, force: bool = False) -> list[Removed]:
             if tags and not force:
                 continue
             repo.delete(desc.digest)
-            out.append(Removed(f"{display}@{desc.digest}", desc.digest, untagged_only=False))
+            out.append(
+                Removed(
+                    f"{display}@{desc.digest}",
+                    desc.digest,
+                    untagged_only=False,
+                    untagged=tuple(f"{display}:{tag}" for tag in tags),
+                )
+            )
     return out
 
 

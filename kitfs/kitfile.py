@@ -120,7 +120,9 @@ class Kitfile:
             raise KitfileError(f"{source} is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise KitfileError(f"{source} is not a Kitfile: expected a JSON object")
-        return cls(_from_plain(raw, KITFILE, source))
+        kitfile = cls(_from_plain(raw, KITFILE, source))
+        kitfile.check_config(source)
+        return kitfile
 
     # -- access ---------------------------------------------------------------------------------
 
@@ -220,6 +222,20 @@ class Kitfile:
                 )
         if errors:
             raise KitfileError(f"{source}: invalid Kitfile: " + "; ".join(sorted(errors)))
+
+    def check_config(self, source: str = "config") -> None:
+        """The checks a config read from storage or a registry must pass: it names a
+        manifestVersion (another artifact's config does not) and no path that is absolute or
+        climbs out of the context. Unknown fields are ignored, as kit's encoding/json does."""
+        if not self.manifest_version:
+            raise KitfileError(f"{source} is not a Kitfile: it has no manifestVersion")
+        for entry in self.entries():
+            path = _clean_path(entry.path or ".")
+            if posixpath.isabs(path) or path == ".." or path.startswith("../"):
+                raise KitfileError(
+                    f"{source} is refused: the {entry.kind} path {entry.path!r} is outside the "
+                    "context directory"
+                )
 
     # -- serialisation -------------------------------------------------------------------------
 
@@ -688,7 +704,26 @@ def _v3_tag(text: str) -> str:
 
 
 # yaml.v3 (encode.go stringv) also quotes strings that YAML 1.1 would read as bools or base-60 numbers.
-_V3_OLD_BOOLS = frozenset(["y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off", "OFF"])
+_V3_OLD_BOOLS = frozenset(
+    [
+        "y",
+        "Y",
+        "yes",
+        "Yes",
+        "YES",
+        "on",
+        "On",
+        "ON",
+        "n",
+        "N",
+        "no",
+        "No",
+        "NO",
+        "off",
+        "Off",
+        "OFF",
+    ]
+)
 _V3_BASE60_RE = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 
 

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from kitfs import __version__
 from kitfs.config import Paths
-from kitfs.errors import KitfileError, PackError
+from kitfs.errors import KitfileError, KitfsError, PackError
 from kitfs.kitfile import DEFAULT_NAMES, Entry, Kitfile, is_modelkit_reference
 from kitfs.layers.codec import compressing_writer
 from kitfs.layers.ignore import IgnoreRules, clean, is_within
@@ -34,7 +34,7 @@ from kitfs.oci.manifest import Descriptor, Manifest
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.reference import DEFAULT_TAG, Reference, is_valid_tag
 from kitfs.reference import parse as parse_reference
-from kitfs.storage.local import DEFAULT_REPOSITORY, LocalStore
+from kitfs.storage.local import DEFAULT_REPOSITORY, LocalStore, display_repository
 
 log = logging.getLogger(__name__)
 
@@ -255,29 +255,37 @@ def resolve_target(tag: str | None) -> Reference:
     return ref
 
 
-def parent_layer_paths(
-    store: LocalStore, kitfile: Kitfile, chain: list[str] | None = None
-) -> list[str]:
-    """Paths of the layers a model reference inherits (excluded from ours); refuses loops and long chains."""
+def parent_layer_paths(store: LocalStore, kitfile: Kitfile, base_ref: str = "") -> list[str]:
+    """Paths of the layers a model reference inherits (left out of ours), as kit's ResolveKitfile.
+
+    The chain starts with the reference being packed (``base_ref``), so re-packing a tag that a
+    parent points back to is a cycle; chains longer than ten references are refused.
+    """
     model = kitfile.model
     if not model or not is_modelkit_reference(model.get("path", "")):
         return []
-    chain = list(chain or [])
     target = model["path"]
-    if target in chain:
-        raise PackError(f"found cycle in modelkit references: [{'=>'.join([*chain, target])}]")
-    if len(chain) >= MAX_MODEL_REFERENCE_CHAIN:
-        raise PackError(
-            f"reached maximum number of model references: [{'=>'.join([*chain, target])}]"
-        )
-    ref = parse_reference(target)
+    chain = [base_ref, target]
+    paths: list[str] = []
+    for _ in range(MAX_MODEL_REFERENCE_CHAIN):
+        parent = _referenced_kitfile(store, target)
+        paths += [e.path for e in parent.entries()]
+        target = (parent.model or {}).get("path", "")
+        if not is_modelkit_reference(target):
+            return paths
+        if target in chain:
+            loop = "=>".join(chain[chain.index(target) :] + [target])
+            raise PackError(f"found cycle in modelkit references: [{loop}]")
+        chain.append(target)
+    raise PackError(f"reached maximum number of model references: [{'=>'.join(chain)}]")
+
+
+def _referenced_kitfile(store: LocalStore, target: str) -> Kitfile:
     try:
-        _, desc = store.resolve(ref)
-        parent = store.load_kitfile(store.load_manifest(desc))
-    except Exception as exc:
+        _, desc = store.resolve(parse_reference(target))
+        return store.load_kitfile(store.load_manifest(desc))
+    except KitfsError as exc:
         raise PackError(f"failed to resolve referenced modelkit {target}: {exc}") from None
-    paths = [e.path for e in parent.entries()]
-    return paths + parent_layer_paths(store, parent, [*chain, target])
 
 
 def pack(
@@ -311,12 +319,16 @@ def pack(
         check_entry_path(context, entry)
     store = LocalStore(paths.storage)
     store.ensure()
-    extra_paths = parent_layer_paths(store, kitfile)
+    extra_paths = parent_layer_paths(
+        store, kitfile, display_repository(str(target.with_tag(target.tag)))
+    )
     rules = IgnoreRules.from_context(context, [e.path for e in entries] + extra_paths)
     scratch = paths.cache / "pack"
     scratch.mkdir(parents=True, exist_ok=True)
     sink = progress or NullProgress()
     layers = [write_layer(context, e, rules, compression, store, scratch, sink) for e in entries]
+    if not layers:
+        log.warning("ModelKit contains no layers")
     config = kitfile.to_config_json()
     config_desc = Descriptor(media.KIT_CONFIG, store.put_blob(config), len(config))
     manifest = Manifest(

@@ -20,7 +20,7 @@ import trio
 
 from kitfs.catalog import ListRow, Removed, row_for
 from kitfs.config import Paths
-from kitfs.errors import NotFoundError, RegistryError, UsageError
+from kitfs.errors import KitfsError, NotFoundError, RegistryError, UsageError
 from kitfs.kitfile import Kitfile
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialStore
@@ -58,15 +58,31 @@ async def fetch_manifest(client: RegistryClient, ref: Reference) -> tuple[str, b
 
 
 async def _gather(jobs: list[Callable[[], Awaitable[None]]], concurrency: int) -> None:
+    """Run ``jobs`` at most ``concurrency`` at a time; the first job that fails with a KitfsError
+    cancels the others and is raised as itself (not inside trio's ExceptionGroup), so that the
+    user sees its one-line message."""
     limiter = trio.CapacityLimiter(max(1, concurrency))
 
     async def run(job: Callable[[], Awaitable[None]]) -> None:
         async with limiter:
             await job()
 
-    async with trio.open_nursery() as nursery:
-        for job in jobs:
-            nursery.start_soon(run, job)
+    try:
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(run, job)
+    except BaseExceptionGroup as group:
+        matched, _ = group.split(KitfsError)
+        if matched is None:
+            raise
+        raise _leaves(matched)[0] from None
+
+
+def _leaves(group: BaseExceptionGroup[KitfsError]) -> list[KitfsError]:
+    out: list[KitfsError] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 # -- pull -------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import stat
-import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,13 @@ from typing import BinaryIO
 
 import zstandard
 
-from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError, UsageError
+from kitfs.errors import (
+    DigestMismatchError,
+    KitfsError,
+    NotFoundError,
+    UnsafeContentError,
+    UsageError,
+)
 from kitfs.kitfile import Kitfile
 from kitfs.layers.codec import decompressing_reader, inflate_limit
 from kitfs.layers.tarindex import TarEntry, TarReader
@@ -32,6 +39,7 @@ from kitfs.progress import NullProgress, ProgressSink
 log = logging.getLogger(__name__)
 
 FILTER_TYPES = ("kitfile", "model", "datasets", "code", "docs")
+MAX_TRAILING_BYTES = 1 << 20
 _KIND_TO_FILTER = {
     "model": "model",
     "modelpart": "model",
@@ -117,9 +125,15 @@ class _Hashing:
     def readable(self) -> bool:
         return True
 
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
+    def drain(self, limit: int | None = None) -> int:
+        """Read to the end (or just past ``limit`` bytes); return how many bytes were read."""
+        total = 0
+        while limit is None or total <= limit:
+            chunk = self.read(1 << 20 if limit is None else min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            total += len(chunk)
+        return total
 
     @property
     def digest(self) -> str:
@@ -130,15 +144,25 @@ def verify_layer(
     path: Path, desc: Descriptor, compression: str, diff_id: str | None
 ) -> list[TarEntry]:
     """Pass one: check digest, size, diffId and every entry; return the entries."""
-    with open(path, "rb") as raw_file:
+    try:
+        raw_file = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:
+        raise NotFoundError(f"layer {desc.digest} is missing from local storage") from None
+    with raw_file:
         raw = _Hashing(raw_file)  # type: ignore[arg-type]
         tar_stream = _Hashing(decompressing_reader(raw, compression))  # type: ignore[arg-type]
         what = f"layer {desc.digest[:19]}"
         limit = inflate_limit(desc.size, compression)
         try:
             entries = list(TarReader(tar_stream, limit=limit, what=what))  # type: ignore[arg-type]
-            tar_stream.drain()
-        except (OSError, EOFError, ValueError, zstandard.ZstdError) as exc:
+            # Writers pad archives to at most a 10 KiB record; more after the end marker is a
+            # decompression bomb's payload, not a tar's.
+            if tar_stream.drain(MAX_TRAILING_BYTES) > MAX_TRAILING_BYTES:
+                raise UnsafeContentError(
+                    f"refused {what}: more than {MAX_TRAILING_BYTES} bytes follow the end of "
+                    "its tar archive (decompression bomb?)"
+                )
+        except (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError) as exc:
             raw.drain()
             if raw.digest != desc.digest:
                 raise DigestMismatchError(desc.digest, raw.digest, f"layer {desc.digest}") from None
@@ -196,6 +220,33 @@ def check_conflicts(root: Path, entries: list[TarEntry], options: UnpackOptions)
             raise UnpackError(f"path '{target}' already exists (use -o to overwrite)")
 
 
+def claim_paths(claimed: dict[str, tuple[bool, str]], entries: list[TarEntry], owner: str) -> None:
+    """Refuse entries that would replace what another layer (or the same one) writes.
+
+    ``claimed`` maps each path to (is a directory, who writes it) across the layers of one
+    unpack; a directory may come from several layers, anything else from one place only.
+    """
+
+    for entry in entries:
+        if entry.name == ".":
+            continue
+        parts = entry.name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            is_dir, other = claimed.setdefault(parent, (True, owner))
+            if not is_dir:
+                raise UnsafeContentError(
+                    f"refused {owner}: {entry.name} needs {parent} to be a directory, "
+                    f"but {other} writes a file there"
+                )
+        previous = claimed.get(entry.name)
+        if previous is not None and not (previous[0] and entry.is_dir):
+            raise UnsafeContentError(
+                f"refused {owner}: {entry.name} is also written by {previous[1]}"
+            )
+        claimed[entry.name] = (entry.is_dir, owner)
+
+
 def extract_layer(
     path: Path,
     compression: str,
@@ -214,7 +265,7 @@ def extract_layer(
             _safe_parent(root, entry.name)
             if entry.is_dir:
                 if not target.is_dir():
-                    target.mkdir(mode=entry.mode & 0o7777 or 0o755)
+                    target.mkdir(mode=entry.mode & 0o777 or 0o755, parents=True)
                 continue
             if options.ignore_existing and os.path.lexists(target):
                 log.debug("%s already exists; skipping", target)
@@ -228,9 +279,9 @@ def _write_file(
     reader: TarReader, entry: TarEntry, target: Path, advance: Callable[[int], None]
 ) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name[:40]}.", suffix=".kitfs-tmp", dir=target.parent
-    )
+    # Created with the entry's mode so that the umask applies, as for kit's os.OpenFile.
+    tmp = target.parent / f".{target.name[:40]}.{secrets.token_hex(6)}.kitfs-tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, entry.mode & 0o777)
     try:
         with os.fdopen(fd, "wb") as out:
 
@@ -239,7 +290,6 @@ def _write_file(
                 advance(len(data))
 
             reader.read_data(entry, sink)
-        os.chmod(tmp, entry.mode & 0o777)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -326,11 +376,15 @@ def unpack_modelkit(
     root = root.resolve()
     sink = progress or NullProgress()
     layers = select_layers(manifest, kitfile, options.filters)
+    claimed: dict[str, tuple[bool, str]] = {}
+    if layer_selected(options.filters, "kitfile", None):
+        claimed["Kitfile"] = (False, "the ModelKit's Kitfile")
     verified = []
     for layer in layers:
         path = fetch(layer.desc)
         diff_id = str(layer.entry.get("diffId") or "") or None
         entries = verify_layer(path, layer.desc, layer.layer_type.compression, diff_id)
+        claim_paths(claimed, entries, f"layer {layer.desc.digest[:19]}")
         check_conflicts(root, entries, options)
         verified.append((layer, path, sum(e.size for e in entries)))
     counts = {"kitfile": 0, "layers": 0, "files": 0}

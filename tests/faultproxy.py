@@ -2,8 +2,13 @@
 
 Clients talk to the proxy as if it were the registry (``proxy.host``). For every request the proxy
 asks its rules, in order, for a ``Fault``; the first rule that returns one decides what happens:
-forward normally, delay, drop the connection, answer by itself, or forward and then cut or corrupt
-the response body. Every request is recorded in ``proxy.requests`` for assertions.
+forward normally, delay, drop or reset the connection, answer by itself (a 5xx/429 with or without
+``Retry-After``, a manifest that is not JSON), forward another path instead (a different blob for a
+digest), or forward and then rewrite headers (a wrong media type), cut, reset, stall, truncate or
+corrupt the response body. ``proxy.refuse_connections()`` closes the listening port so that new
+connections are refused outright. Every request is recorded in ``proxy.requests`` for assertions.
+The small constructors at the end of the module (``status``, ``stall``, ``truncate``...) name the
+faults the reliability suite uses.
 
 Each client connection carries one request: the proxy forwards it with ``Connection: close`` so
 the registry closes after answering, which tells the proxy where each response ends.
@@ -12,7 +17,9 @@ the registry closes after answering, which tells the proxy where each response e
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +58,14 @@ class Fault:
     respond: Response | None = None  # answer with this instead of forwarding
     cut_after: int | None = None  # forward this many response body bytes, then drop the connection
     corrupt_at: int | None = None  # flip the bits of the response body byte at this offset
+    reset: bool = (
+        False  # with drop or cut_after: end with a TCP reset (RST) instead of a close (FIN)
+    )
+    stall_after: int | None = None  # forward this many body bytes, then send nothing more ...
+    stall: float = 0.0  # ... for this many seconds (then drop the connection)
+    truncate_to: int | None = None  # send only this many body bytes, as a complete response
+    path: str | None = None  # forward the request for this path instead of the one asked for
+    set_headers: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
 
 Rule = Callable[[ProxyRequest], Fault | None]
@@ -73,8 +88,24 @@ def once(predicate: Callable[[ProxyRequest], bool], fault: Fault, times: int = 1
     return rule
 
 
+def always(predicate: Callable[[ProxyRequest], bool], fault: Fault) -> Rule:
+    """A rule that applies ``fault`` to every request matching ``predicate``."""
+    return lambda request: fault if predicate(request) else None
+
+
 def blob_get(request: ProxyRequest) -> bool:
     return request.method == "GET" and "/blobs/sha256:" in request.path
+
+
+def manifest_get(request: ProxyRequest) -> bool:
+    return request.method == "GET" and "/manifests/" in request.path
+
+
+def for_digest(digest: str, method: str = "GET") -> Callable[[ProxyRequest], bool]:
+    """Requests (``method``) for the blob or manifest named by ``digest``."""
+    return lambda request: (
+        request.method == method and request.path.split("?", 1)[0].endswith("/" + digest)
+    )
 
 
 class FaultProxy:
@@ -87,14 +118,16 @@ class FaultProxy:
         self.requests: list[ProxyRequest] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
+        self._port = int(self._listener.getsockname()[1])
         self._sockets: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._closed = False
+        self._stopping = threading.Event()  # wakes stalled responses when the proxy stops
         self._accepter = threading.Thread(target=self._accept_loop, name="fault-proxy", daemon=True)
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self._listener.getsockname()[1]}"
+        return f"127.0.0.1:{self._port}"
 
     @property
     def url(self) -> str:
@@ -114,9 +147,27 @@ class FaultProxy:
         self._accepter.start()
         return self
 
-    def stop(self) -> None:
+    def refuse_connections(self, refuse: bool = True) -> None:
+        """Close the listening port (new connections are refused), or open it again on the same
+        port (``refuse=False``)."""
+        if refuse == self._closed:
+            return
         self._closed = True
         self._accepter.join(5)
+        self._listener.close()
+        if not refuse:
+            self._listener = socket.create_server(("127.0.0.1", self._port))
+            self._closed = False
+            self._accepter = threading.Thread(
+                target=self._accept_loop, name="fault-proxy", daemon=True
+            )
+            self._accepter.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._closed = True
+        if self._accepter.is_alive():
+            self._accepter.join(5)
         self._listener.close()
         with self._lock:
             for sock in list(self._sockets):
@@ -161,15 +212,19 @@ class FaultProxy:
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.drop:
+                if fault.reset:
+                    _reset(client)
                 return
             if fault.respond is not None:
                 _drain(client, rest, request)
                 client.sendall(_render(fault.respond, request.method))
                 return
+            if fault.path is not None:
+                head = _replace_path(head, fault.path)
             upstream = self._track(socket.create_connection(self.upstream, timeout=30))
             upstream.sendall(_close_connection(head) + rest)
             threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
-            _relay_response(upstream, client, fault)
+            _relay_response(upstream, client, fault, self._stopping.wait)
         except OSError:
             pass
         finally:
@@ -245,23 +300,66 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
             sink.sendall(chunk)
 
 
-def _relay_response(upstream: socket.socket, client: socket.socket, fault: Fault) -> None:
+def _replace_path(head: bytes, path: str) -> bytes:
+    first, sep, rest = head.partition(b"\r\n")
+    method, _, version = first.split(b" ", 2)
+    return b" ".join([method, path.encode("latin-1"), version]) + sep + rest
+
+
+def _rewrite_head(head: bytes, fault: Fault) -> bytes:
+    """Apply ``set_headers`` and, for ``truncate_to``, a Content-Length that matches the cut body."""
+    headers = dict(fault.set_headers or {})
+    lines = head.split(b"\r\n")
+    if fault.truncate_to is not None:
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = min(int(value.strip()), fault.truncate_to)
+                headers["Content-Length"] = str(length)
+    if not headers:
+        return head
+    names = {name.lower().encode("latin-1") for name in headers}
+    kept = [
+        line for line in lines[1:] if line and line.partition(b":")[0].strip().lower() not in names
+    ]
+    added = [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
+    return b"\r\n".join([lines[0], *kept, *added, b"", b""])
+
+
+def _relay_response(
+    upstream: socket.socket, client: socket.socket, fault: Fault, wait: Callable[[float], object]
+) -> None:
     head, body = _read_head(upstream)
     if head is None:
         return
-    client.sendall(head)
+    client.sendall(_rewrite_head(head, fault))
     sent = 0
+    stop = min(
+        (n for n in (fault.cut_after, fault.stall_after, fault.truncate_to) if n is not None),
+        default=None,
+    )
     while True:
         if body:
             body = _apply(body, sent, fault)
-            if fault.cut_after is not None and sent + len(body) >= fault.cut_after:
-                client.sendall(body[: fault.cut_after - sent])
+            if stop is not None and sent + len(body) >= stop:
+                client.sendall(body[: stop - sent])
+                _end_early(client, fault, wait)
                 return
             client.sendall(body)
             sent += len(body)
         body = upstream.recv(IO_SIZE)
         if not body:
+            if stop is not None and sent >= stop:
+                _end_early(client, fault, wait)
             return
+
+
+def _end_early(client: socket.socket, fault: Fault, wait: Callable[[float], object]) -> None:
+    """What happens where the body stops: a stall, a reset, or (cut, truncate) a plain close."""
+    if fault.stall_after is not None:
+        wait(fault.stall)
+    elif fault.reset:
+        _reset(client)
 
 
 def _apply(chunk: bytes, offset: int, fault: Fault) -> bytes:
@@ -273,8 +371,72 @@ def _apply(chunk: bytes, offset: int, fault: Fault) -> bytes:
     return bytes(data)
 
 
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP reset: the peer sees ECONNRESET rather than an orderly end of stream."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # Wake the thread copying the request body (a blocked recv keeps the socket alive, and
+        # the reset is only sent when the last reference goes), then close.
+        sock.shutdown(socket.SHUT_RD)
+        time.sleep(0.01)
+        sock.close()
+
+
 def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
+
+
+# -- the faults by name ------------------------------------------------------------------------
+
+
+def refuse() -> Fault:
+    """Reset the connection as soon as the request arrives (nothing is answered)."""
+    return Fault(drop=True, reset=True)
+
+
+def reset_midway(after: int) -> Fault:
+    """Forward ``after`` body bytes, then reset the connection."""
+    return Fault(cut_after=after, reset=True)
+
+
+def stall(seconds: float, after: int = 0) -> Fault:
+    """Forward ``after`` body bytes, then send nothing for ``seconds`` (then close)."""
+    return Fault(stall_after=after, stall=seconds)
+
+
+def status(code: int, retry_after: str | None = None, body: bytes | None = None) -> Fault:
+    """Answer ``code`` (429, 500, 502, 503...) with a Distribution error body."""
+    headers = {"Content-Type": "application/json"}
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    error = {"errors": [{"code": "UNAVAILABLE", "message": f"injected {code}"}]}
+    payload = json.dumps(error).encode() if body is None else body
+    return Fault(respond=Response(code, headers, payload))
+
+
+def truncate(size: int) -> Fault:
+    """Forward only the first ``size`` body bytes, as a complete response (Content-Length fixed)."""
+    return Fault(truncate_to=size)
+
+
+def flip(offset: int) -> Fault:
+    """Flip the bits of the body byte at ``offset``."""
+    return Fault(corrupt_at=offset)
+
+
+def other_blob(repository: str, digest: str) -> Fault:
+    """Serve the registry's blob ``digest`` (with its own headers) whatever blob was asked for."""
+    return Fault(path=f"/v2/{repository}/blobs/{digest}")
+
+
+def media_type(value: str) -> Fault:
+    """Forward the real answer with another ``Content-Type``."""
+    return Fault(set_headers={"Content-Type": value})
+
+
+def invalid_json(media_type: str = "application/vnd.oci.image.manifest.v1+json") -> Fault:
+    """A 200 whose body is not JSON, under a manifest media type."""
+    return Fault(respond=Response(200, {"Content-Type": media_type}, b'{"schemaVersion": 2, "lay'))

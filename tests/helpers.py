@@ -6,6 +6,7 @@ The tar helpers here parse and build raw 512-byte headers themselves, independen
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -78,6 +79,23 @@ def kitfs(
         env=env,
         timeout=60,
     )
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in this process (``kitfs.cli.main``): the same code path as the command, faster.
+
+    Log records are not captured here; use :func:`kitfs` when a test checks warnings.
+    """
+    from kitfs.cli import main
+
+    argv = ["--config", str(home), *args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse errors
+            code = int(exc.code or 0)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -240,6 +258,8 @@ def forge_header(
     block[157 : 157 + len(linkname)] = linkname
     block[257:263] = b"ustar\0"
     block[263:265] = b"00"
+    block[329:337] = b"0000000\0"
+    block[337:345] = b"0000000\0"
     block[345 : 345 + len(prefix)] = prefix
     block[148:156] = f"{sum(block):06o}\0 ".encode()
     return bytes(block)

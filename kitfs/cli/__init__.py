@@ -66,7 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args)
     try:
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        except BaseExceptionGroup as group:  # concurrent work (trio nurseries) fails as a group
+            raise _chief(group) from group
     except KitfsError as exc:
         if args.debug:
             log.exception("command failed")
@@ -85,6 +88,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 70
+
+
+def _chief(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that speaks for a group: an interruption first, then the first kitfs error;
+    otherwise the group itself (a bug, reported as one)."""
+    for kind in (KeyboardInterrupt, KitfsError):
+        matched, _ = group.split(kind)
+        if matched is not None:
+            first: BaseException = matched
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            return first
+    return group
 
 
 def entry() -> None:

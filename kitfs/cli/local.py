@@ -263,8 +263,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             rows = remote.list_remote(ref, paths(args), registry_options(args))
     else:
         rows = catalog.local_rows(_store(args))
-    if args.format == "json":
-        print_json([row.to_json() for row in rows])
+    if args.format == "json":  # Go's json.MarshalIndent, as kit prints it
+        print(go_json([row.to_json() for row in rows], indent=2))
     else:
         sys.stdout.write(catalog.format_table(rows))
     return 0
@@ -332,6 +332,11 @@ def _cmd_remove(args: argparse.Namespace) -> int:
                 for r in removed
             ]
         )
+    elif args.all:  # kit: "Untagged repo:tag" for each tag, then "Removed repo@digest"
+        for r in removed:
+            for untagged in r.untagged:
+                print(f"Untagged {untagged}")
+            print(f"Removed {r.reference}")
     else:
         for r in removed:
             print(f"Removed {r.reference} (digest {r.digest})")

@@ -175,6 +175,10 @@ def build_options(
         value = settings.get(key)
         return None if value is None or value is False else str(value)
 
+    def path(key: str) -> str | None:
+        value = text(key)  # the daemon works from "/": relative paths would change meaning
+        return os.path.abspath(os.path.expanduser(value)) if value else None
+
     try:
         concurrency = int(settings.get("concurrency") or 5)  # type: ignore[call-overload]
     except ValueError:
@@ -186,9 +190,9 @@ def build_options(
     registry = RegistryOptions(
         plain_http=_as_bool(settings.get("plain_http", False), "plain_http"),
         tls_verify=_as_bool(settings.get("tls_verify", True), "tls_verify"),
-        ca_file=text("ca_file"),
-        cert=text("cert"),
-        key=text("key"),
+        ca_file=path("ca_file"),
+        cert=path("cert"),
+        key=path("key"),
         proxy=text("proxy"),
         concurrency=concurrency,
     )
@@ -274,7 +278,11 @@ def prepare_mountpoint(path: Path, *, nonempty: bool = False) -> Path:
     if not stat.S_ISDIR(st.st_mode):
         raise MountError(f"mountpoint {path} is not a directory")
     if find_mount(path) is not None:
-        raise MountError(f"{path} is already a mount point (unmount it first: kitfs umount {path})")
+        if not _is_stale(path):
+            raise MountError(
+                f"{path} is already a mount point (unmount it first: kitfs umount {path})"
+            )
+        _clean_stale(path)
     if not nonempty:
         try:
             with os.scandir(path) as entries:
@@ -285,6 +293,16 @@ def prepare_mountpoint(path: Path, *, nonempty: bool = False) -> Path:
         except PermissionError:
             raise MountError(f"cannot read mountpoint {path}: permission denied") from None
     return path
+
+
+def _is_stale(path: Path) -> bool:
+    """Whether a mount's daemon is gone. ``statfs`` always reaches the daemon (``stat`` may be
+    answered from the kernel's attribute cache), so a dead one shows as ENOTCONN."""
+    try:
+        os.statvfs(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
 
 
 def _clean_stale(path: Path) -> None:

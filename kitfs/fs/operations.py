@@ -218,9 +218,12 @@ class KitfsOperations(pyfuse3.Operations):
     def _listing(self, inode: int) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
         """A directory's entries with their attributes, fixed when it is opened, so that the
         offsets ``readdir`` hands out (positions in this list) stay valid however long it is."""
+        children = self.tree.listdir(inode)
+        parent = self.tree.parent_of(inode)
+        dots = [(b".", inode), (b"..", parent)]
         return [
-            (os.fsencode(name), self._entry(self.tree.getattr(child), inode))
-            for name, child in self.tree.listdir(inode)
+            (name, self._entry(self.tree.getattr(child), inode))
+            for name, child in dots + [(os.fsencode(n), c) for n, c in children]
         ]
 
     @_fuse_errors

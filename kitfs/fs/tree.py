@@ -479,17 +479,25 @@ class MountTree:
         return node
 
     def _new_node(
-        self, key: tuple[str, ...], parent: int, name: str, kind: str, **kw: object
+        self,
+        key: tuple[str, ...],
+        parent: int,
+        name: str,
+        kind: str,
+        *,
+        kit: _Kit | None = None,
+        view: str = "",
+        path: str = "",
+        tag: str = "",
     ) -> int:
+        """The inode for ``key``, allocated on first sight: inodes are stable while mounted."""
         inode = self._keys.get(key)
         if inode is not None:
             return inode
-        if not self._nodes:
-            inode = ROOT_INODE
-        else:
+        if self._nodes:
             self._next_inode += 1
-            inode = self._next_inode
-        self._nodes[inode] = _Node(inode, parent, name, kind, **kw)  # type: ignore[arg-type]
+        inode = self._next_inode
+        self._nodes[inode] = _Node(inode, parent, name, kind, kit, view, path, tag)
         self._keys[key] = inode
         return inode
 

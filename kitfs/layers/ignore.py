@@ -18,7 +18,8 @@ from kitfs.errors import PackError
 from kitfs.kitfile import DEFAULT_NAMES
 
 IGNORE_FILE = ".kitignore"
-_ESCAPE = set(".+()|{}$^")
+_ESCAPE = set(".+()|{}$")  # patternmatcher's shouldEscape; everything else keeps its regexp meaning
+_SPECIAL = set("*?[]\\")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class Pattern:
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
+    rest = pattern[2:]
+    if pattern.startswith("**") and not _SPECIAL & set(rest):
+        # patternmatcher's suffixMatch: "**x" is any path ending in "x", "**/x" also "x" itself.
+        if rest.startswith("/"):
+            return re.compile("^(.*/)?" + re.escape(rest[1:]) + "$", re.DOTALL)
+        return re.compile("^.*" + re.escape(rest) + "$", re.DOTALL)
     out = "^"
     i = 0
     while i < len(pattern):
@@ -48,12 +55,12 @@ def _compile(pattern: str) -> re.Pattern[str]:
             out += "\\" + ch
         elif ch == "\\":
             if i < len(pattern):
-                out += re.escape(pattern[i])
+                out += "\\" + pattern[i]  # as patternmatcher: the regexp decides what it means
                 i += 1
             else:
                 out += "\\\\"
         else:
-            out += ch if ch in "[]-" else re.escape(ch)
+            out += ch if ch in "[]-^!" else re.escape(ch)
     try:
         return re.compile(out + "$", re.DOTALL)
     except re.error as exc:

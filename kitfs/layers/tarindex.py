@@ -72,7 +72,7 @@ def _checksum_ok(block: bytes) -> bool:
     return stored in (unsigned, signed)
 
 
-def _parse_pax(data: bytes) -> dict[str, str]:
+def _parse_pax(data: bytes, where: str = "") -> dict[str, str]:
     records: dict[str, str] = {}
     pos = 0
     while pos < len(data):
@@ -89,38 +89,41 @@ def _parse_pax(data: bytes) -> dict[str, str]:
         key, sep, value = record.partition(b"=")
         if not sep:
             raise TarFormatError("invalid PAX header: record without '='")
-        records[_decode(key, "PAX key")] = _decode(value, "PAX value")
+        records[_decode(key, "PAX key", where)] = _decode(value, "PAX value", where)
         pos += length
     return records
 
 
-def _decode(raw: bytes, what: str) -> str:
+def _decode(raw: bytes, what: str, where: str = "") -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise UnsafeContentError(f"refused tar entry: {what} {raw!r} is not valid UTF-8") from None
-
-
-def clean_entry_name(raw: str) -> str:
-    """Normalise an entry name and refuse any that could land outside the extraction root."""
-    if "\0" in raw:
-        raise UnsafeContentError(f"refused tar entry {raw!r}: name contains a NUL byte")
-    if raw.startswith("/"):
-        raise UnsafeContentError(f"refused tar entry {raw!r}: absolute paths are not allowed")
-    if len(raw.encode()) > MAX_NAME_BYTES:
         raise UnsafeContentError(
-            f"refused tar entry {raw[:60]!r}...: name is longer than {MAX_NAME_BYTES} bytes"
-        )
+            f"refused tar entry {raw!r}{where}: its {what} is not valid UTF-8"
+        ) from None
+
+
+def clean_entry_name(raw: str, where: str = "") -> str:
+    """Normalise an entry name and refuse any that could land outside the extraction root.
+
+    ``where`` (e.g. `` in layer sha256:...``) is put after the entry name in messages.
+    """
+
+    def refuse(reason: str, shown: str = raw) -> UnsafeContentError:
+        return UnsafeContentError(f"refused tar entry {shown!r}{where}: {reason}")
+
+    if "\0" in raw:
+        raise refuse("its name contains a NUL byte")
+    if raw.startswith("/"):
+        raise refuse("absolute paths are not allowed")
+    if len(raw.encode()) > MAX_NAME_BYTES:
+        raise refuse(f"its name is longer than {MAX_NAME_BYTES} bytes", raw[:60] + "...")
     parts = [p for p in raw.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
-        raise UnsafeContentError(
-            f"refused tar entry {raw!r}: '..' would leave the target directory"
-        )
+        raise refuse("'..' would leave the target directory")
     for part in parts:
         if len(part.encode()) > MAX_COMPONENT_BYTES:
-            raise UnsafeContentError(
-                f"refused tar entry {raw[:60]!r}: a path component is longer than 255 bytes"
-            )
+            raise refuse("a path component is longer than 255 bytes", raw[:60] + "...")
     if not parts:
         return "."
     return posixpath.join(*parts)
@@ -146,9 +149,17 @@ class TarReader:
 
     def _read(self, size: int) -> bytes:
         if self._limit is not None and self._pos + size > self._limit:
-            raise UnsafeContentError(
-                f"refused {self._what}: it inflates past {self._limit} bytes (decompression bomb?)"
-            )
+            # Read what the limit allows: a stream that ends first is merely truncated.
+            data = self._read_some(self._limit - self._pos)
+            if len(data) == self._limit - self._pos and self._stream.read(1):
+                raise UnsafeContentError(
+                    f"refused {self._what}: it inflates past {self._limit} bytes "
+                    "(decompression bomb?)"
+                )
+            return data
+        return self._read_some(size)
+
+    def _read_some(self, size: int) -> bytes:
         data = self._stream.read(size)
         while len(data) < size:
             more = self._stream.read(size - len(data))
@@ -210,9 +221,9 @@ class TarReader:
                     raise TarFormatError(f"refused {self._what}: extended header of {size} bytes")
                 data = self._read_exact(size + _padding(size), "an extended header")[:size]
                 if typeflag == b"x":
-                    pax = _parse_pax(data)
+                    pax = _parse_pax(data, self._where)
                 elif typeflag == b"L":
-                    long_name = _decode(data.rstrip(b"\0"), "name")
+                    long_name = _decode(data.split(b"\0", 1)[0], "name", self._where)
                 continue
             entry = self._entry(block, typeflag, size, pax, long_name)
             pax, long_name = {}, None
@@ -225,15 +236,15 @@ class TarReader:
     def _entry(
         self, block: bytes, typeflag: bytes, size: int, pax: dict[str, str], long_name: str | None
     ) -> TarEntry:
-        raw_name = pax.get("path") or long_name or self._ustar_name(block)
+        raw_name = pax.get("path") or long_name or self._ustar_name(block, self._where)
         if typeflag in _TYPE_NAMES:
             raise UnsafeContentError(
-                f"refused tar entry {raw_name!r} in {self._what}: it is {_TYPE_NAMES[typeflag]}; "
+                f"refused tar entry {raw_name!r}{self._where}: it is {_TYPE_NAMES[typeflag]}; "
                 "only regular files and directories are allowed"
             )
         if typeflag not in (b"0", b"\0", b"5"):
             raise UnsafeContentError(
-                f"refused tar entry {raw_name!r} in {self._what}: unsupported type {typeflag!r}"
+                f"refused tar entry {raw_name!r}{self._where}: unsupported type {typeflag!r}"
             )
         is_dir = typeflag == b"5" or (typeflag in (b"0", b"\0") and raw_name.endswith("/"))
         if "size" in pax:
@@ -241,14 +252,14 @@ class TarReader:
                 size = int(pax["size"])
             except ValueError:
                 raise TarFormatError(f"refused {self._what}: bad PAX size") from None
-        name = clean_entry_name(raw_name)
+        name = clean_entry_name(raw_name, self._where)
         if name == ".":
             if not is_dir:
-                raise UnsafeContentError(f"refused tar entry {raw_name!r}: a file without a name")
+                raise UnsafeContentError(
+                    f"refused tar entry {raw_name!r}{self._where}: a file without a name"
+                )
         elif name in self._seen:
-            raise UnsafeContentError(
-                f"refused tar entry {name!r} in {self._what}: it appears twice"
-            )
+            raise UnsafeContentError(f"refused tar entry {name!r}{self._where}: it appears twice")
         self._seen.add(name)
         mode = _parse_octal(block[100:108], "mode") & 0o7777
         mtime = _parse_octal(block[136:148], "mtime")
@@ -259,14 +270,18 @@ class TarReader:
                 mtime = 0
         return TarEntry(name, is_dir, mode, 0 if is_dir else size, self._pos, mtime)
 
+    @property
+    def _where(self) -> str:
+        return f" in {self._what}"
+
     @staticmethod
-    def _ustar_name(block: bytes) -> str:
+    def _ustar_name(block: bytes, where: str = "") -> str:
         name = block[0:100].split(b"\0", 1)[0]
         if block[257:262] == b"ustar":
             prefix = block[345:500].split(b"\0", 1)[0]
             if prefix:
                 name = prefix + b"/" + name
-        return _decode(name, "name")
+        return _decode(name, "name", where)
 
 
 def _padding(size: int) -> int:

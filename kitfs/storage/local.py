@@ -207,19 +207,53 @@ class LocalStore:
     def _remove_root(self, digest: str) -> None:
         manifests = [d for d in self.root_manifests() if d.digest != digest]
         write_atomic(self.root / "index.json", _index_json(manifests, with_media_type=True))
-        self.collect_garbage()
+        self._collect_successors(digest)
 
-    def collect_garbage(self) -> list[str]:
-        """Remove blobs that no manifest in the root index references; return their digests."""
+    def _referenced(self) -> set[str]:
+        """Every digest that a manifest still in the store uses (the manifests themselves too)."""
         keep: set[str] = set()
-        for desc in self.root_manifests():
-            keep.add(desc.digest)
+        listed = {d.digest for d in self.root_manifests()}
+        for repo in self.repos():
+            listed.update(d.digest for d in repo.manifests())
+        for digest in listed:
+            keep.add(digest)
             try:
-                manifest = Manifest.from_bytes(self.read_blob(desc.digest))
+                manifest = Manifest.from_bytes(self.read_blob(digest))
             except (NotFoundError, ManifestError, DigestMismatchError):
                 continue
             keep.add(manifest.config.digest)
             keep.update(layer.digest for layer in manifest.layers)
+        return keep
+
+    def _collect_successors(self, digest: str) -> list[str]:
+        """Delete a removed manifest's blob, config and layers unless another manifest uses them.
+
+        Like oras-go's auto-GC, only what the removed manifest pointed at is considered: other
+        unreferenced blobs (an interrupted pull, a concurrent pack) are left alone.
+        """
+        candidates = [digest]
+        try:
+            manifest = Manifest.from_bytes(self.read_blob(digest, verify=False))
+            candidates += [manifest.config.digest, *(layer.digest for layer in manifest.layers)]
+        except (NotFoundError, ManifestError):
+            pass
+        keep = self._referenced()
+        removed = []
+        for candidate in dict.fromkeys(candidates):
+            if candidate in keep:
+                continue
+            with contextlib.suppress(FileNotFoundError, StorageError):
+                self.blob_path(candidate).unlink()
+                removed.append(candidate)
+        return removed
+
+    def collect_garbage(self) -> list[str]:
+        """Remove every blob that no manifest in the store references; return their digests.
+
+        Not used by ``remove`` (which only drops what it removed): call it when no other process
+        is writing to the store.
+        """
+        keep = self._referenced()
         removed = []
         blob_dir = self.root / "blobs" / "sha256"
         for path in blob_dir.iterdir() if blob_dir.exists() else []:

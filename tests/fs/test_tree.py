@@ -8,7 +8,6 @@ import json
 import os
 import stat
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -143,7 +142,13 @@ def test_sections_layout_equals_filtered_unpacks(packed: dict[str, Any], compres
     kit = packed["kits"][compression]
     _, feed = _tree(kit, "sections")
     shown = feed.walk().entries
-    assert sorted(n for n in shown if "/" not in n) == ["Kitfile", "code", "datasets", "docs", "model"]
+    assert sorted(n for n in shown if "/" not in n) == [
+        "Kitfile",
+        "code",
+        "datasets",
+        "docs",
+        "model",
+    ]
     kitfile = (packed["unpacked"] / "Kitfile").read_bytes()
     assert shown["Kitfile"] == ("file", 0o644, len(kitfile), hashlib.sha256(kitfile).hexdigest())
     for section, unpacked in packed["sections"].items():
@@ -182,7 +187,9 @@ def test_kitfile_and_sections_need_no_layer(packed: dict[str, Any]) -> None:
 def test_one_dataset_file_needs_only_its_layer(packed: dict[str, Any]) -> None:
     kit = packed["kits"]["zstd"]
     tree, feed = _tree(kit, "sections")
-    train = next(s for s in layer_slots(kit["manifest"], kit["kitfile"]) if s.root == "data/train.csv")
+    train = next(
+        s for s in layer_slots(kit["manifest"], kit["kitfile"]) if s.root == "data/train.csv"
+    )
     assert feed.read(feed.path("datasets/data/train.csv")).startswith(b"x,y\n1,2\n")
     assert feed.asked == [train.digest]
 
@@ -205,7 +212,9 @@ def test_unpack_layout_root_needs_the_code_layer_at_dot(packed: dict[str, Any]) 
 # -- attributes ----------------------------------------------------------------------------
 
 
-def test_directory_link_count_is_unknown_until_its_children_are_indexed(packed: dict[str, Any]) -> None:
+def test_directory_link_count_is_unknown_until_its_children_are_indexed(
+    packed: dict[str, Any],
+) -> None:
     tree, feed = _tree(packed["kits"]["none"], "sections")
     data = feed.path("datasets/data")
     early = tree.getattr(data)
@@ -269,8 +278,12 @@ def _manifest(kinds_and_paths: list[tuple[str, str]]) -> tuple[Manifest, Kitfile
         else:
             key = {"code": "code", "dataset": "datasets", "docs": "docs"}[kind]
             config.setdefault(key, []).append({"name": f"d{i}", "path": path})
-    config_desc = Descriptor("application/vnd.kitops.modelkit.config.v1+json", "sha256:" + "0" * 64, 2)
-    return Manifest(config_desc, tuple(layers)), Kitfile.from_config_json(json.dumps(config).encode())
+    config_desc = Descriptor(
+        "application/vnd.kitops.modelkit.config.v1+json", "sha256:" + "0" * 64, 2
+    )
+    return Manifest(config_desc, tuple(layers)), Kitfile.from_config_json(
+        json.dumps(config).encode()
+    )
 
 
 def _entry(name: str, *, size: int = 0, mode: int = 0o644, offset: int = 512) -> TarEntry:
@@ -281,7 +294,9 @@ def _dir(name: str, mode: int = 0o755) -> TarEntry:
     return TarEntry(name, True, mode, 0, 0)
 
 
-def _loaded(layers: list[tuple[str, str, list[TarEntry]]], layout: str = "unpack") -> tuple[MountTree, list[LayerSlot]]:
+def _loaded(
+    layers: list[tuple[str, str, list[TarEntry]]], layout: str = "unpack"
+) -> tuple[MountTree, list[LayerSlot]]:
     manifest, kitfile = _manifest([(kind, path) for kind, path, _ in layers])
     tree = MountTree.for_modelkit(manifest, kitfile, layout, MTIME)
     slots = layer_slots(manifest, kitfile)
@@ -300,8 +315,20 @@ def _at(tree: MountTree, path: str) -> int:
 def test_first_layer_sets_a_shared_directory_and_later_files_replace_earlier() -> None:
     tree, slots = _loaded(
         [
-            ("code", ".", [_dir("lib", 0o700), _entry("lib/a.py", size=5, offset=1024), _entry("same.txt", size=1)]),
-            ("dataset", "lib/data", [_dir("lib", 0o777), _dir("lib/data"), _entry("lib/data/x", size=2)]),
+            (
+                "code",
+                ".",
+                [
+                    _dir("lib", 0o700),
+                    _entry("lib/a.py", size=5, offset=1024),
+                    _entry("same.txt", size=1),
+                ],
+            ),
+            (
+                "dataset",
+                "lib/data",
+                [_dir("lib", 0o777), _dir("lib/data"), _entry("lib/data/x", size=2)],
+            ),
             ("docs", "same.txt", [_entry("same.txt", size=9, offset=4096)]),
         ]
     )
@@ -322,7 +349,9 @@ def test_a_file_never_replaces_a_directory() -> None:
 
 
 def test_entries_outside_a_layers_path_are_not_shown() -> None:
-    tree, _ = _loaded([("dataset", "data/a.csv", [_dir("data"), _entry("data/a.csv"), _entry("etc/passwd")])])
+    tree, _ = _loaded(
+        [("dataset", "data/a.csv", [_dir("data"), _entry("data/a.csv"), _entry("etc/passwd")])]
+    )
     assert [n for n, _ in tree.listdir(ROOT_INODE)] == ["Kitfile", "data"]
     with pytest.raises(FileNotFoundError):
         tree.lookup(ROOT_INODE, "etc")
@@ -356,7 +385,13 @@ def test_repository_tree_lists_tags_and_resolves_a_tag_when_opened(packed: dict[
     assert need.value.tag == "v1"
     kit = packed["kits"]["gzip"]
     tree.add_modelkit("v1", kit["manifest"], kit["kitfile"], MTIME)
-    assert [n for n, _ in tree.listdir(v1.inode)] == ["Kitfile", "code", "datasets", "docs", "model"]
+    assert [n for n, _ in tree.listdir(v1.inode)] == [
+        "Kitfile",
+        "code",
+        "datasets",
+        "docs",
+        "model",
+    ]
     assert tree.getattr(v1.inode).settled
     with pytest.raises(FileNotFoundError):
         tree.lookup(ROOT_INODE, "v3")

@@ -1,0 +1,125 @@
+"""Layers on demand (kitfs/fs/layerstore.py) from kit's local storage: verification, the cache, one
+fetch for many readers. Registry-backed fetching is covered through real mounts in test_mount.py."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from fs_modelkits import kitfs, write_context
+
+from kitfs.config import Paths
+from kitfs.fs.layerstore import LayerError, LayerStore
+from kitfs.fs.source import LocalStorageSource
+from kitfs.fs.tree import LayerSlot, layer_slots
+from kitfs.reference import parse
+from kitfs.storage.cache import BlobCache
+from kitfs.storage.local import LocalStore
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("layerstore")
+    context = write_context(base / "context", big=2_000_000)
+    home = base / "home"
+    for compression in ("none", "gzip", "zstd"):
+        kitfs(
+            home, "pack", str(context), "-t", f"ls/film:{compression}", "--compression", compression
+        )
+    return home
+
+
+def _setup(
+    home: Path, tmp_path: Path, compression: str
+) -> tuple[LayerStore, list[LayerSlot], BlobCache]:
+    ref = parse(f"ls/film:{compression}")
+    store = LocalStore(Paths(home).storage)
+    _repo, desc = store.resolve(ref)
+    manifest = store.load_manifest(desc)
+    slots = layer_slots(manifest, store.load_kitfile(manifest))
+    cache = BlobCache(tmp_path / "cache").ensure()
+    return LayerStore(LocalStorageSource(ref, store), cache), slots, cache
+
+
+def _weights(slots: list[LayerSlot]) -> LayerSlot:
+    return next(s for s in slots if s.kind == "model")
+
+
+def test_uncompressed_layers_are_read_in_place_without_a_copy(home: Path, tmp_path: Path) -> None:
+    layers, slots, cache = _setup(home, tmp_path, "none")
+    slot = _weights(slots)
+
+    async def run() -> bytes:
+        entries = await layers.index(slot)
+        weights = next(e for e in entries if e.name == "models/weights.bin")
+        layer = await layers.open(slot)
+        try:
+            return await layers.read(layer, weights.offset, 16)
+        finally:
+            layers.release(layer)
+
+    expected = (home.parent / "context" / "models" / "weights.bin").read_bytes()[:16]
+    assert trio.run(run) == expected
+    assert list(cache.tars.iterdir()) == []
+    assert cache.read_record(slot.digest) is not None
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_layers_are_decompressed_into_the_cache_once(
+    home: Path, tmp_path: Path, compression: str
+) -> None:
+    layers, slots, cache = _setup(home, tmp_path, compression)
+    slot = _weights(slots)
+
+    async def run() -> list[bytes]:
+        results: list[bytes] = []
+
+        async def reader() -> None:
+            entries = await layers.index(slot)
+            weights = next(e for e in entries if e.name == "models/weights.bin")
+            layer = await layers.open(slot)
+            results.append(await layers.read(layer, weights.offset, weights.size))
+            layers.release(layer)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(reader)
+        return results
+
+    expected = (home.parent / "context" / "models" / "weights.bin").read_bytes()
+    assert trio.run(run) == [expected] * 8
+    assert layers.fetches == 1
+    record = cache.read_record(slot.digest)
+    assert record is not None and record.diff_id == slot.diff_id
+    assert [p.name for p in cache.tars.iterdir()] == [slot.diff_id.split(":")[1]]  # type: ignore[union-attr]
+
+
+def test_a_wrong_diff_id_fails_and_caches_nothing(home: Path, tmp_path: Path) -> None:
+    layers, slots, cache = _setup(home, tmp_path, "gzip")
+    slot = dataclasses.replace(_weights(slots), diff_id="sha256:" + "e" * 64)
+    with pytest.raises(LayerError, match="diffId"):
+        trio.run(layers.index, slot)
+    assert list(cache.tars.iterdir()) == []
+    assert list(cache.tmp.iterdir()) == []
+    assert cache.read_record(slot.digest) is None
+
+
+def test_a_damaged_local_blob_fails_verification(home: Path, tmp_path: Path) -> None:
+    layers, slots, cache = _setup(home, tmp_path, "zstd")
+    slot = _weights(slots)
+    source: Any = layers.source
+    damaged = tmp_path / "damaged"
+    data = bytearray(source.store.blob_path(slot.digest).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    source.local_blob = lambda desc: damaged
+    with pytest.raises(LayerError, match="failed verification"):
+        trio.run(layers.index, slot)
+    assert list(cache.tars.iterdir()) == []
+    # The failure is remembered for a few seconds: no second attempt hammers the source.
+    source.local_blob = lambda desc: None
+    with pytest.raises(LayerError, match="failed verification"):
+        trio.run(layers.index, slot)
