@@ -6,7 +6,9 @@ again (a new mount unless the state says otherwise) with the page cache left as 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from harness import Bench, Measurement
 from mounts import KitfsMount, RatarMount
@@ -39,6 +41,8 @@ WARM_SAME = "warm, same mount"
 WARM_REMOUNT = "warm, remount"
 HOT = "hot (page cache)"
 
+T = TypeVar("T")
+
 
 # ---- setup ----------------------------------------------------------------------------------------
 
@@ -65,9 +69,9 @@ def pack_and_push(b: Bench, compression: str) -> None:
     }
 
 
-def _timed(action: object) -> float:
+def _timed(action: Callable[[], object]) -> float:
     with Timer() as t:
-        action()  # type: ignore[operator]
+        action()
     return t.seconds
 
 
@@ -75,12 +79,10 @@ def _timed(action: object) -> float:
 
 
 def figure1(b: Bench, compression: str) -> None:
-    cache = b.scratch("f1-cache")
-    mount = b.mount(compression, cache)
+    mount = b.mount(compression, b.scratch("f1-cache"))
     try:
-        b.record(("1", compression, MOUNT, COLD), lambda: _cold_then(b, mount.start))
-        mount.stop()
-        b.record(("1", compression, MOUNT, WARM), mount.start)
+        b.record(("1", compression, MOUNT, COLD), lambda: _cold_mount(b, mount), b.repeat)
+        b.record(("1", compression, MOUNT, WARM), lambda: _warm_mount(mount), b.repeat)
     finally:
         mount.stop()
     home = b.scratch("f1-home")
@@ -88,13 +90,25 @@ def figure1(b: Bench, compression: str) -> None:
         b.record(
             ("1", compression, UNPACK_KITFILE, state),
             lambda s=state: _unpack_kitfile(b, compression, home, s),
+            b.repeat,
         )
-    b.remove(cache, home)
+    b.remove(mount.cache, mount.home, home)
 
 
-def _cold_then(b: Bench, step: object) -> float | Measurement:
+def _cold_mount(b: Bench, mount: KitfsMount) -> float:
+    mount.reset()
     b.cold()
-    return step()  # type: ignore[operator,no-any-return]
+    return mount.start()
+
+
+def _warm_mount(mount: KitfsMount) -> float:
+    mount.stop()
+    return mount.start()
+
+
+def _cold_then(b: Bench, step: Callable[[], T]) -> T:
+    b.cold()
+    return step()
 
 
 def _unpack_kitfile(b: Bench, compression: str, home: Path, state: str) -> float:
@@ -123,7 +137,17 @@ def _unpack_kitfile(b: Bench, compression: str, home: Path, state: str) -> float
 def figure2(b: Bench, compression: str, mount: bool = True) -> None:
     w = b.workload
     if mount:
-        _mount_read_twice(b, "2", compression, "datasets", w.mid_path)
+        kit = b.mount(compression, b.scratch("f2-cache"))
+        try:
+            for state in (COLD, WARM):
+                b.record(
+                    ("2", compression, MOUNT, state),
+                    lambda s=state: _mount_and_read(b, kit, s, "datasets", w.mid_path),
+                    b.repeat,
+                )
+        finally:
+            kit.stop()
+        b.remove(kit.cache, kit.home)
     _pull_unpack(b, "2", compression, PULL_UNPACK, [], w.mid_path)
     home = b.scratch("f2-home")
     method = UNPACK_FILTER.format(w.mid_name)
@@ -133,36 +157,32 @@ def figure2(b: Bench, compression: str, mount: bool = True) -> None:
             lambda s=state: _unpack_read(
                 b, compression, home, s, ["--filter", f"datasets:{w.mid_name}"], w.mid_path
             ),
+            b.repeat,
         )
     b.remove(home)
     if b.kit_available:
         _kit_pull_unpack(b, "2", compression, KIT_PULL_UNPACK, [], w.mid_path)
 
 
-def _mount_read_twice(b: Bench, figure: str, compression: str, section: str, rel: str) -> None:
-    cache = b.scratch(f"f{figure}-cache")
-    mount = b.mount(compression, cache)
-    try:
-        for state in (COLD, WARM):
-            b.record(
-                (figure, compression, MOUNT, state),
-                lambda s=state: _mount_and_read(b, mount, s, section, rel),
-            )
-            mount.stop()
-    finally:
-        mount.stop()
-    b.remove(cache)
-
-
 def _mount_and_read(b: Bench, mount: KitfsMount, state: str, section: str, rel: str) -> Measurement:
-    """Seconds from ``kitfs mount`` to having read ``rel`` whole; extras: mount time, daemon RSS."""
+    """Seconds from ``kitfs mount`` to having read ``rel`` whole (cold: on an emptied cache).
+
+    Extras: the mount's start, the first stat of the file (which fetches and indexes its layer on
+    a cold cache), the read itself, and the daemon's peak RSS.
+    """
     if state == COLD:
+        mount.reset()
         b.cold()
+    else:
+        mount.stop()
     with Timer() as t:
         mounted = mount.start()
         with RssSampler(mount.pid) as rss:
-            read = dd_read(find_in_mount(mount.mountpoint, section, rel))
-    return Measurement(seconds=t.seconds, extra=rss.into({"mount_s": mounted, "read_s": read}))
+            with Timer() as first:
+                path = find_in_mount(mount.mountpoint, section, rel)
+            read = dd_read(path)
+    extra = {"mount_s": mounted, "stat_s": first.seconds, "read_s": read}
+    return Measurement(seconds=t.seconds, extra=rss.into(extra))
 
 
 def _pull_unpack(
@@ -189,7 +209,7 @@ def _pull_unpack(
             )
 
         m = b.record((figure, compression, method, state), step)
-        if figure == "2" and m.seconds is not None:
+        if figure == "2" and state == COLD and m.seconds is not None:
             b.results[("1", compression, PULL_ONLY, state)] = Measurement(
                 seconds=m.extra["pull_s"], fetched=m.fetched
             )
@@ -249,7 +269,7 @@ def figure3(b: Bench, compression: str, mount: bool = True) -> Path:
         local = w.local(w.model_path)
         b.record(("3", "-", LOCAL_FILE, COLD), lambda: _cold_then(b, lambda: dd_read(local)))
         dd_read(local)
-        b.record(("3", "-", LOCAL_FILE, WARM), lambda: dd_read(local))
+        b.record(("3", "-", LOCAL_FILE, WARM), lambda: dd_read(local), b.repeat)
     return cache
 
 
@@ -260,10 +280,11 @@ def _mount_model(b: Bench, compression: str, cache: Path) -> None:
         b.record(
             ("3", compression, MOUNT, COLD), lambda: _mount_and_read(b, mount, COLD, "model", rel)
         )
-        b.record(("3", compression, MOUNT, REREAD), lambda: _reread(mount, rel))
-        mount.stop()
+        b.record(("3", compression, MOUNT, REREAD), lambda: _reread(mount, rel), b.repeat)
         b.record(
-            ("3", compression, MOUNT, WARM), lambda: _mount_and_read(b, mount, WARM, "model", rel)
+            ("3", compression, MOUNT, WARM),
+            lambda: _mount_and_read(b, mount, WARM, "model", rel),
+            b.repeat,
         )
     finally:
         mount.stop()
@@ -280,32 +301,30 @@ def _reread(mount: KitfsMount, rel: str) -> Measurement:
 
 def figure4(b: Bench, compression: str) -> None:
     w = b.workload
-    cache = b.scratch("f4-cache")
-    mount = b.mount(compression, cache)
+    mount = b.mount(compression, b.scratch("f4-cache"))
+
+    def listing() -> Measurement:
+        return _ls(find_in_mount(mount.mountpoint, "datasets", w.small_dir))
+
+    def cold() -> Measurement:
+        _cold_mount(b, mount)
+        return listing()
+
+    def remount() -> Measurement:
+        _warm_mount(mount)
+        return listing()
+
     try:
-        b.cold()
-        mount.start()
-        b.record(
-            ("4", compression, MOUNT, COLD),
-            lambda: _ls(find_in_mount(mount.mountpoint, "datasets", w.small_dir)),
-        )
-        b.record(
-            ("4", compression, MOUNT, WARM_SAME),
-            lambda: _ls(find_in_mount(mount.mountpoint, "datasets", w.small_dir)),
-        )
-        mount.stop()
-        mount.start()
-        b.record(
-            ("4", compression, MOUNT, WARM_REMOUNT),
-            lambda: _ls(find_in_mount(mount.mountpoint, "datasets", w.small_dir)),
-        )
+        b.record(("4", compression, MOUNT, COLD), cold, b.repeat)
+        b.record(("4", compression, MOUNT, WARM_SAME), listing, b.repeat)
+        b.record(("4", compression, MOUNT, WARM_REMOUNT), remount, b.repeat)
     finally:
         mount.stop()
-    b.remove(cache)
+    b.remove(mount.cache, mount.home)
     if compression == b.compressions[0]:
         local = w.local(w.small_dir)
-        b.record(("4", "-", LOCAL_DIR, COLD), lambda: _cold_then(b, lambda: _ls(local)))
-        b.record(("4", "-", LOCAL_DIR, WARM), lambda: _ls(local))
+        b.record(("4", "-", LOCAL_DIR, COLD), lambda: _cold_then(b, lambda: _ls(local)), b.repeat)
+        b.record(("4", "-", LOCAL_DIR, WARM), lambda: _ls(local), b.repeat)
 
 
 def _ls(path: Path) -> Measurement:
@@ -357,27 +376,24 @@ def figure6(b: Bench) -> None:
     ratar = RatarMount(blob, b.scratch("f6-ratar-mnt"), index)
     try:
         for state in (COLD, WARM):
-            ratar.stop()
-            if state == COLD:
-                index.unlink(missing_ok=True)
             b.record(
                 ("6", "gzip", RATARMOUNT, state),
                 lambda s=state: _ratar_list_read(b, ratar, s, w.big_path),
+                b.repeat,
             )
     finally:
         ratar.stop()
-    cache = b.scratch("f6-cache")
-    mount = b.mount("gzip", cache)
+    mount = b.mount("gzip", b.scratch("f6-cache"))
     try:
         for state in (COLD, WARM):
-            mount.stop()
             b.record(
                 ("6", "gzip", MOUNT, state),
                 lambda s=state: _kitfs_list_read(b, mount, s, w.big_path),
+                b.repeat,
             )
     finally:
         mount.stop()
-    b.remove(cache)
+    b.remove(mount.cache, mount.home)
 
 
 def _dataset_blob(b: Bench, compression: str, name: str) -> Path:
@@ -390,7 +406,9 @@ def _dataset_blob(b: Bench, compression: str, name: str) -> Path:
 
 
 def _ratar_list_read(b: Bench, ratar: RatarMount, state: str, rel: str) -> Measurement:
+    ratar.stop()
     if state == COLD:
+        ratar.index.unlink(missing_ok=True)
         b.cold()
     with Timer() as listing:
         ratar.start()
@@ -403,7 +421,10 @@ def _ratar_list_read(b: Bench, ratar: RatarMount, state: str, rel: str) -> Measu
 
 def _kitfs_list_read(b: Bench, mount: KitfsMount, state: str, rel: str) -> Measurement:
     if state == COLD:
+        mount.reset()
         b.cold()
+    else:
+        mount.stop()
     with Timer() as listing:
         mount.start()
         path = find_in_mount(mount.mountpoint, "datasets", rel)

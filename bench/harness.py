@@ -40,6 +40,7 @@ class Bench:
     kit_available: bool
     random_reads: int
     readers: int
+    repeat: int
     pack_home: Path = field(init=False)
     results: dict[tuple[str, str, str, str], Measurement] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -70,9 +71,36 @@ class Bench:
         return kitfs(home, *args)
 
     def record(
+        self,
+        key: tuple[str, str, str, str],
+        step: Callable[[], float | Measurement],
+        repeat: int = 1,
+    ) -> Measurement:
+        """Run ``step`` (returns seconds or a Measurement) ``repeat`` times, counting registry bytes
+        for each run; store the run with the median time (``runs`` and ``spread_s`` in extra)."""
+        runs: list[Measurement] = []
+        for _ in range(max(1, repeat)):
+            measurement = self._once(key, step)
+            runs.append(measurement)
+            if measurement.error:
+                break
+        if runs[-1].error:
+            chosen = runs[-1]
+        else:
+            ordered = sorted(runs, key=lambda m: m.seconds or 0.0)
+            chosen = ordered[(len(ordered) - 1) // 2]
+            if len(runs) > 1:
+                chosen.extra["runs"] = float(len(runs))
+                chosen.extra["spread_s"] = (ordered[-1].seconds or 0.0) - (
+                    ordered[0].seconds or 0.0
+                )
+        self.results[key] = chosen
+        _print_result(key, chosen)
+        return chosen
+
+    def _once(
         self, key: tuple[str, str, str, str], step: Callable[[], float | Measurement]
     ) -> Measurement:
-        """Run ``step`` (returns seconds or a Measurement), count registry bytes, store the result."""
         mark = self.registry.mark()
         try:
             value = step()
@@ -83,8 +111,6 @@ class Bench:
             traceback.print_exc()
         if measurement.fetched is None:
             measurement.fetched = self.registry.fetched_since(mark)
-        self.results[key] = measurement
-        _print_result(key, measurement)
         return measurement
 
     def get(self, figure: str, compression: str, method: str, state: str) -> Measurement | None:

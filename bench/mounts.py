@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -85,11 +86,20 @@ class KitfsMount:
         return " | ".join(lines[-3:])
 
     def stop(self) -> None:
+        """Unmount (as `kitfs umount` does: fusermount3 -u, without starting another Python) and
+        wait for the daemon to exit; `kitfs umount`, then a lazy unmount, if that fails."""
+        if is_mountpoint(self.mountpoint):
+            subprocess.run(
+                ["fusermount3", "-u", str(self.mountpoint)], capture_output=True, timeout=60
+            )
         if is_mountpoint(self.mountpoint):
             subprocess.run(
                 [KITFS, "umount", str(self.mountpoint)], capture_output=True, timeout=120
             )
             force_unmount(self.mountpoint)
+        self._wait_daemon()
+
+    def _wait_daemon(self) -> None:
         if self.process is not None:
             try:
                 self.process.wait(30)
@@ -97,12 +107,31 @@ class KitfsMount:
                 self.process.terminate()
                 self.process.wait(10)
         self.process = None
+        deadline = time.monotonic() + 30
+        while self.pid is not None and _alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.pid = None
+
+    def reset(self) -> None:
+        """Unmount and empty the cache and the home: the next ``start()`` is a cold one."""
+        self.stop()
+        for path in (self.cache, self.home):
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True)
 
     def __enter__(self) -> KitfsMount:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 class RatarMount:

@@ -98,15 +98,15 @@ class Registry:
             return 0
 
     def fetched_since(self, mark: int, settle: float = 1.0) -> Fetched:
-        """Sum the GET response bodies logged after ``mark``, once the log has been quiet for 100 ms
+        """Sum the GET response bodies logged after ``mark``, once the log has been quiet for 50 ms
         (at most ``settle`` s): a line is written just after its response ends."""
         deadline = time.monotonic() + settle
         size = self.mark()
         while time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.02)
             now = self.mark()
             if now == size:
-                time.sleep(0.05)
+                time.sleep(0.03)
                 if self.mark() == now:
                     break
             size = now
@@ -115,14 +115,14 @@ class Registry:
             text = log.read().decode(errors="replace")
         blob = other = count = 0
         for match in ACCESS_LINE.finditer(text):
-            method, path, _status, size = match.groups()
-            if method != "GET" or size == "-":
+            method, path, _status, body = match.groups()
+            if method != "GET" or body == "-":
                 continue
             count += 1
             if "/blobs/" in path and "/uploads/" not in path:
-                blob += int(size)
+                blob += int(body)
             else:
-                other += int(size)
+                other += int(body)
         return Fetched(blob, other, count)
 
 

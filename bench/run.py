@@ -88,6 +88,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=Path,
         help="markdown report (default docs/benchmarks.md; --small runs write there only over another small run)",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        help="runs of each quick step, the median is kept (default 3; 1 with --small)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the registry data and scratch files")
     return p.parse_args(argv)
 
@@ -180,6 +185,7 @@ def main(argv: list[str]) -> int:
         kit_available(),
         random_reads,
         args.readers,
+        args.repeat or (1 if args.small else 3),
     )
     shutil.rmtree(b.pack_home, ignore_errors=True)
     skipped: dict[str, str] = {}
@@ -203,7 +209,7 @@ def main(argv: list[str]) -> int:
 
 def run_figures(b: Bench, skipped: dict[str, str]) -> None:
     for c in list(b.compressions):
-        print(f"bench: pack + push ({c})", flush=True)
+        print(f"bench: pack + push ({c}) at {_clock()}", flush=True)
         figures.pack_and_push(b, c)
         pack = b.get("setup", c, "kitfs pack", "-")
         push = b.get("setup", c, "kitfs push", "-")
@@ -215,7 +221,7 @@ def run_figures(b: Bench, skipped: dict[str, str]) -> None:
         skipped["mount"] = problem
         print(f"bench: {problem}; skipping the mount figures", flush=True)
     for c in b.compressions:
-        print(f"bench: figures 1-4 ({c})", flush=True)
+        print(f"bench: figures 1-4 ({c}) at {_clock()}", flush=True)
         if problem:
             figures.figure2(b, c, mount=False)
             figures.figure3(b, c, mount=False)
@@ -224,7 +230,7 @@ def run_figures(b: Bench, skipped: dict[str, str]) -> None:
         figures.figure2(b, c)
         cache = figures.figure3(b, c)
         figures.figure4(b, c)
-        print(f"bench: figure 5 ({c})", flush=True)
+        print(f"bench: figure 5 ({c}) at {_clock()}", flush=True)
         figures.figure5(b, c, cache)
         b.remove(cache, cache.parent / f"{cache.name}-home")
     ratar = ratarmount_problem()
@@ -235,8 +241,15 @@ def run_figures(b: Bench, skipped: dict[str, str]) -> None:
     if ratar:
         skipped["ratarmount"] = ratar
     else:
-        print("bench: figure 6 (gzip, ratarmount)", flush=True)
+        print(f"bench: figure 6 (gzip, ratarmount) at {_clock()}", flush=True)
         figures.figure6(b)
+
+
+_STARTED = time.monotonic()
+
+
+def _clock() -> str:
+    return f"{time.monotonic() - _STARTED:.0f}s"
 
 
 def cleanup(b: Bench, keep: bool) -> None:

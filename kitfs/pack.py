@@ -130,6 +130,15 @@ def _same_tree(a: str, b: str) -> bool:
     return is_within(a, b) or is_within(b, a)
 
 
+def _is_utf8(name: str) -> bool:
+    """Whether a name from os.listdir is real UTF-8 (undecodable bytes come back as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def walk_layer(
     context: Path, layer_path: str, rules: IgnoreRules
 ) -> Iterator[tuple[str, os.stat_result]]:
@@ -159,6 +168,12 @@ def walk_layer(
                 if stat.S_ISDIR(st.st_mode) and rules.has_exclusions:
                     yield from visit(rel)
                 continue
+            if not _is_utf8(rel):
+                shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+                raise PackError(
+                    f"cannot pack {shown}: its name is not valid UTF-8 "
+                    "(rename it, or leave it out with .kitignore)"
+                )
             yield rel, st
             if stat.S_ISDIR(st.st_mode):
                 yield from visit(rel)
@@ -317,6 +332,22 @@ def pack(
     entries = kitfile.entries()
     for entry in entries:
         check_entry_path(context, entry)
+    try:
+        return _pack_into(context, paths, kitfile, target, compression, progress)
+    except OSError as exc:  # our own writes: storage or scratch space
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise PackError(f"failed to write to local storage: {where}{exc.strerror}") from None
+
+
+def _pack_into(
+    context: Path,
+    paths: Paths,
+    kitfile: Kitfile,
+    target: Reference,
+    compression: str,
+    progress: ProgressSink | None,
+) -> PackResult:
+    entries = kitfile.entries()
     store = LocalStore(paths.storage)
     store.ensure()
     extra_paths = parent_layer_paths(

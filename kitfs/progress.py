@@ -1,4 +1,5 @@
-"""Progress display for long operations: rich bars on a terminal, nothing otherwise.
+"""Progress display for long operations: rich bars on a terminal, log lines with ``--progress plain``,
+nothing otherwise.
 
 Library code takes a ``ProgressSink`` (anything with ``task(description, total)``) so it never needs
 to know whether a terminal is attached; the CLI decides.
@@ -6,9 +7,10 @@ to know whether a terminal is attached; the CLI decides.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Protocol, TextIO
 
 
 class Task(Protocol):
@@ -75,11 +77,53 @@ class RichProgress:
         return _RichTask(self._progress, self._progress.add_task(description, total=total))
 
 
+class _PlainTask:
+    """Writes a line each time another quarter of the bytes is done."""
+
+    STEPS = 4
+
+    def __init__(self, description: str, total: int | None, stream: TextIO) -> None:
+        self._description = description
+        self._total = total
+        self._stream = stream
+        self._done = 0
+        self._reported = 0
+        if total == 0:
+            self._write(f"{description}: nothing to transfer")
+
+    def _write(self, line: str) -> None:
+        self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def advance(self, amount: int) -> None:
+        self._done += amount
+        if not self._total:
+            return
+        step = min(self.STEPS, self._done * self.STEPS // self._total)
+        if step > self._reported:
+            self._reported = step
+            percent = step * 100 // self.STEPS
+            self._write(f"{self._description}: {percent}% ({self._done}/{self._total} bytes)")
+
+
+class PlainProgress:
+    """Plain log lines on stderr (``--progress plain``): for CI logs and other non-terminals."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+
+    def task(self, description: str, total: int | None) -> Task:
+        return _PlainTask(description, total, self._stream)
+
+
 @contextmanager
-def progress_for(enabled: bool) -> Iterator[ProgressSink]:
-    """A sink that shows bars when ``enabled`` (the CLI passes "stderr is a terminal")."""
-    if not enabled:
+def progress_for(mode: bool | str) -> Iterator[ProgressSink]:
+    """The sink for ``mode``: "bars" (or True: the CLI passes "stderr is a terminal"), "plain" for
+    log lines, anything else for nothing."""
+    if mode == "plain":
+        yield PlainProgress()
+    elif mode is True or mode == "bars":
+        with RichProgress() as sink:
+            yield sink
+    else:
         yield NullProgress()
-        return
-    with RichProgress() as sink:
-        yield sink

@@ -12,11 +12,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import posixpath
 import secrets
 import stat
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -253,16 +254,21 @@ def extract_layer(
     root: Path,
     options: UnpackOptions,
     advance: Callable[[int], None],
+    prefix: str = "",
 ) -> int:
-    """Pass two: write files (temp + rename) and directories; return the number of files written."""
+    """Pass two: write files (temp + rename) and directories; return the number of files written.
+
+    ``prefix`` places the entries under a directory (legacy layers, see :func:`legacy_prefix`).
+    """
     written = 0
     with open(path, "rb") as raw:
         reader = TarReader(decompressing_reader(raw, compression))
         for entry in reader:
-            if entry.name == ".":
+            name = _under(prefix, entry.name)
+            if name == ".":
                 continue
-            target = root / entry.name
-            _safe_parent(root, entry.name)
+            target = root / name
+            _safe_parent(root, name)
             if entry.is_dir:
                 if not target.is_dir():
                     target.mkdir(mode=entry.mode & 0o777 or 0o755, parents=True)
@@ -325,6 +331,34 @@ class SelectedLayer:
     kind: str
     entry: dict[str, object]
     layer_type: media.LayerType
+    prefix: str = ""  # where the tar's entries go, relative to the target ("" = the target)
+
+
+PROMPT_SUBTYPE_ANNOTATION = "ml.kitops.modelkit.layer-subtype"
+
+
+def legacy_prefix(kind: str, path: str) -> str:
+    """Where kit unpacks a layer whose Kitfile entry records no digest (ModelKits from older kit).
+
+    Those tars hold paths relative to the parent of the layer's path, so kit extracts them into
+    ``filepath.Dir(path)`` (pkg/lib/filesystem/unpack/core.go); current tars hold full paths.
+    """
+    if posixpath.isabs(path):
+        raise UnsafeContentError(
+            f"error resolving {kind} path: absolute paths are not supported ({path})"
+        )
+    cleaned = posixpath.normpath(path) if path else "."
+    if cleaned == ".." or cleaned.startswith("../"):
+        raise UnsafeContentError(
+            f"error resolving {kind} path {path}: layer paths must stay within the target directory"
+        )
+    return posixpath.dirname(cleaned)
+
+
+def _under(prefix: str, name: str) -> str:
+    if not prefix:
+        return name
+    return prefix if name == "." else f"{prefix}/{name}"
 
 
 def select_layers(
@@ -346,6 +380,11 @@ def select_layers(
         if layer_type is None or layer_type.raw:
             log.warning("unknown media type %s: skipping unpack", desc.media_type)
             continue
+        if desc.annotations.get(PROMPT_SUBTYPE_ANNOTATION) == "prompt":
+            # kit's prompts travel as code layers; they are not Kitfile code entries.
+            if not filters:
+                selected.append(SelectedLayer(desc, "prompt", {}, layer_type))
+            continue
         index = counters.get(layer_type.kind, 0)
         counters[layer_type.kind] = index + 1
         entries = sections[layer_type.kind]
@@ -356,7 +395,12 @@ def select_layers(
                 f"digest in config and manifest do not match in {layer_type.kind} layer {index}"
             )
         if layer_selected(filters, layer_type.kind, entry):
-            selected.append(SelectedLayer(desc, layer_type.kind, entry, layer_type))
+            prefix = (
+                ""
+                if recorded or not entry
+                else legacy_prefix(layer_type.kind, str(entry.get("path", "")))
+            )
+            selected.append(SelectedLayer(desc, layer_type.kind, entry, layer_type, prefix))
     return selected
 
 
@@ -372,7 +416,10 @@ def unpack_modelkit(
 ) -> dict[str, int]:
     """Unpack the selected parts of a ModelKit; ``fetch`` yields a local path for each layer blob."""
     root = options.target
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnpackError(f"failed to create directory {root}: {exc.strerror}") from None
     root = root.resolve()
     sink = progress or NullProgress()
     layers = select_layers(manifest, kitfile, options.filters)
@@ -384,6 +431,8 @@ def unpack_modelkit(
         path = fetch(layer.desc)
         diff_id = str(layer.entry.get("diffId") or "") or None
         entries = verify_layer(path, layer.desc, layer.layer_type.compression, diff_id)
+        if layer.prefix:
+            entries = [replace(e, name=_under(layer.prefix, e.name)) for e in entries]
         claim_paths(claimed, entries, f"layer {layer.desc.digest[:19]}")
         check_conflicts(root, entries, options)
         verified.append((layer, path, sum(e.size for e in entries)))
@@ -394,8 +443,12 @@ def unpack_modelkit(
         counts["kitfile"] = 1
     for layer, path, total in verified:
         task = sink.task(f"unpack {layer.kind} {layer.entry.get('path', '')}", total)
-        counts["files"] += extract_layer(
-            path, layer.layer_type.compression, root, options, task.advance
-        )
+        try:
+            counts["files"] += extract_layer(
+                path, layer.layer_type.compression, root, options, task.advance, layer.prefix
+            )
+        except OSError as exc:  # disk full, permissions: name the file, not a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise UnpackError(f"failed to unpack into {root}: {where}{exc.strerror}") from None
         counts["layers"] += 1
     return counts

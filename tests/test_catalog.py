@@ -122,10 +122,18 @@ def test_list_json_is_one_object_per_manifest(store: Store) -> None:
 
 def test_list_one_local_repository(store: Store) -> None:
     lines = ok(cli(store.home, "list", "alpha")).stdout.splitlines()
-    assert [line.split()[:2] for line in lines] == [["REPOSITORY", "TAG"], ["alpha", "v1"], ["alpha", "v2"]]
+    assert [line.split()[:2] for line in lines] == [
+        ["REPOSITORY", "TAG"],
+        ["alpha", "v1"],
+        ["alpha", "v2"],
+    ]
     # A tag selects the ModelKit; every tag of it is shown.
     lines = ok(cli(store.home, "list", "alpha:v2")).stdout.splitlines()
-    assert [line.split()[:2] for line in lines] == [["REPOSITORY", "TAG"], ["alpha", "v1"], ["alpha", "v2"]]
+    assert [line.split()[:2] for line in lines] == [
+        ["REPOSITORY", "TAG"],
+        ["alpha", "v1"],
+        ["alpha", "v2"],
+    ]
     assert ok(cli(store.home, "list", "alpha:v9")).stdout.splitlines() == [
         "REPOSITORY   TAG   MAINTAINER   NAME   SIZE   DIGEST"
     ]
@@ -138,8 +146,11 @@ def test_list_pads_by_characters_not_bytes(tmp_path: Path) -> None:
     home = tmp_path / "home"
     make_tree(
         tmp_path / "c",
-        {"m": "x", "Kitfile": "manifestVersion: 1.0.0\npackage:\n  name: modèle\n  authors: [Zoë]\n"
-         "model:\n  path: m\n"},
+        {
+            "m": "x",
+            "Kitfile": "manifestVersion: 1.0.0\npackage:\n  name: modèle\n  authors: [Zoë]\n"
+            "model:\n  path: m\n",
+        },
     )
     digest = pack(tmp_path / "c", Paths(home), tag="uni:v1").digest
     assert ok(cli(home, "list")).stdout.splitlines() == [
@@ -209,10 +220,13 @@ def test_storage_files_are_kits(store: Store) -> None:
     assert storage_file(store.home, "cmVnLmlvOjUwMDAvb3JnL2JldGE=-tags.json") == (
         f'{{"1.0":{desc_u}}}'.encode()
     )
-    assert storage_file(store.home, "index.json") == (
-        '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",'
-        f'"manifests":[{desc_a},{desc_u}]}}'
-    ).encode()
+    assert (
+        storage_file(store.home, "index.json")
+        == (
+            '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",'
+            f'"manifests":[{desc_a},{desc_u}]}}'
+        ).encode()
+    )
     for digest in store.blobs():
         assert sha256(blob(store.home, digest)) == digest
 
@@ -225,7 +239,9 @@ def test_storage_written_by_kit_is_read(tmp_path: Path) -> None:
     size = len(blob(home, digest))
     desc = f'{{"mediaType":"{MANIFEST}","digest":"{digest}","size":{size}}}'
     key = b64("localhost/kit/made")
-    (home / "storage" / f"{key}-index.json").write_text(f'{{"schemaVersion":2,"manifests":[{desc}]}}')
+    (home / "storage" / f"{key}-index.json").write_text(
+        f'{{"schemaVersion":2,"manifests":[{desc}]}}'
+    )
     (home / "storage" / f"{key}-tags.json").write_text(f'{{"latest":{desc}}}')
     lines = ok(cli(home, "list")).stdout.splitlines()
     assert [line.split()[:2] for line in lines[1:]] == [["alpha", "v1"], ["kit/made", "latest"]]
@@ -263,9 +279,24 @@ def test_tag_within_a_repository_and_into_another(store: Store) -> None:
     ("source", "target", "code", "message"),
     [
         ("alpha:nope", "alpha:x", 1, "kitfs: ModelKit alpha:nope not found in local storage"),
-        ("alpha", "alpha:x", 2, "kitfs: source ModelKit reference requires a tag or digest (localhost/alpha:<tag>)"),
-        ("alpha:v1", "other", 2, "kitfs: target ModelKit reference requires a tag (localhost/other:<tag>)"),
-        ("alpha:v1", "Other:x", 1, "kitfs: invalid reference 'Other:x': repository (Other) name must be lowercase"),
+        (
+            "alpha",
+            "alpha:x",
+            2,
+            "kitfs: source ModelKit reference requires a tag or digest (localhost/alpha:<tag>)",
+        ),
+        (
+            "alpha:v1",
+            "other",
+            2,
+            "kitfs: target ModelKit reference requires a tag (localhost/other:<tag>)",
+        ),
+        (
+            "alpha:v1",
+            "Other:x",
+            1,
+            "kitfs: invalid reference 'Other:x': repository (Other) name must be lowercase",
+        ),
     ],
 )
 def test_tag_errors(store: Store, source: str, target: str, code: int, message: str) -> None:
@@ -289,7 +320,10 @@ def test_remove_last_tag_deletes_and_collects_but_keeps_shared_blobs(
     store: Store, tmp_path: Path
 ) -> None:
     # gamma shares alpha's model layer (same file, same path) but has its own config.
-    make_tree(tmp_path / "g", {"m.bin": "weights\n", "Kitfile": "manifestVersion: 1.0.0\nmodel:\n  path: m.bin\n"})
+    make_tree(
+        tmp_path / "g",
+        {"m.bin": "weights\n", "Kitfile": "manifestVersion: 1.0.0\nmodel:\n  path: m.bin\n"},
+    )
     gamma = pack(tmp_path / "g", Paths(store.home), tag="gamma:v1")
     shared = store.alpha.manifest.layers[0].digest
     assert gamma.manifest.layers[0].digest == shared
@@ -380,7 +414,11 @@ def test_remove_all_force_takes_everything(store: Store) -> None:
         (["alpha:nope"], 1, "kitfs: ModelKit alpha:nope not found in local storage"),
         (["alpha"], 2, "kitfs: tag or digest is required when removing (localhost/alpha:<tag>)"),
         ([], 2, "kitfs: modelkit is required for remove unless --all is specified"),
-        (["--all", "alpha:v1"], 2, "kitfs: modelkit should not be specified when --all flag is used"),
+        (
+            ["--all", "alpha:v1"],
+            2,
+            "kitfs: modelkit should not be specified when --all flag is used",
+        ),
         (["--all", "--remote"], 2, "kitfs: cannot use --all with --remote"),
     ],
 )
@@ -455,3 +493,11 @@ def test_inspect_reports_unknown_cli_version(tmp_path: Path) -> None:
     digest = store_modelkit(home, [("model", forge_tar(forge_file("model/x", b"x")))])
     view = json.loads(ok(cli(home, "inspect", "hostile:v1")).stdout)
     assert (view["digest"], view["cliVersion"]) == (digest, "unknown")
+
+
+def test_remove_force_by_tag_drops_every_tag(store: Store) -> None:
+    a = store.alpha.digest
+    result = ok(cli(store.home, "remove", "--force", "alpha:v1"))
+    assert result.stdout == f"Removed alpha:v1 (digest {a})\n"
+    assert not any(line.startswith("alpha") for line in store.list_lines())
+    assert a not in store.blobs()

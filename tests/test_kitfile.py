@@ -124,7 +124,9 @@ def test_parameters_keep_arbitrary_nesting() -> None:
     params = kitfile.model["parameters"]  # type: ignore[index]
     assert params["test-maps"] == {"a": {"b": {"c": {"d": {"e": "f"}}}}}
     assert params["test-nested-list"][2] == {"item-object": [{"subfield-1": 1}, {"subfield-2": 2}]}
-    assert Kitfile.from_config_json(kitfile.to_config_json()).to_config_json() == NESTED_JSON.encode()
+    assert (
+        Kitfile.from_config_json(kitfile.to_config_json()).to_config_json() == NESTED_JSON.encode()
+    )
 
 
 # -- config JSON --------------------------------------------------------------------------------
@@ -212,12 +214,16 @@ def test_docs_path_is_always_written() -> None:
 
 
 def test_empty_parameters_are_kept_as_go_keeps_a_non_nil_any() -> None:
-    kitfile = load(HEAD + "model:\n  path: m\n  parameters: {}\ndatasets:\n  - path: d\n    parameters: ~\n")
+    kitfile = load(
+        HEAD + "model:\n  path: m\n  parameters: {}\ndatasets:\n  - path: d\n    parameters: ~\n"
+    )
     assert kitfile.to_config_json() == (
         b'{"manifestVersion":"1.0.0","package":{"name":"test-kitfile"},'
         b'"model":{"path":"m","parameters":{}},"datasets":[{"path":"d"}]}'
     )
-    assert kitfile.to_yaml().endswith("model:\n  path: m\n  parameters: {}\ndatasets:\n  - path: d\n")
+    assert kitfile.to_yaml().endswith(
+        "model:\n  path: m\n  parameters: {}\ndatasets:\n  - path: d\n"
+    )
 
 
 def test_go_html_escaping_in_config_json() -> None:

@@ -483,7 +483,7 @@ def test_headers_are_sanitised(tmp_path: Path) -> None:
     os.utime(context / "data/a.csv", (1_700_000_000, 1_700_000_000))
     (context / "Kitfile").write_text("manifestVersion: 1.0.0\ndatasets:\n  - path: data/\n")
     digest = pack(context, Paths(home), tag="test:hdr").digest
-    (media_type, tar), = layer_tars(home, digest)
+    ((media_type, tar),) = layer_tars(home, digest)
     entries, end = raw_entries(tar)
     assert [(e.name, e.typeflag, e.size) for e in entries] == [
         ("data", b"5", 0),
@@ -539,20 +539,26 @@ def test_manifest_shape(tmp_path: Path) -> None:
     body = blob(home, result.digest)
     layer = result.manifest.layers[0]
     config = result.manifest.config
-    assert body == (
-        '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
-        '"artifactType":"application/vnd.kitops.modelkit.manifest.v1+json",'
-        f'"config":{{"mediaType":"application/vnd.kitops.modelkit.config.v1+json",'
-        f'"digest":"{config.digest}","size":{config.size}}},'
-        f'"layers":[{{"mediaType":"{MODEL}","digest":"{layer.digest}","size":{layer.size},'
-        '"annotations":{"org.cncf.model.filepath":"m.bin"}}],'
-        '"annotations":{"ml.kitops.modelkit.cli-version":"kitfs-0.1.0"}}'
-    ).encode()
+    assert (
+        body
+        == (
+            '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+            '"artifactType":"application/vnd.kitops.modelkit.manifest.v1+json",'
+            f'"config":{{"mediaType":"application/vnd.kitops.modelkit.config.v1+json",'
+            f'"digest":"{config.digest}","size":{config.size}}},'
+            f'"layers":[{{"mediaType":"{MODEL}","digest":"{layer.digest}","size":{layer.size},'
+            '"annotations":{"org.cncf.model.filepath":"m.bin"}}],'
+            '"annotations":{"ml.kitops.modelkit.cli-version":"kitfs-0.1.0"}}'
+        ).encode()
+    )
     assert result.digest == sha256(body)
-    assert blob(home, config.digest) == (
-        '{"manifestVersion":"1.0.0","package":{},"model":{"path":"m.bin",'
-        f'"digest":"{layer.digest}","diffId":"{layer.digest}"}}}}'
-    ).encode()
+    assert (
+        blob(home, config.digest)
+        == (
+            '{"manifestVersion":"1.0.0","package":{},"model":{"path":"m.bin",'
+            f'"digest":"{layer.digest}","diffId":"{layer.digest}"}}}}'
+        ).encode()
+    )
 
 
 def test_source_date_epoch_sets_the_created_annotation(
@@ -591,7 +597,10 @@ def test_compressed_packs_unpack_identically(
     packed = pack(context, Paths(home), tag=f"test:{compression}", compression=compression)
     config = config_json(home, packed.digest)
     for raw, layer, entry in zip(
-        plain.manifest.layers, packed.manifest.layers, [config["model"], config["code"][0]]
+        plain.manifest.layers,
+        packed.manifest.layers,
+        [config["model"], config["code"][0]],
+        strict=True,
     ):
         assert layer.media_type == raw.media_type + suffix
         data = blob(home, layer.digest)
@@ -616,7 +625,9 @@ def test_long_paths_use_gos_ustar_prefix_split(tmp_path: Path) -> None:
     home, context = tmp_path / "home", tmp_path / "ctx"
     long_file = f"{LONG_DIR}/file.bin"
     make_tree(context, {long_file: "deep"})
-    (context / "Kitfile").write_text("manifestVersion: 1.0.0\ncode:\n  - path: dir00xxxxxxxxxxxxxxx\n")
+    (context / "Kitfile").write_text(
+        "manifestVersion: 1.0.0\ncode:\n  - path: dir00xxxxxxxxxxxxxxx\n"
+    )
     digest = pack(context, Paths(home), tag="test:long").digest
     tar = layer_tars(home, digest)[0][1]
     entries, _ = raw_entries(tar)
@@ -702,7 +713,9 @@ def test_kitfile_from_another_place_and_from_stdin(tmp_path: Path) -> None:
 
 def test_lowercase_and_dot_kitfile_names_are_found(tmp_path: Path) -> None:
     home, context = tmp_path / "home", tmp_path / "ctx"
-    make_tree(context, {"m.bin": "w", ".kitfile": "manifestVersion: 1.0.0\nmodel:\n  path: m.bin\n"})
+    make_tree(
+        context, {"m.bin": "w", ".kitfile": "manifestVersion: 1.0.0\nmodel:\n  path: m.bin\n"}
+    )
     digest = saved_digest(ok(cli(home, "pack", str(context), "-t", "dot:v1")))
     assert config_json(home, digest)["model"]["path"] == "m.bin"
 
@@ -763,7 +776,9 @@ def test_model_reference_chain_is_limited_to_ten(tmp_path: Path) -> None:
     (context / "Kitfile").write_text("manifestVersion: 1.0.0\nmodel:\n  path: f.txt\n")
     pack(context, Paths(home), tag="chain:k0")
     for i in range(1, 12):
-        (context / "Kitfile").write_text(f"manifestVersion: 1.0.0\nmodel:\n  path: chain:k{i - 1}\n")
+        (context / "Kitfile").write_text(
+            f"manifestVersion: 1.0.0\nmodel:\n  path: chain:k{i - 1}\n"
+        )
         if i < 11:
             pack(context, Paths(home), tag=f"chain:k{i}")
     with pytest.raises(PackError) as caught:
@@ -816,13 +831,16 @@ def _no_modelkit_stored(home: Path) -> bool:
         (
             "manifestVersion: 1.0.0\nmodel: [\n",
             "kitfs: {ctx}/Kitfile: invalid YAML: while parsing a flow node expected the node "
-            'content, but found \'<stream end>\' in "<byte string>", line 3, column 1: ^',
+            "content, but found '<stream end>' in \"<byte string>\", line 3, column 1: ^",
         ),
         (
             "manifestVersion: 1.0.0\nmodel:\n  path: model\n  weights: x\n",
             "kitfs: {ctx}/Kitfile: line 4: unknown field 'weights' in model",
         ),
-        (None, "kitfs: no Kitfile in {ctx} (looked for Kitfile, kitfile, .kitfile); use -f to name one"),
+        (
+            None,
+            "kitfs: no Kitfile in {ctx} (looked for Kitfile, kitfile, .kitfile); use -f to name one",
+        ),
     ],
     ids=[
         "missing-path",
@@ -835,7 +853,9 @@ def _no_modelkit_stored(home: Path) -> bool:
         "no-kitfile",
     ],
 )
-def test_bad_input_is_refused_with_one_line(tmp_path: Path, kitfile: str | None, message: str) -> None:
+def test_bad_input_is_refused_with_one_line(
+    tmp_path: Path, kitfile: str | None, message: str
+) -> None:
     outside = tmp_path / "outside"
     make_tree(outside, {"inner/secret": "s"})
     context = _context(tmp_path, kitfile)
@@ -856,7 +876,11 @@ def test_the_command_reports_a_bad_kitfile_in_one_line(tmp_path: Path) -> None:
     ("args", "code", "message"),
     [
         (["--compression", "brotli"], 2, "invalid choice: 'brotli'"),
-        (["-t", "Test:v1"], 1, "kitfs: invalid reference 'Test:v1': repository (Test) name must be lowercase"),
+        (
+            ["-t", "Test:v1"],
+            1,
+            "kitfs: invalid reference 'Test:v1': repository (Test) name must be lowercase",
+        ),
         (["-t", "test:bad tag"], 1, "kitfs: invalid tag 'bad tag' in reference 'test:bad tag'"),
         (["-t", "test:v1,-x"], 1, "kitfs: invalid tag '-x' in reference 'test:v1,-x'"),
         (
@@ -877,7 +901,10 @@ def test_bad_flags_are_refused(tmp_path: Path, args: list[str], code: int, messa
 
 def test_missing_context_directory(tmp_path: Path) -> None:
     line = fails(cli(tmp_path / "home", "pack", str(tmp_path / "nowhere")))
-    assert line == f"kitfs: context directory {tmp_path / 'nowhere'} does not exist or is not a directory"
+    assert (
+        line
+        == f"kitfs: context directory {tmp_path / 'nowhere'} does not exist or is not a directory"
+    )
 
 
 def test_non_utf8_kitfile_is_a_clean_error(tmp_path: Path) -> None:
@@ -942,7 +969,13 @@ def test_unpacking_what_python_tarfile_reads(tmp_path: Path) -> None:
         (["dir1", "!dir1/testfile.txt"], [], "dir1/testfile.txt", "", False),
         ([], ["main", "main/subdir"], "main/subdir/testfile.txt", "main", True),
         ([], ["main", "main/subdir"], "main/subdir/testfile.txt", "main/subdir", False),
-        (["**/testfile.txt"], ["main", "main/subdir"], "main/subdir/testfile.txt", "main/subdir", True),
+        (
+            ["**/testfile.txt"],
+            ["main", "main/subdir"],
+            "main/subdir/testfile.txt",
+            "main/subdir",
+            True,
+        ),
         # kit always leaves its own files out, but only at the context root
         ([], [], "Kitfile", "", True),
         ([], [], ".kitignore", "", True),
@@ -983,8 +1016,38 @@ def test_kitignore_file_syntax(tmp_path: Path) -> None:
     ]
     assert rules.has_exclusions
     (tmp_path / ".kitignore").write_text("!\n")
-    with pytest.raises(PackError, match='^invalid .kitignore file: illegal exclusion pattern: "!"$'):
+    with pytest.raises(
+        PackError, match='^invalid .kitignore file: illegal exclusion pattern: "!"$'
+    ):
         IgnoreRules.from_context(tmp_path, [])
     (tmp_path / ".kitignore").write_text("data[\n")
-    with pytest.raises(PackError, match="^invalid .kitignore file: syntax error in pattern 'data\\['"):
+    with pytest.raises(
+        PackError, match="^invalid .kitignore file: syntax error in pattern 'data\\['"
+    ):
         IgnoreRules.from_context(tmp_path, [])
+
+
+def test_unwritable_storage_is_a_clean_error(tmp_path: Path) -> None:
+    context = _context(tmp_path, "manifestVersion: 1.0.0\nmodel:\n  path: model\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "storage").write_text("not a directory")
+    line = fails(cli(home, "pack", str(context)))
+    assert (
+        line
+        == f"kitfs: failed to write to local storage: {home}/storage/blobs/sha256: Not a directory"
+    )
+
+
+def test_non_utf8_file_names_are_refused_unless_ignored(tmp_path: Path) -> None:
+    context = _context(tmp_path, "manifestVersion: 1.0.0\nmodel:\n  path: model\n")
+    (context / "model").joinpath(os.fsdecode(b"caf\xe9.bin")).write_bytes(b"x")
+    line = fails(cli(tmp_path / "home", "pack", str(context)))
+    assert line == (
+        "kitfs: cannot pack model/caf\\xe9.bin: its name is not valid UTF-8 "
+        "(rename it, or leave it out with .kitignore)"
+    )
+    assert _no_modelkit_stored(tmp_path / "home")
+    (context / ".kitignore").write_text("model/caf*\n")
+    digest = saved_digest(ok(cli(tmp_path / "home", "pack", str(context))))
+    assert layer_names(layer_tars(tmp_path / "home", digest)[0][1]) == ["model", "model/m.bin"]

@@ -112,7 +112,10 @@ def test_string_forms() -> None:
             "invalid repository 'a//b' in reference 'a//b': use lowercase letters, digits and "
             "separators (. _ -), starting and ending with a letter or digit",
         ),
-        ("bad_host.io:x/repo", "invalid registry 'bad_host.io:x' in reference 'bad_host.io:x/repo'"),
+        (
+            "bad_host.io:x/repo",
+            "invalid registry 'bad_host.io:x' in reference 'bad_host.io:x/repo'",
+        ),
     ],
 )
 def test_invalid_references_are_refused_with_a_message(text: str, message: str) -> None:

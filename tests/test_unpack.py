@@ -111,7 +111,9 @@ def everything() -> set[str]:
         (["--model", "--filter", "docs"], BY_TYPE["model"]),  # the old flags win, as in kit
     ],
 )
-def test_filters_select_layers(home: Path, tmp_path: Path, args: list[str], expected: set[str]) -> None:
+def test_filters_select_layers(
+    home: Path, tmp_path: Path, args: list[str], expected: set[str]
+) -> None:
     out = tmp_path / "out"
     ok(cli(home, "unpack", "demo:v1", "-d", str(out), *args))
     assert files_under(out) == expected
@@ -152,7 +154,10 @@ def test_unpacked_kitfile_is_kits_yaml_of_the_config(home: Path, tmp_path: Path)
     ],
 )
 def test_invalid_filter_is_refused(home: Path, tmp_path: Path, flt: str, message: str) -> None:
-    assert fails(cli(home, "unpack", "demo:v1", "-d", str(tmp_path / "out"), "--filter", flt), 2) == message
+    assert (
+        fails(cli(home, "unpack", "demo:v1", "-d", str(tmp_path / "out"), "--filter", flt), 2)
+        == message
+    )
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
 
 
@@ -164,7 +169,10 @@ def test_missing_modelkit_and_bad_references(home: Path, tmp_path: Path) -> None
     assert fails(cli(home, "unpack", "demo", "-d", out)) == (
         "kitfs: ModelKit demo:latest not found in local storage"
     )
-    assert fails(cli(home, "unpack", "demo:a,b", "-d", out), 2) == "kitfs: can not unpack multiple tags"
+    assert (
+        fails(cli(home, "unpack", "demo:a,b", "-d", out), 2)
+        == "kitfs: can not unpack multiple tags"
+    )
     assert fails(cli(home, "unpack", "demo:v1", "-d", out, "-o", "-i"), 2) == (
         "kitfs: -o/--overwrite and -i/--ignore-existing cannot be used together"
     )
@@ -244,7 +252,14 @@ def test_symlink_in_the_target_is_not_followed(home: Path, tmp_path: Path) -> No
 
 def test_modes_follow_the_tar_and_the_umask(home: Path, tmp_path: Path) -> None:
     context = tmp_path / "ctx2"
-    make_tree(context, {"bin/tool": "#!/bin/sh\n", "bin/open": "x", "Kitfile": "manifestVersion: 1.0.0\ncode:\n  - path: bin\n"})
+    make_tree(
+        context,
+        {
+            "bin/tool": "#!/bin/sh\n",
+            "bin/open": "x",
+            "Kitfile": "manifestVersion: 1.0.0\ncode:\n  - path: bin\n",
+        },
+    )
     os.chmod(context / "bin/tool", 0o755)
     os.chmod(context / "bin/open", 0o666)
     pack(context, Paths(home), tag="modes:v1")
@@ -275,7 +290,9 @@ def test_corrupt_blob_is_refused_by_digest(home: Path, tmp_path: Path, offset: i
     path.write_bytes(bytes(data))
     out = tmp_path / "out"
     line = fails(cli(home, "unpack", "demo:v1", "-d", str(out)))
-    assert line.startswith(f"kitfs: layer {digest} failed verification: expected {digest}, got sha256:")
+    assert line.startswith(
+        f"kitfs: layer {digest} failed verification: expected {digest}, got sha256:"
+    )
     assert not out.exists() or files_under(out) == set()
 
 
@@ -388,7 +405,12 @@ HOSTILE: dict[str, tuple[Callable[[str], bytes], str]] = {
         "refused layer {short}: the tar ends without its end-of-archive marker",
     ),
     "bad-checksum": (
-        lambda o: forge_tar(forge_file("model/a", b"a")[:148] + b"0000001\0" + b"0" * 0 + forge_file("model/a", b"a")[156:]),
+        lambda o: forge_tar(
+            forge_file("model/a", b"a")[:148]
+            + b"0000001\0"
+            + b"0" * 0
+            + forge_file("model/a", b"a")[156:]
+        ),
         "refused layer {short}: tar header checksum mismatch at byte 0",
     ),
 }
@@ -452,11 +474,14 @@ def test_gzip_garbage_is_refused(tmp_path: Path) -> None:
 def test_tars_from_other_writers_unpack(tmp_path: Path) -> None:
     """GNU tar style: trailing record padding, './' prefixes, directories with a slash."""
     home, out = tmp_path / "home", tmp_path / "out"
-    tar = forge_tar(
-        forge_header("./model/", typeflag=b"5", mode=0o755),
-        forge_file("./model/w.bin", b"weights"),
-        forge_header("model/sub/", typeflag=b"0", mode=0o755),
-    ) + b"\0" * 8192
+    tar = (
+        forge_tar(
+            forge_header("./model/", typeflag=b"5", mode=0o755),
+            forge_file("./model/w.bin", b"weights"),
+            forge_header("model/sub/", typeflag=b"0", mode=0o755),
+        )
+        + b"\0" * 8192
+    )
     store_modelkit(home, [("model", tar)])
     ok(cli(home, "unpack", "hostile:v1", "-d", str(out)))
     assert (out / "model/w.bin").read_bytes() == b"weights"
@@ -518,3 +543,107 @@ def test_directories_shared_between_layers_are_fine(tmp_path: Path) -> None:
     store_modelkit(home, [("model", first), ("dataset", second)])
     ok(cli(home, "unpack", "hostile:v1", "-d", str(out)))
     assert files_under(out) == {"Kitfile", "main/a", "main/sub/b"}
+
+
+def test_target_that_is_not_a_directory(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    assert fails(cli(home, "unpack", "demo:v1", "-d", str(tmp_path / "afile"))) == (
+        f"kitfs: failed to create directory {tmp_path / 'afile'}: File exists"
+    )
+    assert fails(cli(home, "unpack", "demo:v1", "-d", str(tmp_path / "afile/sub"))) == (
+        f"kitfs: failed to create directory {tmp_path / 'afile/sub'}: Not a directory"
+    )
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_legacy_layers_unpack_into_the_parent_of_their_path(tmp_path: Path) -> None:
+    """Configs without layer digests come from older kit, whose tars are relative to the
+    parent of the Kitfile path: kit extracts them into filepath.Dir(path)."""
+    home, out = tmp_path / "home", tmp_path / "out"
+    model = forge_tar(forge_header("llama", typeflag=b"5"), forge_file("llama/w.bin", b"w"))
+    data = forge_tar(forge_file("train.csv", b"1,2\n"))
+    kitfile = {
+        "manifestVersion": "1.0.0",
+        "package": {},
+        "model": {"path": "models/llama"},
+        "datasets": [{"name": "d", "path": "./data/sets/train.csv"}],
+    }
+    store_modelkit(home, [("model", model), ("dataset", data)], kitfile=kitfile)
+    ok(cli(home, "unpack", "hostile:v1", "-d", str(out)))
+    assert files_under(out) == {"Kitfile", "models/llama/w.bin", "data/sets/train.csv"}
+
+
+def test_legacy_layer_path_outside_the_target_is_refused(tmp_path: Path) -> None:
+    home, out = tmp_path / "home", tmp_path / "out"
+    kitfile = {"manifestVersion": "1.0.0", "package": {}, "model": {"path": "../../up/m"}}
+    store_modelkit(home, [("model", forge_tar(forge_file("m", b"w")))], kitfile=kitfile)
+    assert fails(cli(home, "unpack", "hostile:v1", "-d", str(out))) == (
+        "kitfs: ModelKit config is refused: the model path '../../up/m' is outside the context "
+        "directory"
+    )
+    assert files_under(tmp_path) == {f"home/{p}" for p in files_under(home)}
+
+
+def test_prompt_layers_do_not_take_code_entries(tmp_path: Path) -> None:
+    """kit packs prompts as code layers annotated with the 'prompt' subtype."""
+    import json
+
+    from kitfs.oci.manifest import Descriptor, Manifest
+    from kitfs.storage.local import LocalStore
+
+    home, out = tmp_path / "home", tmp_path / "out"
+    store = LocalStore(home / "storage")
+    store.ensure()
+    prompt = forge_tar(forge_header("prompts", typeflag=b"5"), forge_file("prompts/p.md", b"hi"))
+    code = forge_tar(forge_header("src", typeflag=b"5"), forge_file("src/a.py", b"x"))
+    code_type = "application/vnd.kitops.modelkit.code.v1.tar"
+    layers = (
+        Descriptor(
+            code_type,
+            store.put_blob(prompt),
+            len(prompt),
+            annotations={"ml.kitops.modelkit.layer-subtype": "prompt"},
+        ),
+        Descriptor(code_type, store.put_blob(code), len(code)),
+    )
+    from helpers import sha256
+
+    config = {
+        "manifestVersion": "1.0.0",
+        "package": {},
+        "code": [{"path": "src", "digest": sha256(code), "diffId": sha256(code)}],
+        "prompts": [{"path": "prompts", "digest": sha256(prompt)}],
+    }
+    body = json.dumps(config).encode()
+    manifest = Manifest(
+        Descriptor(
+            "application/vnd.kitops.modelkit.config.v1+json", store.put_blob(body), len(body)
+        ),
+        layers,
+    )
+    data = manifest.to_bytes()
+    store.put_blob(data)
+    store.repo("localhost/prompted").add(manifest.descriptor(data), ["v1"])
+    ok(cli(home, "unpack", "prompted:v1", "-d", str(out)))
+    assert files_under(out) == {"Kitfile", "prompts/p.md", "src/a.py"}
+    ok(cli(home, "unpack", "prompted:v1", "-d", str(tmp_path / "code"), "--filter", "code"))
+    assert files_under(tmp_path / "code") == {"src/a.py"}
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix"),
+    [("models/llama", "models"), ("./a/b/c.bin", "a/b"), ("m.bin", ""), ("", ""), (".", "")],
+)
+def test_legacy_prefix(path: str, prefix: str) -> None:
+    from kitfs.unpack import legacy_prefix
+
+    assert legacy_prefix("model", path) == prefix
+
+
+@pytest.mark.parametrize("path", ["/abs/m", "../m", "a/../../m"])
+def test_legacy_prefix_refuses_paths_outside(path: str) -> None:
+    from kitfs.errors import UnsafeContentError
+    from kitfs.unpack import legacy_prefix
+
+    with pytest.raises(UnsafeContentError, match="^error resolving model path"):
+        legacy_prefix("model", path)

@@ -69,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(args.func(args) or 0)
         except BaseExceptionGroup as group:  # concurrent work (trio nurseries) fails as a group
-            raise _chief(group) from group
+            chief = _chief(group)
+            if chief is group:
+                raise
+            raise chief from group
     except KitfsError as exc:
         if args.debug:
             log.exception("command failed")
@@ -92,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _chief(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error that speaks for a group: an interruption first, then the first kitfs error;
-    otherwise the group itself (a bug, reported as one)."""
+    otherwise the group itself (a bug, reported as an internal error)."""
     for kind in (KeyboardInterrupt, KitfsError):
         matched, _ = group.split(kind)
         if matched is not None:

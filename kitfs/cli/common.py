@@ -72,12 +72,13 @@ def print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def show_progress(args: argparse.Namespace) -> bool:
-    """Bars only on a terminal, unless --progress says otherwise."""
+def show_progress(args: argparse.Namespace) -> str:
+    """The progress mode for ``kitfs.progress.progress_for``: ``--progress plain`` or ``none`` as
+    asked; with ``auto``, bars on a terminal and nothing elsewhere."""
     mode = getattr(args, "progress", "auto")
-    if mode == "none":
-        return False
-    return sys.stderr.isatty()
+    if mode in ("none", "plain"):
+        return str(mode)
+    return "bars" if sys.stderr.isatty() else "none"
 
 
 def info(message: str) -> None:

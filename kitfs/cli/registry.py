@@ -17,7 +17,7 @@ from kitfs.cli.common import (
     registry_options,
     show_progress,
 )
-from kitfs.errors import UsageError
+from kitfs.errors import InvalidReferenceError, UsageError
 from kitfs.oci.auth import CredentialStore, StaticCredentials
 from kitfs.oci.client import RegistryClient
 from kitfs.progress import progress_for
@@ -117,7 +117,23 @@ def _read_password(args: argparse.Namespace) -> str:
     return password
 
 
+def _registry_host(text: str) -> str:
+    """The REGISTRY of ``login``: ``host[:port]`` as a reference names it (kit refuses anything
+    else too; a scheme or a path would otherwise become a confusing network error)."""
+    try:
+        named = parse(f"{text}/x").registry
+    except InvalidReferenceError:
+        named = None
+    if named != text:
+        raise UsageError(
+            f"invalid registry {text!r}: give host[:port] without a scheme or path "
+            "(use --plain-http for a registry on HTTP)"
+        )
+    return text
+
+
 def _cmd_login(args: argparse.Namespace) -> int:
+    _registry_host(args.registry)
     password = _read_password(args)
     store = CredentialStore.for_paths(paths(args), use_docker=False)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -323,7 +324,13 @@ class LocalStore:
         if path.exists():
             temp.unlink()
             return
-        os.replace(temp, path)
+        try:
+            os.replace(temp, path)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            copy_blob_file(temp, path)  # scratch space on another filesystem, as kit falls back
+            temp.unlink()
 
     def verify_blob(self, digest: str) -> None:
         """Hash a stored blob and raise DigestMismatchError when it does not match its name."""

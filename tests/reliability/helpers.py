@@ -8,11 +8,15 @@ way a crafted ModelKit would: from a registry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ import trio
 from helpers import cli, ok, saved_digest
 
 from kitfs.config import Paths
+from kitfs.fs.mount import find_mount
 from kitfs.oci import media
 from kitfs.oci.client import RegistryClient, RegistryOptions
 from kitfs.oci.manifest import Descriptor, sha256_digest
@@ -63,6 +68,8 @@ datasets:
     path: data
 code:
   - path: src
+docs:
+  - path: docs
 """
 
 
@@ -100,6 +107,7 @@ def standard_files(scale: int = 1) -> dict[str, bytes]:
         "model/config.json": b'{"layers": 2}\n',
         "data/train.csv": b"a,b\n" + b"".join(b"%d,%d\n" % (i, i * i) for i in range(20_000)),
         "src/train.py": b"print('hello')\n",
+        "docs/README.md": b"# reliability\n" * 100,
     }
 
 
@@ -264,3 +272,92 @@ def popen_kitfs(home: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
         if process.poll() is None:
             process.kill()
         process.communicate(timeout=10)
+
+
+# -- mounts -------------------------------------------------------------------------------------
+
+_PID_RE = re.compile(r"daemon started \(pid (\d+)\)")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "it") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def is_mounted(path: Path) -> bool:
+    return find_mount(path) is not None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(FileNotFoundError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    return False
+
+
+class Mounts:
+    """Runs ``kitfs mount`` (daemons) for one test and always unmounts and stops them after."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.home = base / "mount-home"
+        self.cache = base / "cache"
+        self.points: list[tuple[Path, Path]] = []  # (mountpoint, cache dir)
+
+    def try_mount(
+        self, ref: str, name: str = "mnt", *flags: str, cache: Path | None = None
+    ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        mountpoint = self.base / name
+        mountpoint.mkdir(exist_ok=True)
+        cache = cache or self.cache
+        self.points.append((mountpoint, cache))
+        result = run_kitfs(
+            self.home,
+            "mount",
+            ref,
+            str(mountpoint),
+            "--plain-http",
+            "--cache-dir",
+            str(cache),
+            *flags,
+        )
+        return mountpoint, result
+
+    def mount(self, ref: str, name: str = "mnt", *flags: str, cache: Path | None = None) -> Path:
+        mountpoint, result = self.try_mount(ref, name, *flags, cache=cache)
+        assert result.returncode == 0, result.stderr
+        assert is_mounted(mountpoint)
+        return mountpoint
+
+    def log(self, mountpoint: Path) -> str:
+        cache = dict(self.points).get(mountpoint, self.cache)
+        name = str(mountpoint).strip("/").replace("/", "-")
+        path = cache / "logs" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def pid(self, mountpoint: Path) -> int:
+        pids = _PID_RE.findall(self.log(mountpoint))
+        assert pids, "the daemon logged no pid"
+        return int(pids[-1])
+
+    def unmount(self, mountpoint: Path) -> None:
+        if is_mounted(mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
+
+    def cleanup(self) -> None:
+        for mountpoint, _ in self.points:
+            pids = [int(p) for p in _PID_RE.findall(self.log(mountpoint))]
+            self.unmount(mountpoint)
+            for pid in pids:
+                with contextlib.suppress(AssertionError):
+                    wait_until(lambda pid=pid: not alive(pid), 10)  # type: ignore[misc]
+                if alive(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
