@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -21,15 +22,16 @@ import trio
 from kitfs.catalog import ListRow, Removed, row_for
 from kitfs.config import Paths
 from kitfs.errors import KitfsError, NotFoundError, RegistryError, UsageError
-from kitfs.kitfile import Kitfile
+from kitfs.kitfile import Kitfile, is_modelkit_reference
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialStore
 from kitfs.oci.client import RegistryClient, RegistryOptions
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.reference import Reference
+from kitfs.reference import parse as parse_reference
 from kitfs.storage.local import LocalStore, display_repository
-from kitfs.unpack import UnpackOptions, unpack_modelkit
+from kitfs.unpack import Filter, UnpackError, UnpackOptions, layer_selected, unpack_modelkit
 
 log = logging.getLogger(__name__)
 
@@ -277,3 +279,55 @@ def remove_remote(ref: Reference, paths: Paths, options: RegistryOptions) -> lis
             return [Removed(str(ref), found.digest, untagged_only=False)]
 
     return trio.run(run)
+
+
+MAX_MODEL_REFERENCE_CHAIN = 10
+
+
+def unpack_reference(
+    ref: Reference,
+    paths: Paths,
+    reg_options: RegistryOptions,
+    options: UnpackOptions,
+    progress: ProgressSink,
+    chain: tuple[str, ...] = (),
+) -> dict[str, int]:
+    """Unpack a ModelKit from local storage, else straight from its registry; then, when its model
+    path names another ModelKit, that ModelKit's model layers too (kit's model references, at most
+    ten deep, loops refused)."""
+    store = LocalStore(paths.storage)
+    try:
+        _, desc = store.resolve(ref)
+    except NotFoundError:
+        if ref.is_local:
+            raise
+        counts = unpack_remote(ref, paths, reg_options, options, progress)
+        kitfile = fetch_modelkit(ref, paths, reg_options)[2]
+    else:
+        manifest = store.load_manifest(desc)
+        kitfile = store.load_kitfile(manifest)
+        counts = unpack_modelkit(
+            manifest, kitfile, lambda d: store.blob_path(d.digest), options, progress
+        )
+    parent = _model_reference(kitfile)
+    if parent is None or not layer_selected(options.filters, "model", kitfile.model):
+        return counts
+    here = (*chain, str(ref))
+    if parent in here:
+        raise UnpackError(f"found cycle in modelkit references: [{'=>'.join([*here, parent])}]")
+    if len(here) > MAX_MODEL_REFERENCE_CHAIN:
+        raise UnpackError(
+            f"reached maximum number of model references: [{'=>'.join([*here, parent])}]"
+        )
+    log.info("unpacking referenced modelkit %s", parent)
+    parent_options = replace(options, filters=[Filter(("model",))], ignore_existing=True)
+    parent_counts = unpack_reference(
+        parse_reference(parent), paths, reg_options, parent_options, progress, here
+    )
+    return {k: counts[k] + (parent_counts[k] if k != "kitfile" else 0) for k in counts}
+
+
+def _model_reference(kitfile: Kitfile) -> str | None:
+    model = kitfile.model or {}
+    path = str(model.get("path") or "")
+    return path if path and is_modelkit_reference(path) else None

@@ -23,7 +23,7 @@ from kitfs.pack import pack
 from kitfs.progress import progress_for
 from kitfs.reference import DEFAULT_TAG, Reference, parse
 from kitfs.storage.local import LocalStore, display_repository
-from kitfs.unpack import Filter, UnpackOptions, unpack_modelkit
+from kitfs.unpack import Filter, UnpackOptions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -139,22 +139,10 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
     )
     if args.overwrite and args.ignore_existing:
         raise UsageError("-o/--overwrite and -i/--ignore-existing cannot be used together")
-    store = _store(args)
-    with progress_for(show_progress(args)) as sink:
-        try:
-            _, desc = store.resolve(ref)
-        except Exception:
-            if ref.is_local:
-                raise
-            from kitfs import remote
+    from kitfs import remote
 
-            counts = remote.unpack_remote(ref, paths(args), registry_options(args), options, sink)
-        else:
-            manifest = store.load_manifest(desc)
-            kitfile = store.load_kitfile(manifest)
-            counts = unpack_modelkit(
-                manifest, kitfile, lambda d: store.blob_path(d.digest), options, sink
-            )
+    with progress_for(show_progress(args)) as sink:
+        counts = remote.unpack_reference(ref, paths(args), registry_options(args), options, sink)
     if args.json:
         print_json({"directory": str(options.target.resolve()), **counts})
     else:

@@ -12,6 +12,7 @@ per digest in this process, an ``flock`` per digest across processes sharing the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -324,10 +325,13 @@ class LayerStore:
         what = f"{slot.label} (layer {desc.digest})"
         started = time.monotonic()
         local = self.source.local_blob(desc)
+        cached = await self._cached_tar(slot)
         if local is not None and slot.compression == "none":
             result = await self._scan(slot, local, None, what)
             _check_blob(desc, result, f"in {local}")
             self._verified_in_place.add(desc.digest)
+        elif cached is not None:
+            result = await self._rescan(slot, cached, what)
         elif local is not None:
             result = await self._decompress(slot, local, what, verified=False)
         else:
@@ -346,6 +350,25 @@ class LayerStore:
             elapsed,
         )
         return record
+
+    async def _cached_tar(self, slot: LayerSlot) -> Path | None:
+        """The layer's tar if the cache holds it although its index is gone (it is named by the
+        digest of the uncompressed tar, known for a plain layer and from the Kitfile's diffId)."""
+        tar_digest = slot.digest if slot.compression == "none" else slot.diff_id
+        if tar_digest is None:
+            return None
+        path = self.cache.tar_path(tar_digest)
+        return path if await trio.to_thread.run_sync(path.is_file) else None
+
+    async def _rescan(self, slot: LayerSlot, path: Path, what: str) -> ScanResult:
+        """Index a cached tar again, checking it against the digest that names it."""
+        plain = dataclasses.replace(slot, compression="none")
+        result = await self._scan(plain, path, None, what)
+        expected = slot.digest if slot.compression == "none" else slot.diff_id
+        if result.tar_digest != expected:
+            path.unlink(missing_ok=True)
+            raise DigestMismatchError(str(expected), result.tar_digest, f"cached tar of {what}")
+        return dataclasses.replace(result, blob_digest=slot.digest, blob_size=slot.descriptor.size)
 
     async def _scan(
         self, slot: LayerSlot, path: Path, out: Path | None, what: str, *, verified: bool = False

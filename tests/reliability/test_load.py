@@ -1,0 +1,147 @@
+"""Load with faults: 32 readers of random byte ranges of several files across four layers, for a
+bounded time, while the proxy injects one registry fault per second and a small cache bound keeps
+layers being evicted and fetched again. Every byte a read returns is checked against the copy that
+``kitfs unpack`` wrote; a read may fail (EIO, while a layer's fetch failed verification), but never
+return other bytes. When the faults stop, every file reads back whole and right.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from faultproxy import (
+    Fault,
+    FaultProxy,
+    blob_get,
+    flip,
+    once,
+    refuse,
+    reset_midway,
+    stall,
+    status,
+    truncate,
+)
+from helpers import cli, ok
+from registry import RegistryServer
+
+from .helpers import Kit, Mounts, alive, files_in, is_mounted, make_kit, payload
+
+READERS = 32
+DURATION = 20.0
+FAILURE_TTL = 5.0
+SECTION = {"model": "model", "data": "datasets", "src": "code", "docs": "docs"}
+
+
+def load_files() -> dict[str, bytes]:
+    files = {
+        "model/a.bin": payload(2_000_000, seed=21),
+        "model/b.bin": payload(1_500_000, seed=22),
+        "data/x.bin": payload(1_200_000, seed=23),
+        "data/y.csv": b"".join(b"%d,%d\n" % (i, i * 7) for i in range(30_000)),
+        "docs/guide.md": b"# guide\n" * 4000,
+    }
+    for i in range(8):
+        files[f"src/m{i}.py"] = payload(20_000 + i * 5000, seed=30 + i)
+    return files
+
+
+def faults(rng: random.Random) -> Fault:
+    return rng.choice(
+        [
+            reset_midway(rng.randrange(1, 500_000)),
+            Fault(cut_after=rng.randrange(1, 500_000)),
+            status(503, retry_after="0"),
+            status(429),
+            status(500),
+            refuse(),
+            stall(1.5, after=rng.randrange(0, 100_000)),
+            flip(rng.randrange(0, 300_000)),
+            truncate(rng.randrange(0, 300_000)),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def kit(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Kit:
+    base = tmp_path_factory.mktemp("loadkit")
+    return make_kit(
+        base / "home",
+        base / "ctx",
+        registry.host,
+        "reliability/load",
+        files=load_files(),
+        compression="gzip",
+    )
+
+
+def test_32_readers_with_a_fault_per_second_never_see_a_wrong_byte(
+    kit: Kit, mounts: Mounts, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    unpacked = tmp_path / "unpacked"
+    ok(cli(kit.home, "unpack", kit.ref(), "-d", str(unpacked), "--plain-http"))
+    expected = {rel: data for rel, data in files_in(unpacked).items() if rel != "Kitfile"}
+    assert expected == kit.files
+    # Two layers' worth of cache: closed layers are evicted and fetched again under faults.
+    mnt = mounts.mount(kit.ref(fault_proxy.host), "mnt", "--cache-size", "3M")
+    paths = {rel: mnt / SECTION[rel.split("/")[0]] / rel for rel in expected}
+    stop = threading.Event()
+    counts: Counter[str] = Counter()
+    wrong: list[str] = []
+    lock = threading.Lock()
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            rel = rng.choice(sorted(expected))
+            data = expected[rel]
+            offset = rng.randrange(0, len(data))
+            length = rng.choice([1, 4096, 65536, 1 << 20])
+            try:
+                fd = os.open(paths[rel], os.O_RDONLY)
+                try:
+                    got = os.pread(fd, length, offset)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                with lock:
+                    counts[errno.errorcode.get(exc.errno or 0, str(exc.errno))] += 1
+                continue
+            with lock:
+                if got != data[offset : offset + length]:
+                    wrong.append(f"{rel}@{offset}+{length}")
+                counts["ok"] += 1
+
+    def injector() -> None:
+        rng = random.Random(7)
+        while not stop.wait(1.0):
+            fault_proxy.add_rule(once(blob_get, faults(rng)))
+            counts["faults"] += 1
+
+    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(READERS)]
+    threads.append(threading.Thread(target=injector, daemon=True))
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    time.sleep(DURATION)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert not any(t.is_alive() for t in threads), "a reader hung"
+    assert time.monotonic() - started < DURATION + 30
+    assert wrong == [], f"wrong bytes served: {wrong[:5]}"
+    assert set(counts) <= {"ok", "faults", "EIO"}, counts  # failures are EIO, nothing else
+    assert counts["ok"] > 1000 and counts["faults"] >= DURATION - 2, counts
+    blob_gets = [r for r in fault_proxy.requests if blob_get(r)]
+    assert len(blob_gets) > 4, "the cache bound never made a layer come back: faults hit nothing"
+    assert is_mounted(mnt) and alive(mounts.pid(mnt))
+    fault_proxy.clear()
+    time.sleep(FAILURE_TTL + 0.2)
+    for rel, data in expected.items():
+        assert paths[rel].read_bytes() == data, rel
