@@ -315,6 +315,7 @@ def render(
         f"- Page cache: {'dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every cold step' if b.page_cache_droppable else 'NOT dropped (no permission): cold steps only start with empty kitfs caches and homes'}",
         f"- Reference `kit`: {'present' if b.kit_available else 'not installed (rows skipped)'}; ratarmount: {ratarmount_version()}",
         "- Cold = empty kitfs cache and empty `--config` home (nothing in local storage) and a dropped page cache; warm = the same cache/home again, page cache as the previous step left it.",
+        f"- Repeats: quick steps (figures 1, 4 and 6, the mount and `unpack --filter` rows of figure 2, the warm rows of figure 3) run {b.repeat} time(s) and the median is shown; the long pull + unpack steps, the cold reads of figure 3 and figure 5 run once",
         "- \"vs kitfs mount\" = that row's time / the kitfs mount's time in the same state and compression: above 1.00× the mount was faster.",
         "",
     ]

@@ -31,7 +31,14 @@ from kitfs.progress import NullProgress, ProgressSink
 from kitfs.reference import Reference
 from kitfs.reference import parse as parse_reference
 from kitfs.storage.local import LocalStore, display_repository
-from kitfs.unpack import Filter, UnpackError, UnpackOptions, layer_selected, unpack_modelkit
+from kitfs.unpack import (
+    Filter,
+    UnpackError,
+    UnpackOptions,
+    layer_selected,
+    select_layers,
+    unpack_modelkit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +191,12 @@ def push(
 # -- remote views (called by the local verbs with --remote or a registry reference) ----------
 
 
+async def _fetch_modelkit(client: RegistryClient, ref: Reference) -> tuple[str, Manifest, Kitfile]:
+    digest, _, manifest = await fetch_manifest(client, ref)
+    config = await client.fetch_blob(ref.repository, manifest.config.digest, manifest.config.size)
+    return digest, manifest, Kitfile.from_config_json(config, f"config of {ref}")
+
+
 def fetch_modelkit(
     ref: Reference, paths: Paths, options: RegistryOptions
 ) -> tuple[str, Manifest, Kitfile]:
@@ -191,11 +204,7 @@ def fetch_modelkit(
 
     async def run() -> tuple[str, Manifest, Kitfile]:
         async with _client(ref, paths, options) as client:
-            digest, _, manifest = await fetch_manifest(client, ref)
-            config = await client.fetch_blob(
-                ref.repository, manifest.config.digest, manifest.config.size
-            )
-            return digest, manifest, Kitfile.from_config_json(config, f"config of {ref}")
+            return await _fetch_modelkit(client, ref)
 
     return trio.run(run)
 
@@ -230,31 +239,52 @@ def unpack_remote(
     progress: ProgressSink,
 ) -> dict[str, int]:
     """Unpack straight from the registry: fetch only the selected layers, into a scratch dir."""
+    return _unpack_remote(ref, paths, reg_options, options, progress)[0]
+
+
+def _unpack_remote(
+    ref: Reference,
+    paths: Paths,
+    reg_options: RegistryOptions,
+    options: UnpackOptions,
+    progress: ProgressSink,
+) -> tuple[dict[str, int], Kitfile]:
+    """``unpack_remote``, also giving the Kitfile of what it unpacked: the manifest is resolved
+    once, so a tag that moves meanwhile cannot mix two ModelKits."""
     scratch = Path(tempfile.mkdtemp(prefix="unpack-", dir=_ensure(paths.cache)))
     try:
-        _, manifest, kitfile = fetch_modelkit(ref, paths, reg_options)
-        from kitfs.unpack import select_layers
-
-        wanted = [layer.desc for layer in select_layers(manifest, kitfile, options.filters)]
-        task = progress.task(f"fetch {display_repository(str(ref))}", sum(d.size for d in wanted))
-
-        async def fetch_all() -> None:
-            async with _client(ref, paths, reg_options) as client:
-
-                def job(desc: Descriptor) -> Callable[[], Awaitable[None]]:
-                    async def run() -> None:
-                        await client.download_blob(
-                            ref.repository, desc, scratch / desc.hex, task.advance
-                        )
-
-                    return run
-
-                await _gather([job(d) for d in wanted], reg_options.concurrency)
-
-        trio.run(fetch_all)
-        return unpack_modelkit(manifest, kitfile, lambda d: scratch / d.hex, options, progress)
+        manifest, kitfile = trio.run(
+            _fetch_selected, ref, paths, reg_options, options.filters, scratch, progress
+        )
+        counts = unpack_modelkit(manifest, kitfile, lambda d: scratch / d.hex, options, progress)
+        return counts, kitfile
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _fetch_selected(
+    ref: Reference,
+    paths: Paths,
+    reg_options: RegistryOptions,
+    filters: list[Filter],
+    scratch: Path,
+    progress: ProgressSink,
+) -> tuple[Manifest, Kitfile]:
+    """A remote ModelKit's manifest and Kitfile, with the layers ``filters`` select downloaded
+    (verified) into ``scratch``, named by their hex digests; one client, so one auth handshake."""
+    async with _client(ref, paths, reg_options) as client:
+        _, manifest, kitfile = await _fetch_modelkit(client, ref)
+        wanted = [layer.desc for layer in select_layers(manifest, kitfile, filters)]
+        task = progress.task(f"fetch {display_repository(str(ref))}", sum(d.size for d in wanted))
+
+        def job(desc: Descriptor) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                await client.download_blob(ref.repository, desc, scratch / desc.hex, task.advance)
+
+            return run
+
+        await _gather([job(d) for d in wanted], reg_options.concurrency)
+    return manifest, kitfile
 
 
 def _ensure(path: Path) -> Path:
@@ -301,8 +331,7 @@ def unpack_reference(
     except NotFoundError:
         if ref.is_local:
             raise
-        counts = unpack_remote(ref, paths, reg_options, options, progress)
-        kitfile = fetch_modelkit(ref, paths, reg_options)[2]
+        counts, kitfile = _unpack_remote(ref, paths, reg_options, options, progress)
     else:
         manifest = store.load_manifest(desc)
         kitfile = store.load_kitfile(manifest)

@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,14 @@ def kitfs(
         env=env,
         timeout=60,
     )
+
+
+def kitfs_together(
+    *calls: tuple[Path, tuple[str, ...]],
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run independent ``kitfs(home, *args)`` calls at the same time (they mostly wait)."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(lambda call: kitfs(call[0], *call[1]), calls))
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
@@ -393,11 +402,15 @@ def test_remote_info_inspect_and_unpack_of_one_dataset(
     ref = f"{fault_proxy.host}/{shared}:1"
     home = tmp_path / "viewer"
 
-    remote_info = ok(kitfs(home, "info", "--remote", ref, PLAIN)).stdout
-    assert remote_info == ok(kitfs(gz.home, "info", gz.ref)).stdout
-    assert "name: registry-e2e" in remote_info and "digest" not in remote_info
+    remote_info, local_info, remote_inspect = kitfs_together(
+        (home, ("info", "--remote", ref, PLAIN)),
+        (gz.home, ("info", gz.ref)),
+        (home, ("inspect", "--remote", ref, PLAIN)),
+    )
+    assert ok(remote_info).stdout == ok(local_info).stdout
+    assert "name: registry-e2e" in remote_info.stdout and "digest" not in remote_info.stdout
 
-    inspected = json.loads(ok(kitfs(home, "inspect", "--remote", ref, PLAIN)).stdout)
+    inspected = json.loads(ok(remote_inspect).stdout)
     assert inspected["digest"] == gz.digest
     assert inspected["manifest"] == gz.manifest
     assert inspected["kitfile"] == gz.config  # as the local inspect shows it
@@ -487,9 +500,11 @@ def test_login_push_pull_logout_with_basic_auth(
     ref = f"{host}/{repo_name}:1"
     sender = tmp_path / "sender"
 
-    wrong = kitfs(sender, "login", host, "-u", "alice", "-p", "wrong", PLAIN)
+    wrong, scheme = kitfs_together(
+        (sender, ("login", host, "-u", "alice", "-p", "wrong", PLAIN)),
+        (sender, ("login", f"http://{host}", "-u", "alice", "-p", "s3cret")),
+    )
     fails(wrong, f"registry {host}", "refused the credentials")
-    scheme = kitfs(sender, "login", f"http://{host}", "-u", "alice", "-p", "s3cret")
     fails(scheme, "invalid registry", "without a scheme", code=2)  # refused before any traffic
     assert not (sender / "credentials.json").exists()
 
@@ -539,9 +554,12 @@ def test_tls_is_verified_by_default(
     stranger = tmp_path / "stranger.pem"
     trustme.CA().cert_pem.write_to_path(str(stranger))
 
-    for flags in ([], ["--ca-file", str(stranger)]):
-        line = fails(kitfs(gz.home, "push", gz.ref, ref, *flags), f"registry {host}")
-        assert "TLS certificate verification failed" in line
+    default, untrusted = kitfs_together(
+        (gz.home, ("push", gz.ref, ref)),
+        (gz.home, ("push", gz.ref, ref, "--ca-file", str(stranger))),
+    )
+    for result in (default, untrusted):
+        fails(result, f"registry {host}", "TLS certificate verification failed")
     assert push(gz, ref, "--ca-file", ca) == gz.digest
 
     home = tmp_path / "home"
@@ -709,16 +727,19 @@ def test_non_modelkit_manifests_are_refused(
 
     home = tmp_path / "home"
     out = tmp_path / "out"
-    fails(kitfs(home, "pull", f"{base}:docker", PLAIN), "is not a ModelKit", docker_config)
-    fails(
-        kitfs(home, "info", "--remote", f"{base}:image", PLAIN), "is not a ModelKit", image_config
+    pull, info, unpack, listing = kitfs_together(
+        (home, ("pull", f"{base}:docker", PLAIN)),
+        (home, ("info", "--remote", f"{base}:image", PLAIN)),
+        (home, ("unpack", f"{base}:index", "-d", str(out), PLAIN)),
+        (home, ("list", base, PLAIN)),
     )
-    unpack = kitfs(home, "unpack", f"{base}:index", "-d", str(out), PLAIN)
+    fails(pull, f"{base}:docker", "is not a ModelKit", docker_config)
+    fails(info, f"{base}:image", "is not a ModelKit", image_config)
     fails(unpack, f"{base}:index", "is an image index, not a ModelKit")
     assert_nothing_stored(home, base)
     assert not out.exists() or list(out.iterdir()) == []
-    listing = ok(kitfs(home, "list", base, PLAIN)).stdout.splitlines()  # skips the others
-    assert [line.split()[1] for line in listing[1:]] == ["1"]
+    rows = ok(listing).stdout.splitlines()[1:]  # a remote listing skips what is not a ModelKit
+    assert [line.split()[1] for line in rows] == ["1"]
 
 
 def test_non_oci_manifest_answer_is_refused(
@@ -739,19 +760,26 @@ def test_unknown_tag_repository_and_unreachable_registry(
     home = tmp_path / "home"
     out = tmp_path / "out"
     base = f"{registry.host}/{shared}"
-    for verb in (["pull"], ["info", "--remote"], ["unpack", "-d", str(out)]):
-        result = kitfs(home, *verb, f"{base}:nope", PLAIN)
-        fails(result, f"registry {registry.host}", f"{shared}:nope", "not found")
     missing = f"{registry.host}/{shared}-missing"
-    fails(kitfs(home, "pull", f"{missing}:1", PLAIN), f"registry {registry.host}", "not found")
-    fails(kitfs(home, "list", missing, PLAIN), f"registry {registry.host}", "not found")
-    assert_nothing_stored(home, base)
-    assert not out.exists() or list(out.iterdir()) == []
-
     dead = f"127.0.0.1:{free_port()}"
-    fails(kitfs(home, "pull", f"{dead}/{shared}:1", PLAIN), f"registry {dead} is unreachable")
-    fails(kitfs(home, "pull", f"{base}:1"), f"registry {registry.host}", "does not speak TLS")
+    tag, info, unpack, repo, listing, unreachable, tls = kitfs_together(
+        (home, ("pull", f"{base}:nope", PLAIN)),
+        (home, ("info", "--remote", f"{base}:nope", PLAIN)),
+        (home, ("unpack", f"{base}:nope", "-d", str(out), PLAIN)),
+        (home, ("pull", f"{missing}:1", PLAIN)),
+        (home, ("list", missing, PLAIN)),
+        (home, ("pull", f"{dead}/{shared}:1", PLAIN)),  # retried with backoff before giving up
+        (home, ("pull", f"{base}:1")),
+    )
+    for result in (tag, info, unpack):
+        fails(result, f"registry {registry.host}", f"{shared}:nope", "not found")
+    fails(repo, f"registry {registry.host}", "not found")
+    fails(listing, f"registry {registry.host}", "not found")
+    fails(unreachable, f"registry {dead} is unreachable")
+    fails(tls, f"registry {registry.host}", "does not speak TLS")
+    assert_nothing_stored(home, base)
     assert_nothing_stored(home, f"{dead}/{shared}")
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 # -- network flags and progress --------------------------------------------------------------------

@@ -363,7 +363,8 @@ class LayerStore:
     async def _rescan(self, slot: LayerSlot, path: Path, what: str) -> ScanResult:
         """Index a cached tar again, checking it against the digest that names it."""
         plain = dataclasses.replace(slot, compression="none")
-        result = await self._scan(plain, path, None, what)
+        size = (await trio.to_thread.run_sync(path.stat)).st_size
+        result = await self._scan(plain, path, None, what, limit=size)
         expected = slot.digest if slot.compression == "none" else slot.diff_id
         if result.tar_digest != expected:
             path.unlink(missing_ok=True)
@@ -371,9 +372,17 @@ class LayerStore:
         return dataclasses.replace(result, blob_digest=slot.digest, blob_size=slot.descriptor.size)
 
     async def _scan(
-        self, slot: LayerSlot, path: Path, out: Path | None, what: str, *, verified: bool = False
+        self,
+        slot: LayerSlot,
+        path: Path,
+        out: Path | None,
+        what: str,
+        *,
+        verified: bool = False,
+        limit: int | None = None,
     ) -> ScanResult:
-        limit = inflate_limit(slot.descriptor.size, slot.compression)
+        if limit is None:
+            limit = inflate_limit(slot.descriptor.size, slot.compression)
         known = slot.digest if verified else None
         return await trio.to_thread.run_sync(
             lambda: scan_layer(

@@ -277,7 +277,12 @@ def prepare_mountpoint(path: Path, *, nonempty: bool = False) -> Path:
         st = os.stat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise MountError(f"mountpoint {path} is not a directory")
-    if find_mount(path) is not None:
+    existing = find_mount(path)
+    if existing is not None and existing.fstype == "autofs":
+        # An automount point (x-systemd.automount) waiting for us: looking inside would wait on
+        # the very mount being made. The mount goes on top of it.
+        return path
+    if existing is not None:
         if not _is_stale(path):
             raise MountError(
                 f"{path} is already a mount point (unmount it first: kitfs umount {path})"

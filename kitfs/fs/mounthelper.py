@@ -63,7 +63,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KitfsError as exc:
         print(f"mount.kitfs: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-
-
-def entry() -> None:
-    sys.exit(main())

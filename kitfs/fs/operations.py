@@ -115,16 +115,23 @@ class KitfsOperations(pyfuse3.Operations):
         raise KitfsError(f"the tree kept asking for more data ({query.__name__})")
 
     async def _index(self, slots: Sequence[LayerSlot]) -> None:
+        """Index layers, several at once; the first failure is raised after all have finished
+        (as itself: an exception group would hide the errno it maps to)."""
+        failures: list[Exception] = []
+
         async def one(slot: LayerSlot) -> None:
-            entries = await self.layers.index(slot)
+            try:
+                entries = await self.layers.index(slot)
+            except (KitfsError, OSError) as exc:
+                failures.append(exc)
+                return
             self.tree.add_index(slot.digest, entries)
 
-        if len(slots) == 1:
-            await one(slots[0])
-            return
         async with trio.open_nursery() as nursery:
             for slot in slots:
                 nursery.start_soon(one, slot)
+        if failures:
+            raise failures[0]
 
     async def _resolve_tag(self, tag: str) -> None:
         async with self._tag_locks.setdefault(tag, trio.Lock()):

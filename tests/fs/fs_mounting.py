@@ -49,6 +49,7 @@ class Mounter:
     mountpoints: list[Path] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     cache: Path = field(init=False)
+    home: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.cache = self.base / "cache"
@@ -158,9 +159,18 @@ class Mounter:
                 process.kill()
                 process.wait(5)
         for pid in daemons:
-            if not wait_for(lambda pid=pid: not alive(pid), timeout=10):
+            if not wait_for(lambda pid=pid: not alive(pid), timeout=10) and _is_kitfs(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def _is_kitfs(pid: int) -> bool:
+    """Whether ``pid`` is still a kitfs mount daemon (and not a process that reused the number)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"kitfs" in command and b"mount" in command
 
 
 def alive(pid: int) -> bool:

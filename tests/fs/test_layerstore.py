@@ -123,3 +123,21 @@ def test_a_damaged_local_blob_fails_verification(home: Path, tmp_path: Path) -> 
     source.local_blob = lambda desc: None
     with pytest.raises(LayerError, match="failed verification"):
         trio.run(layers.index, slot)
+
+
+def test_a_cached_tar_whose_index_is_gone_is_reindexed_without_fetching(
+    home: Path, tmp_path: Path
+) -> None:
+    layers, slots, cache = _setup(home, tmp_path, "gzip")
+    slot = _weights(slots)
+    entries = trio.run(layers.index, slot)
+    (cache.indexes / slot.digest.split(":")[1]).unlink()
+    again, _, _ = _setup(home, tmp_path, "gzip")
+    source: Any = again.source
+
+    def no_local_blob(desc: object) -> None:
+        return None
+
+    source.local_blob = no_local_blob  # nothing to decompress from: only the cached tar is left
+    assert trio.run(again.index, slot) == entries
+    assert cache.read_record(slot.digest) is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import shutil
@@ -16,6 +17,7 @@ import pytest
 from faultproxy import Fault, FaultProxy, blob_get, once
 from fs_modelkits import snapshot
 from fs_mounting import COMPRESSIONS, MOUNT_HELPER, Mounter, Published, alive, wait_for
+from registry import RegistryServer
 
 from kitfs.config import Paths
 from kitfs.fs.mount import find_mount
@@ -108,6 +110,10 @@ def test_writes_fail_with_erofs(mounter: Mounter, published: Published) -> None:
         with pytest.raises(OSError) as caught:
             action()
         assert caught.value.errno == errno.EROFS
+    pid = mounter.daemon_pid(mnt)
+    assert subprocess.run(["fusermount3", "-u", str(mnt)], check=False).returncode == 0
+    assert find_mount(mnt) is None
+    assert wait_for(lambda: not alive(pid))
 
 
 # -- laziness, counted at the registry -----------------------------------------------------
@@ -166,8 +172,13 @@ def test_a_corrupted_layer_reads_as_eio_and_is_not_cached(
     ]
     assert hexpart not in cached
     assert list((mounter.cache / "tmp").iterdir()) == []
+    # Listing needs every dataset layer: it fails too, as EIO, not as an internal error.
+    with pytest.raises(OSError) as listing:
+        os.listdir(mnt / "datasets" / "data")
+    assert listing.value.errno == errno.EIO
     log = mounter.log_path(mnt).read_text()
     assert digest in log and "failed verification" in log
+    assert "internal error" not in log and "Traceback" not in log
     # Other layers are unaffected.
     assert (mnt / "datasets" / "data" / "train.csv").read_bytes().startswith(b"x,y\n1,2")
 
@@ -203,6 +214,27 @@ def test_sixteen_readers_of_one_large_file_share_one_download(
     assert digests == [expected] * 16
     layer = next(iter(_layers(published, "v1", published.big_repository).values()))
     assert _blob_gets(fault_proxy).count(layer) == 1
+
+
+def test_two_mounts_sharing_a_cache_download_a_layer_once(
+    mounter: Mounter, published: Published, fault_proxy: FaultProxy
+) -> None:
+    fault_proxy.add_rule(lambda request: Fault(delay=0.5) if blob_get(request) else None)
+    first = mounter.mount(published.ref("gzip", fault_proxy.host))
+    second = mounter.mount(published.ref("gzip", fault_proxy.host), mounter.mountpoint("second"))
+    expected = (published.unpacked / "models" / "weights.bin").read_bytes()
+    results: dict[str, bytes] = {}
+
+    def read(mnt: Path) -> None:
+        results[mnt.name] = (mnt / "model" / "models" / "weights.bin").read_bytes()
+
+    threads = [threading.Thread(target=read, args=(mnt,)) for mnt in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == {"mnt": expected, "second": expected}
+    assert _blob_gets(fault_proxy).count(_layers(published, "gzip")["models"]) == 1
 
 
 # -- sources -------------------------------------------------------------------------------
@@ -340,6 +372,31 @@ def test_the_cache_bound_evicts_closed_layers_but_not_open_ones(
         }
         assert held.read() == (published.unpacked / "data" / "train.csv").read_bytes()
     assert "evicted layer sha256:" + diff_ids["README.md"] in mounter.log_path(mnt).read_text()
+
+
+def test_registry_flags_reach_a_tls_registry(
+    mounter: Mounter, published: Published, tls_registry: RegistryServer, tmp_path: Path
+) -> None:
+    from fs_modelkits import kitfs, write_context
+
+    ref = f"{tls_registry.host}/kitfs-fs/tls:v1"
+    context = write_context(tmp_path / "context", big=1000)
+    kitfs(mounter.home, "pack", str(context), "-t", ref, "--compression", "zstd")
+    kitfs(mounter.home, "push", ref, "--ca-file", str(tls_registry.ca_pem))
+    run = functools.partial(mounter.run, "mount", ref)
+    cache = ["--cache-dir", str(mounter.cache)]
+    refused = run(str(mounter.mountpoint("refused")), *cache)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"kitfs: registry {tls_registry.host}: TLS certificate verification failed "
+        "(use --tls-verify=false or --ca-file)"
+    ]
+    trusted = mounter.mountpoint("trusted")
+    assert run(str(trusted), *cache, "--ca-file", str(tls_registry.ca_pem)).returncode == 0
+    assert (trusted / "datasets" / "data" / "test.csv").read_bytes() == b"x,y\n3,4\n"
+    unverified = mounter.mountpoint("unverified")
+    assert run(str(unverified), *cache, "--tls-verify=false").returncode == 0
+    assert (unverified / "docs" / "README.md").read_bytes() == b"# film-slm\n"
 
 
 # -- lifecycle and errors --------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import stat
@@ -28,6 +29,7 @@ from kitfs.kitfile import Kitfile
 from kitfs.layers.codec import open_decompressed
 from kitfs.layers.tarindex import TarEntry, index_tar
 from kitfs.oci.manifest import Descriptor, Manifest
+from kitfs.reference import parse
 from kitfs.storage.local import LocalStore
 
 T = TypeVar("T")
@@ -80,9 +82,7 @@ class Feeder:
         return inode
 
 
-def _stream(data: bytes) -> Any:
-    import io
-
+def _stream(data: bytes) -> io.BytesIO:
     return io.BytesIO(data)
 
 
@@ -107,7 +107,7 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         for compression in ("none", "gzip", "zstd"):
             ref = f"tree/film:{compression}"
             kitfs(home, "pack", str(context), "-t", ref, "--compression", compression)
-            _repo, desc = store.resolve(__import__("kitfs.reference").reference.parse(ref))
+            _repo, desc = store.resolve(parse(ref))
             manifest = store.load_manifest(desc)
             kits[compression] = {
                 "ref": ref,

@@ -312,25 +312,27 @@ class Mounts:
         self.points: list[tuple[Path, Path]] = []  # (mountpoint, cache dir)
 
     def try_mount(
-        self, ref: str, name: str = "mnt", *flags: str, cache: Path | None = None
+        self,
+        ref: str,
+        name: str | Path = "mnt",
+        *flags: str,
+        cache: Path | None = None,
+        plain_http: bool = True,
     ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        """Mount ``ref`` at ``name`` (below the test's directory unless absolute)."""
         mountpoint = self.base / name
         mountpoint.mkdir(exist_ok=True)
         cache = cache or self.cache
         self.points.append((mountpoint, cache))
+        network = ["--plain-http"] if plain_http else []
         result = run_kitfs(
-            self.home,
-            "mount",
-            ref,
-            str(mountpoint),
-            "--plain-http",
-            "--cache-dir",
-            str(cache),
-            *flags,
+            self.home, "mount", ref, str(mountpoint), *network, "--cache-dir", str(cache), *flags
         )
         return mountpoint, result
 
-    def mount(self, ref: str, name: str = "mnt", *flags: str, cache: Path | None = None) -> Path:
+    def mount(
+        self, ref: str, name: str | Path = "mnt", *flags: str, cache: Path | None = None
+    ) -> Path:
         mountpoint, result = self.try_mount(ref, name, *flags, cache=cache)
         assert result.returncode == 0, result.stderr
         assert is_mounted(mountpoint)

@@ -7,10 +7,13 @@ test_faults_mount.py.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from tokenserver import TokenServer
 
 from kitfs.oci.client import RegistryOptions
 
-from .helpers import make_kit, run_kitfs
+from .helpers import Kit, Mounts, is_mounted, make_kit, run_kitfs
 
 PLAIN = "--plain-http"
 
@@ -199,3 +202,113 @@ def test_bearer_tokens_never_appear_with_debug(
     secrets += issued_tokens + [token.rsplit(".", 1)[1] for token in issued_tokens]
     for output in outputs:
         assert_clean(output, secrets)
+
+
+# -- the mount ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory every user may traverse (pytest's own temporary directories are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="kitfs-shared-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def as_nobody(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.fixture(scope="module")
+def kit(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Kit:
+    base = tmp_path_factory.mktemp("seckit")
+    return make_kit(base / "home", base / "ctx", registry.host, "reliability/security")
+
+
+def test_mount_is_read_only(kit: Kit, mounts: Mounts) -> None:
+    mnt = mounts.mount(kit.ref())
+    options = next(
+        line for line in Path("/proc/self/mounts").read_text().splitlines() if f" {mnt} " in line
+    )
+    assert "ro" in options.split()[3].split(",")
+    weights = mnt / "model" / "model" / "weights.bin"
+    for action in (
+        lambda: os.open(weights, os.O_WRONLY),
+        lambda: os.open(weights, os.O_RDONLY | os.O_TRUNC),
+        lambda: os.truncate(weights, 0),
+        lambda: os.open(mnt / "model" / "new", os.O_WRONLY | os.O_CREAT),
+        lambda: os.mkdir(mnt / "model" / "dir"),
+        lambda: os.unlink(weights),
+        lambda: os.rename(weights, mnt / "model" / "w2"),
+        lambda: os.symlink("/etc/passwd", mnt / "model" / "link"),
+        lambda: os.chmod(weights, 0o777),
+        lambda: os.utime(weights, (0, 0)),
+        lambda: os.setxattr(weights, "user.x", b"1"),
+    ):
+        with pytest.raises(OSError) as caught:
+            action()
+        assert caught.value.errno == errno.EROFS
+    assert weights.read_bytes() == kit.files["model/weights.bin"]
+
+
+def test_mount_is_private_unless_allow_other(kit: Kit, mounts: Mounts, shared_dir: Path) -> None:
+    private = mounts.mount(kit.ref(), shared_dir / "private")
+    shared = mounts.mount(kit.ref(), shared_dir / "shared", "-o", "allow_other")
+    assert os.listdir(private) == os.listdir(shared)  # the owner sees both
+    denied = as_nobody("ls", str(private))
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr, denied
+    denied = as_nobody("cat", str(private / "Kitfile"))
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr, denied
+    listed = as_nobody("ls", str(shared))
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(listed.stdout.split()) == sorted(os.listdir(shared))
+    read = as_nobody("cat", str(shared / "Kitfile"))
+    assert read.returncode == 0 and read.stdout == (shared / "Kitfile").read_text()
+    # allow_other shares the tree, not more: files keep their modes, and writes stay refused.
+    write = as_nobody("touch", str(shared / "model" / "x"))
+    assert write.returncode != 0 and "Read-only file system" in write.stderr, write
+
+
+def test_mount_verifies_tls_by_default(
+    tls_registry: RegistryServer, kit: Kit, mounts: Mounts, repo_name: str
+) -> None:
+    assert tls_registry.ca_pem is not None
+    ref = f"{tls_registry.host}/{repo_name}:v1"
+    pushed = run_kitfs(kit.home, "push", kit.ref(), ref, "--ca-file", str(tls_registry.ca_pem))
+    assert pushed.returncode == 0, pushed.stderr
+    mnt, result = mounts.try_mount(ref, "refused", plain_http=False)
+    assert result.returncode != 0
+    assert "TLS certificate verification failed" in result.stderr
+    assert not is_mounted(mnt)
+    mnt, result = mounts.try_mount(
+        ref, "trusted", "--ca-file", str(tls_registry.ca_pem), plain_http=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert (mnt / "Kitfile").read_bytes()
+
+
+def test_mount_debug_log_holds_no_secrets(
+    auth_registry: RegistryServer, kit: Kit, mounts: Mounts, repo_name: str
+) -> None:
+    host = auth_registry.host
+    ref = f"{host}/{repo_name}:v1"
+    for home in (kit.home, mounts.home):
+        login = run_kitfs(home, "login", host, "-u", "alice", "-p", "s3cret", PLAIN)
+        assert login.returncode == 0, login.stderr
+    try:
+        assert run_kitfs(kit.home, "push", kit.ref(), ref, PLAIN).returncode == 0
+    finally:
+        run_kitfs(kit.home, "logout", host)
+    mnt = mounts.mount(ref, "mnt", "--debug")
+    assert (mnt / "model" / "model" / "weights.bin").read_bytes() == kit.files["model/weights.bin"]
+    log = mounts.log(mnt)
+    assert "DEBUG" in log and "GET" in log
+    assert_clean(log, basic_secrets("alice", "s3cret"))
