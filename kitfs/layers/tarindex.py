@@ -9,6 +9,8 @@ the layer holds.
 
 from __future__ import annotations
 
+import io
+import os
 import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -142,6 +144,11 @@ class TarReader:
         self._what = what
         self._pending = 0  # data bytes (plus padding) of the current entry not yet consumed
         self._seen: set[str] = set()
+        self._base = 0
+        self._seek_end: int | None = None  # set for plain seekable files: skip data by seeking
+        if _is_seekable_file(stream):
+            self._base = stream.tell()
+            self._seek_end = os.fstat(stream.fileno()).st_size - self._base
 
     @property
     def position(self) -> int:
@@ -176,9 +183,25 @@ class TarReader:
         return data
 
     def _skip_pending(self) -> None:
+        if self._pending and self._seek_end is not None:
+            self._seek_past_pending()
+            return
         while self._pending:
             chunk = self._read_exact(min(self._pending, 1 << 20), "entry data")
             self._pending -= len(chunk)
+
+    def _seek_past_pending(self) -> None:
+        """Skip entry data by seeking (uncompressed layers on disk): indexing costs headers only."""
+        target = self._pos + self._pending
+        if self._limit is not None and target > self._limit:
+            raise UnsafeContentError(
+                f"refused {self._what}: it inflates past {self._limit} bytes (decompression bomb?)"
+            )
+        if self._seek_end is not None and target > self._seek_end:
+            raise TarFormatError(f"refused {self._what}: truncated while reading entry data")
+        self._stream.seek(self._base + target)
+        self._pos = target
+        self._pending = 0
 
     def read_data(
         self, entry: TarEntry, sink: Callable[[bytes], object], chunk: int = 1 << 20
@@ -282,6 +305,14 @@ class TarReader:
             if prefix:
                 name = prefix + b"/" + name
         return _decode(name, "name", where)
+
+
+def _is_seekable_file(stream: BinaryIO) -> bool:
+    """A real file on disk (not a decompressor or a hashing wrapper), where seeking is exact."""
+    try:
+        return isinstance(stream, io.BufferedReader | io.FileIO) and stream.seekable()
+    except (OSError, ValueError):
+        return False
 
 
 def _padding(size: int) -> int:
