@@ -28,6 +28,32 @@ run python3 "$MNT/code/src/predict.py" "$MNT/model"
 run "$KITFS" umount "$MNT"
 trap - EXIT
 
+# The same ModelKit through a registry: a throw-away docker-registry on a free loopback port.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$DEMO/registry.yml" <<YML
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $DEMO/registry}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$PORT}
+YML
+docker-registry serve "$DEMO/registry.yml" >"$DEMO/registry.log" 2>&1 &
+REGISTRY_PID=$!
+cleanup() { fusermount3 -u "$MNT" 2>/dev/null || true; kill "$REGISTRY_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+REMOTE="127.0.0.1:$PORT/demo/tiny-model:1.0.0"
+run "$KITFS" push tiny-model:1.0.0 "$REMOTE" --plain-http
+run "$KITFS" list "127.0.0.1:$PORT/demo/tiny-model" --plain-http
+# Mount from the registry with an empty kit home, so every byte comes over the network, lazily.
+rm -rf "$KITFS_CACHE"
+fetched() { step "layers fetched from the registry so far: $(find "$KITFS_CACHE/tars" -type f 2>/dev/null | wc -l) of 4"; }
+run "$KITFS" --config "$DEMO/empty-home" mount "$REMOTE" "$MNT" --plain-http
+run cat "$MNT/Kitfile"
+fetched
+run md5sum "$MNT/model/model/weights.bin" examples/tiny-model/model/weights.bin
+fetched
+run "$KITFS" umount "$MNT"
+
 run "$KITFS" unpack tiny-model:1.0.0 --filter datasets:iris-sample -d "$DEMO/unpacked"
 run find "$DEMO/unpacked" -type f
 printf '\nDemo finished: the ModelKit lives in %s\n' "$KITOPS_HOME"

@@ -318,22 +318,24 @@ def test_push_pull_unpack_round_trip(
     """push from one home, pull into a fresh $KITOPS_HOME, unpack: same files, same digests."""
     ref = f"{registry.host}/{repo_name}:1"
     sender = tmp_path / "sender"
-    ok(kitfs(sender, "pack", str(context_dir), "-t", ref, "--compression", packed.compression))
+    compression = packed.compression
+    saved = ok(kitfs(sender, "pack", str(context_dir), "-t", ref, "--compression", compression))
+    sent = Packed(sender, ref, last_digest(saved, "Model saved:"), compression)
     pushed = ok(kitfs(sender, "push", ref, PLAIN))
-    assert last_digest(pushed, "Pushed") == packed.digest  # packing is reproducible
+    assert last_digest(pushed, "Pushed") == sent.digest
 
     fresh = tmp_path / "fresh"
     env = user_env(tmp_path, KITOPS_HOME=str(fresh))
     pulled = ok(kitfs(None, "pull", ref, PLAIN, env=env))
-    assert last_digest(pulled, "Pulled") == packed.digest
-    assert read_blob(fresh, packed.digest) == packed.manifest_bytes
-    for digest in packed.blob_digests:
-        assert read_blob(fresh, digest) == read_blob(packed.home, digest)
-    assert local_tags(fresh, f"{registry.host}/{repo_name}")["1"]["digest"] == packed.digest
+    assert last_digest(pulled, "Pulled") == sent.digest
+    assert read_blob(fresh, sent.digest) == sent.manifest_bytes
+    for digest in sent.blob_digests:
+        assert read_blob(fresh, digest) == read_blob(sender, digest)
+    assert local_tags(fresh, f"{registry.host}/{repo_name}")["1"]["digest"] == sent.digest
 
     listing = ok(kitfs(None, "list", env=env)).stdout
     row = next(line for line in listing.splitlines() if repo_name in line).split()
-    assert row[:2] == [f"{registry.host}/{repo_name}", "1"] and row[-1] == packed.digest
+    assert row[:2] == [f"{registry.host}/{repo_name}", "1"] and row[-1] == sent.digest
 
     out = tmp_path / "out"
     ok(kitfs(None, "unpack", ref, "-d", str(out), env=env))
