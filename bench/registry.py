@@ -51,6 +51,10 @@ class Registry:
 
     def start(self) -> None:
         binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+        if not Path(binary).exists():
+            raise RuntimeError(
+                "docker-registry is not installed: run `make setup` (Debian package docker-registry)"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             port = free_port()

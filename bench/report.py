@@ -34,7 +34,8 @@ class Table:
         self.rows.append(["" if c is None else str(c) for c in cells])
 
     def markdown(self) -> str:
-        lines = [f"### Figure {self.figure}: {self.title}", ""]
+        heading = "Setup" if self.figure == "0" else f"Figure {self.figure}"
+        lines = [f"### {heading}: {self.title}", ""]
         lines.append("| " + " | ".join(self.headers) + " |")
         lines.append("|" + "|".join("---" for _ in self.headers) + "|")
         lines.extend("| " + " | ".join(row) + " |" for row in self.rows)

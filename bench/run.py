@@ -175,7 +175,11 @@ def main(argv: list[str]) -> int:
     print(f"bench: workload ready after {time.monotonic() - started:.0f}s", flush=True)
     shutil.rmtree(work / "registry", ignore_errors=True)
     registry = Registry(work / "registry")
-    registry.start()
+    try:
+        registry.start()
+    except RuntimeError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
     b = Bench(
         work,
         registry,

@@ -30,7 +30,7 @@ from cachetools import TTLCache
 from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError
 from kitfs.fs.source import Source
 from kitfs.fs.tree import LayerSlot
-from kitfs.layers.codec import decompressing_reader, inflate_limit
+from kitfs.layers.codec import MAX_TRAILING_BYTES, decompressing_reader, inflate_limit
 from kitfs.layers.tarindex import TarEntry, TarReader
 from kitfs.oci.manifest import Descriptor
 from kitfs.progress import NullProgress, ProgressSink
@@ -90,9 +90,15 @@ class _Hashing:
     def readable(self) -> bool:
         return True
 
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
+    def drain(self, limit: int | None = None) -> int:
+        """Read to the end (or just past ``limit`` bytes); return how many bytes were read."""
+        total = 0
+        while limit is None or total <= limit:
+            chunk = self.read(CHUNK if limit is None else min(CHUNK, limit + 1 - total))
+            if not chunk:
+                break
+            total += len(chunk)
+        return total
 
     @property
     def digest(self) -> str:
@@ -121,7 +127,11 @@ def scan_layer(
         tar = _Hashing(stream, sink, hash_it=not plain)  # type: ignore[arg-type]
         try:
             entries = tuple(TarReader(tar, limit=limit, what=what))  # type: ignore[arg-type]
-            tar.drain()
+            if tar.drain(MAX_TRAILING_BYTES) > MAX_TRAILING_BYTES:
+                raise UnsafeContentError(
+                    f"refused {what}: more than {MAX_TRAILING_BYTES} bytes follow the end of "
+                    "its tar archive (decompression bomb?)"
+                )
             raw.drain()
         except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
             raise UnsafeContentError(f"{what} cannot be decompressed: {exc}") from None
@@ -411,6 +421,7 @@ class LayerStore:
         desc = slot.descriptor
         log.info("%s: fetching %d bytes from %s", what, desc.size, self.source.description)
         async with self._downloads:
+            await trio.to_thread.run_sync(self.cache.drop_partials, desc.digest)
             await trio.to_thread.run_sync(self.cache.make_room, desc.size)
             advance = self._progress_for(slot)
             if slot.compression == "none":

@@ -14,6 +14,9 @@ from kitfs.errors import PackError
 # Deflate cannot expand more than ~1032:1; zstd can, so zstd gets an absolute bound instead.
 GZIP_MAX_RATIO = 1100
 DEFAULT_INFLATE_CAP = 1 << 40
+# Tar writers pad an archive to at most a 10 KiB record; more bytes after the end-of-archive marker
+# are a decompression bomb's payload, not a tar's: readers stop inflating past this many.
+MAX_TRAILING_BYTES = 1 << 20
 
 
 def inflate_limit(

@@ -473,7 +473,7 @@ class RegistryClient:
 
     async def _backoff(self, failures: int, retry_after: float | None) -> None:
         if retry_after is not None:
-            delay = 0.0
+            delay = min(self.options.backoff_cap, retry_after)
         else:
             delay = min(self.options.backoff_cap, self.options.backoff * 2 ** (failures - 1))
             delay *= 0.5 + random.random() / 2

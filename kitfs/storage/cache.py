@@ -74,6 +74,24 @@ class PinnedTar:
             self.fd = -1
 
 
+def _writer_gone(name: str) -> bool:
+    """Whether the process named in a temp file's name (``[.]NAME.PID.NS...``) has exited."""
+    parts = name.lstrip(".").split(".")
+    if len(parts) < 3 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    try:  # a killed process that nobody reaped yet (a zombie) writes nothing more either
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class BlobCache:
     """A cache directory; every method is blocking (call it from a worker thread under trio)."""
 
@@ -100,13 +118,23 @@ class BlobCache:
         return self
 
     def _remove_stale_temps(self) -> None:
+        """Remove temp files older than a day, and at once those of processes that are gone
+        (their names carry the writer's pid: ``temp_path``)."""
         cutoff = time.time() - STALE_TEMP_SECONDS
         for directory in (self.tmp, self.tars, self.blobs):
             for path in directory.iterdir():
                 if path.name.startswith(".") or directory is self.tmp:
                     with contextlib.suppress(OSError):
-                        if path.stat().st_mtime < cutoff:
+                        if path.stat().st_mtime < cutoff or _writer_gone(path.name):
                             path.unlink()
+
+    def drop_partials(self, digest: str) -> None:
+        """Remove partial downloads of ``digest`` among the tars (a crashed fetch leaves them);
+        call it holding the digest's fetch lock, which every writer of them holds."""
+        for path in self.tars.glob(f".{digest_hex(digest)}.*.partial"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                log.info("removed %s, left by an interrupted download", path.name)
 
     # -- small blobs --------------------------------------------------------------------------
 

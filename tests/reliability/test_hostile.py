@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 from faultproxy import Fault, FaultProxy, Response, always, manifest_get
-from helpers import cli, fails, forge_file, forge_header, forge_tar
+from helpers import (
+    cli,
+    fails,
+    forge_file,
+    forge_header,
+    forge_tar,
+    layer_tars,
+    raw_entries,
+    saved_digest,
+)
 from registry import RegistryServer
 
 from kitfs.errors import KitfileError, RegistryError, UnsafeContentError
@@ -370,3 +379,24 @@ def test_local_manifest_with_many_layers_is_refused(tmp_path: Path) -> None:
     for args in (("info", "many:v1"), ("unpack", "many:v1", "-d", str(tmp_path / "out"))):
         line = fails(cli(home, *args))
         assert "has 300000 layers; at most" in line
+
+
+def test_pack_stores_only_files_and_directories_from_a_hostile_context(tmp_path: Path) -> None:
+    """Links, FIFOs and device-like entries in a context never become tar entries: a symlink to
+    /etc/passwd is skipped (with a warning), a hard link is packed as the file's own bytes, a FIFO
+    is skipped (reading it would block pack forever)."""
+    context = tmp_path / "ctx"
+    (context / "model").mkdir(parents=True)
+    (context / "Kitfile").write_text("manifestVersion: 1.0.0\nmodel:\n  path: model\n")
+    (context / "model" / "w.bin").write_bytes(b"weights")
+    os.symlink("/etc/passwd", context / "model" / "passwd")
+    os.symlink("..", context / "model" / "up")
+    os.link(context / "model" / "w.bin", context / "model" / "hard.bin")
+    os.mkfifo(context / "model" / "fifo")
+    home = tmp_path / "home"
+    result = cli(home, "pack", str(context), "-t", "m:1")
+    assert result.returncode == 0, result.stderr
+    digest = saved_digest(result)
+    entries = [e for _, tar in layer_tars(home, digest) for e in raw_entries(tar)[0]]
+    assert {e.typeflag for e in entries} <= {b"0", b"5"}
+    assert sorted(e.name for e in entries) == ["model", "model/hard.bin", "model/w.bin"]
