@@ -30,6 +30,7 @@ from kitfs.oci.manifest import Descriptor, Manifest, ManifestError
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.reference import Reference
 from kitfs.reference import parse as parse_reference
+from kitfs.storage.cache import process_gone
 from kitfs.storage.local import LocalStore, display_repository
 from kitfs.unpack import (
     Filter,
@@ -102,8 +103,7 @@ async def pull_async(
 ) -> str:
     store = LocalStore(paths.storage)
     store.ensure()
-    scratch = paths.cache / "pull"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = scratch_dir(paths, "pull")
     async with _client(ref, paths, options) as client:
         digest, body, manifest = await fetch_manifest(client, ref)
         missing = [d for d in (manifest.config, *manifest.layers) if not store.has_blob(d.digest)]
@@ -127,7 +127,23 @@ async def pull_async(
     store.put_blob(body)
     tags = [ref.tag] if ref.tag and not ref.digest else []
     store.repo_for(ref).add(manifest.descriptor(body), tags)
+    with contextlib.suppress(OSError):
+        scratch.rmdir()
     return digest
+
+
+def scratch_dir(paths: Paths, kind: str) -> Path:
+    """This process's scratch directory, ``$KITOPS_HOME/cache/KIND/PID``; the directories of
+    processes that are gone (killed mid-download) are removed first, so that their partial
+    files do not stay forever."""
+    base = paths.cache / kind
+    base.mkdir(parents=True, exist_ok=True)
+    for entry in base.iterdir():
+        if entry.name.isdigit() and entry.is_dir() and process_gone(int(entry.name)):
+            shutil.rmtree(entry, ignore_errors=True)
+    own = base / str(os.getpid())
+    own.mkdir(exist_ok=True)
+    return own
 
 
 def pull(
@@ -251,7 +267,7 @@ def _unpack_remote(
 ) -> tuple[dict[str, int], Kitfile]:
     """``unpack_remote``, also giving the Kitfile of what it unpacked: the manifest is resolved
     once, so a tag that moves meanwhile cannot mix two ModelKits."""
-    scratch = Path(tempfile.mkdtemp(prefix="unpack-", dir=_ensure(paths.cache)))
+    scratch = Path(tempfile.mkdtemp(prefix="unpack-", dir=scratch_dir(paths, "unpack")))
     try:
         manifest, kitfile = trio.run(
             _fetch_selected, ref, paths, reg_options, options.filters, scratch, progress
@@ -285,11 +301,6 @@ async def _fetch_selected(
 
         await _gather([job(d) for d in wanted], reg_options.concurrency)
     return manifest, kitfile
-
-
-def _ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def remove_remote(ref: Reference, paths: Paths, options: RegistryOptions) -> list[Removed]:

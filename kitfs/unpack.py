@@ -31,7 +31,7 @@ from kitfs.errors import (
     UsageError,
 )
 from kitfs.kitfile import Kitfile
-from kitfs.layers.codec import decompressing_reader, inflate_limit
+from kitfs.layers.codec import MAX_TRAILING_BYTES, decompressing_reader, inflate_limit
 from kitfs.layers.tarindex import TarEntry, TarReader
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
@@ -40,7 +40,6 @@ from kitfs.progress import NullProgress, ProgressSink
 log = logging.getLogger(__name__)
 
 FILTER_TYPES = ("kitfile", "model", "datasets", "code", "docs")
-MAX_TRAILING_BYTES = 1 << 20
 _KIND_TO_FILTER = {
     "model": "model",
     "modelpart": "model",

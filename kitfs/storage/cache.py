@@ -77,16 +77,19 @@ class PinnedTar:
 def _writer_gone(name: str) -> bool:
     """Whether the process named in a temp file's name (``[.]NAME.PID.NS...``) has exited."""
     parts = name.lstrip(".").split(".")
-    if len(parts) < 3 or not parts[1].isdigit():
-        return False
-    pid = int(parts[1])
+    return len(parts) >= 3 and parts[1].isdigit() and process_gone(int(parts[1]))
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie nobody reaped yet counts as exited): its temp
+    files are nobody's any more."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except (PermissionError, OverflowError):
         return False
-    try:  # a killed process that nobody reaped yet (a zombie) writes nothing more either
+    try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] == "Z"
     except (OSError, IndexError):
         return False

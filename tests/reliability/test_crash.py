@@ -80,6 +80,7 @@ def test_pull_interrupted_mid_layer_leaves_storage_as_it_was(
     assert json.loads(run_kitfs(home, "list", "--format", "json").stdout)
     assert_blobs_verified(home / "storage")
     assert (home / "storage" / "blobs" / "sha256" / layer.hex).is_file()
+    assert partial_bytes(home) == 0  # the killed pull's scratch files were reclaimed
 
 
 @pytest.mark.parametrize("how", ["kill-9", "sigint"])

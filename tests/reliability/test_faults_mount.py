@@ -23,6 +23,7 @@ import pytest
 from faultproxy import (
     Fault,
     FaultProxy,
+    Response,
     always,
     flip,
     for_digest,
@@ -55,7 +56,7 @@ from .helpers import (
     standard_files,
     wait_until,
 )
-from .test_hostile import gzip_bomb
+from .test_hostile import gzip_bomb, many_layers_manifest
 
 FAILURE_TTL = 5.0  # kitfs.fs.layerstore.FAILURE_TTL: a failed layer answers EIO at once this long
 DIGEST_NAME = re.compile(r"^[0-9a-f]{64}$")
@@ -201,6 +202,24 @@ def test_bad_bytes_read_as_eio_and_a_read_after_the_fault_clears_succeeds(
     assert_cache_verified(mounts.cache)
 
 
+def test_a_registry_outage_while_mounted_is_eio_then_heals(
+    kit: Kit, mounts: Mounts, fault_proxy: FaultProxy
+) -> None:
+    """The registry goes away (port closed) after the mount: reads of cached layers go on, a read
+    that needs a fetch fails with EIO after the bounded retries, and heals when it comes back."""
+    mnt = mounts.mount(kit.ref(fault_proxy.host))
+    assert in_mount(mnt, "src/train.py").read_bytes() == kit.files["src/train.py"]
+    fault_proxy.refuse_connections()
+    started = time.monotonic()
+    assert read_errno(in_mount(mnt, "model/weights.bin")) == errno.EIO
+    assert time.monotonic() - started < 20
+    assert "unreachable: connection refused" in mounts.log(mnt)
+    assert in_mount(mnt, "src/train.py").read_bytes() == kit.files["src/train.py"]
+    fault_proxy.refuse_connections(False)
+    time.sleep(FAILURE_TTL + 0.2)
+    assert in_mount(mnt, "model/weights.bin").read_bytes() == kit.files["model/weights.bin"]
+
+
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_a_corrupted_download_never_becomes_a_cached_tar(
     compression: str, big_kits: dict[str, Kit], mounts: Mounts, fault_proxy: FaultProxy
@@ -328,6 +347,12 @@ HOSTILE_LAYERS = {
     "duplicate": forge_tar(forge_file("model/a", b"first"), forge_file("model/a", b"second")),
     "non-utf8": forge_tar(forge_file(b"model/caf\xe9", b"x")),
     "size-beyond-layer": forge_header("model/big", size=1 << 30) + b"short" + b"\0" * 507,
+    "absolute-path": forge_tar(forge_file("/etc/evil", b"x")),
+    "block-device": forge_tar(forge_header("model/sda", typeflag=b"4")),
+    "overlong-name": forge_tar(
+        forge_header("././@LongLink", typeflag=b"L", size=5001) + b"m" * 5000 + b"\0" * 120,
+        forge_file("model/x", b"x"),
+    ),
 }
 
 
@@ -340,6 +365,9 @@ HOSTILE_MESSAGES = {
     "non-utf8": "not valid UTF-8",
     "size-beyond-layer": "truncated while reading entry data",
     "gzip-bomb": "follow the end of its tar archive (decompression bomb?)",
+    "absolute-path": "absolute paths are not allowed",
+    "block-device": "it is a block device",
+    "overlong-name": "longer than 4096 bytes",
 }
 
 
@@ -373,3 +401,41 @@ def test_hostile_layers_are_refused_by_the_mount(
 
 def _raise(error: OSError) -> None:
     raise error
+
+
+@pytest.mark.parametrize("name", ["path-escapes", "image-config", "300000-layers"])
+def test_a_mount_of_a_hostile_config_or_manifest_is_refused(
+    name: str,
+    registry: RegistryServer,
+    repo_name: str,
+    mounts: Mounts,
+    fault_proxy: FaultProxy,
+    tmp_path: Path,
+) -> None:
+    layer = forge_tar(forge_file("model/w.bin", b"w"))
+    config = {
+        "path-escapes": b'{"manifestVersion":"1.0.0","model":{"path":"../../etc"}}',
+        "image-config": b'{"architecture":"amd64","os":"linux"}',
+        "300000-layers": b'{"manifestVersion":"1.0.0","model":{"path":"model"}}',
+    }[name]
+    push_raw(
+        registry.host,
+        repo_name,
+        config,
+        [(media.layer_media_type("model", "none"), layer)],
+        tmp=tmp_path / "blobs",
+    )
+    expected = {
+        "path-escapes": "is outside the context directory",
+        "image-config": "is not a Kitfile",
+        "300000-layers": "is larger than 4194304 bytes",
+    }[name]
+    if name == "300000-layers":
+        body = many_layers_manifest(300_000)
+        headers = {"Content-Type": media.OCI_MANIFEST}
+        fault_proxy.add_rule(always(manifest_get, Fault(respond=Response(200, headers, body))))
+    mnt, result = mounts.try_mount(f"{fault_proxy.host}/{repo_name}:v1")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not is_mounted(mnt)

@@ -128,7 +128,7 @@ def test_transient_layer_fault_is_retried(
     verb: str, name: str, kit: Kit, fault_proxy: FaultProxy, tmp_path: Path
 ) -> None:
     fault_proxy.add_rule(once(layer_get(kit), TRANSIENT[name], times=2))
-    options = replace(FAST, timeout=1.5)
+    options = replace(FAST, timeout=2.0)
     started = time.monotonic()
     run_verb(verb, tmp_path / "home", kit.ref(fault_proxy.host), tmp_path / "out", options)
     assert time.monotonic() - started < 12  # a stall costs one client timeout, not 30 s

@@ -291,7 +291,7 @@ def test_pack_refuses_unknown_fields_and_escaping_paths(tmp_path: Path) -> None:
 # -- manifests with absurd layer counts ---------------------------------------------------------
 
 
-def _many_layers_manifest(count: int) -> bytes:
+def many_layers_manifest(count: int) -> bytes:
     config = b'{"manifestVersion":"1.0.0","model":{"path":"model"}}'
     layer = Descriptor(MODEL_TAR, sha256_digest(b"x"), 1).to_dict()
     config_desc = Descriptor(media.KIT_CONFIG, sha256_digest(config), len(config)).to_dict()
@@ -309,7 +309,7 @@ def test_manifest_with_hundreds_of_thousands_of_layers_is_refused(
     verb: str, fault_proxy: FaultProxy, tmp_path: Path
 ) -> None:
     """No registry of ours would store it, so the proxy serves it: 300,000 layers (46 MB)."""
-    body = _many_layers_manifest(300_000)
+    body = many_layers_manifest(300_000)
     headers = {"Content-Type": media.OCI_MANIFEST, "Docker-Content-Digest": sha256_digest(body)}
     fault_proxy.add_rule(always(manifest_get, Fault(respond=Response(200, headers, body))))
     home = fresh_home(tmp_path)
@@ -330,7 +330,7 @@ def test_manifest_over_the_layer_limit_is_refused(
 ) -> None:
     """Small enough for the size bound (3 MB) and stored by the real registry, but 20,000 layers."""
     config = b'{"manifestVersion":"1.0.0","model":{"path":"model"}}'
-    body = _many_layers_manifest(2 * MAX_LAYERS)
+    body = many_layers_manifest(2 * MAX_LAYERS)
     layer_bytes = b"x"
     blobs = tmp_path / "blobs"
     blobs.mkdir()
@@ -371,7 +371,7 @@ def test_local_manifest_with_many_layers_is_refused(tmp_path: Path) -> None:
 
     home = fresh_home(tmp_path)
     store = LocalStore(home / "storage")
-    body = _many_layers_manifest(300_000)
+    body = many_layers_manifest(300_000)
     store.put_blob(body)
     store.repo("localhost/many").add(
         Descriptor(media.OCI_MANIFEST, sha256_digest(body), len(body)), ["v1"]
