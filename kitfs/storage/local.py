@@ -324,7 +324,9 @@ class LocalStore:
         if path.exists():
             temp.unlink()
             return
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; blobs are world-readable like oras-go writes them
+        os.chmod(
+            temp, 0o644
+        )  # mkstemp makes 0600; blobs are world-readable like oras-go writes them
         try:
             os.replace(temp, path)
         except OSError as exc:
