@@ -42,6 +42,13 @@ SMALL = {
     "small_files": 100,
 }
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
+HOW_TO_RUN = (
+    "Flags go through `BENCH_ARGS`, e.g. `make bench BENCH_ARGS='--compressions none,gzip --model-mib 256'`: "
+    "`--small`, the sizes (`--model-mib --compressible-mib --big-dataset-mib --mid-dataset-mib --small-files`), "
+    "`--compressions`, `--repeat`, `--readers`, `--random-reads`, `--workdir` (default /var/tmp/kitfs-bench, "
+    "about 15 GiB at the default sizes), `--output`, `--keep`. Run as root so that cold steps can drop the page "
+    "cache. A `--small` run writes this page only over another small run, else next to its workdir."
+)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -107,13 +114,14 @@ def sizes_from(args: argparse.Namespace) -> tuple[Sizes, str]:
 
 
 def command_line(args: argparse.Namespace) -> str:
+    """The command as markdown: the make target when run by make, and the script line it ran."""
     direct = " ".join([".venv/bin/python", "bench/run.py", *map(shlex.quote, sys.argv[1:])])
     if os.environ.get("MAKELEVEL"):
         extra = " ".join(a for a in sys.argv[1:] if a != "--small")
         target = "make bench-small" if args.small else "make bench"
         make = f"{target} BENCH_ARGS={shlex.quote(extra)}" if extra else target
-        return f"{make}  (runs `{direct}`)"
-    return direct
+        return f"`{make}` (which runs `{direct}`)"
+    return f"`{direct}`"
 
 
 def kit_available() -> bool:
@@ -307,10 +315,12 @@ def render(
         "Nothing here is asserted by the test suite: every ratio compares two methods measured "
         "side by side in the same run, on the same machine, against the same loopback registry.",
         "",
+        HOW_TO_RUN,
+        "",
         "## This run",
         "",
         f"- Date: {date}; total run time {elapsed / 60:.1f} min",
-        f"- Command: `{command_line(args)}`",
+        f"- Command: {command_line(args)}",
         f"- Machine: {machine.nproc} CPUs ({machine.cpu}), {machine.memory} RAM, Linux {machine.kernel}, Python {machine.python}; shared with other work, so single runs carry noise",
         f"- kitfs commit: {machine.commit}",
         f"- Sizes ({label}): model {s.model_mib} MiB random + {s.compressible_mib} MiB compressible part; datasets of {s.small_files} small CSV files, {s.big_dataset_mib} MiB and {s.mid_dataset_mib} MiB; a code folder and docs",
