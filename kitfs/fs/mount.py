@@ -399,12 +399,43 @@ async def serve(
             notify("ready")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signals)
+                nursery.start_soon(_widen_readahead_after_init, options.mountpoint)
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
         finally:
             operations.close()
             pyfuse3.close(unmount=True)
         log.info("unmounted %s", options.mountpoint)
+
+
+READAHEAD_KB = 1024
+
+
+def set_readahead(mountpoint: Path, kb: int = READAHEAD_KB) -> bool:
+    """Widen the kernel's readahead window for this mount (FUSE's default is 128 KiB), so that
+    sequential reads reach the daemon in 1 MiB requests. Best effort: it needs root."""
+    target = str(mountpoint)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            devices = [line.split()[2] for line in handle if line.split()[4] == target]
+        if not devices:
+            return False
+        knob = Path(f"/sys/class/bdi/{devices[-1]}/read_ahead_kb")
+        knob.write_text(f"{kb}\n")
+        return knob.read_text().strip() == str(kb)
+    except (OSError, IndexError) as exc:
+        log.debug("could not widen readahead of %s: %s", target, exc)
+        return False
+
+
+async def _widen_readahead_after_init(mountpoint: Path) -> None:
+    """The kernel sets the mount's readahead when it gets the FUSE INIT reply, which the main loop
+    sends first; widen it just after that (a few tries, then give up quietly)."""
+    for _ in range(20):
+        await trio.sleep(0.05)
+        if await trio.to_thread.run_sync(set_readahead, mountpoint):
+            log.debug("readahead of %s set to %d KiB", mountpoint, READAHEAD_KB)
+            return
 
 
 async def _stop_on_signals() -> None:

@@ -304,13 +304,13 @@ class KitfsOperations(pyfuse3.Operations):
         data.f_namemax = 255
         return data
 
-    @_fuse_errors
+    # Extended attributes: answering ENOSYS (rather than "no such attribute") makes the kernel
+    # remember that this file system has none, so `ls -l` stops asking twice per file.
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
-    @_fuse_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
-        return []
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     # Everything that would change the tree: a read-only file system.
     setattr = _read_only
