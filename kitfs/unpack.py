@@ -9,7 +9,6 @@ never through a symbolic link. Filters follow kit (pkg/lib/kitfile/filter.go).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import posixpath
@@ -19,7 +18,6 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import zstandard
 
@@ -32,6 +30,7 @@ from kitfs.errors import (
 )
 from kitfs.kitfile import Kitfile
 from kitfs.layers.codec import MAX_TRAILING_BYTES, decompressing_reader, inflate_limit
+from kitfs.layers.hashing import HashingReader
 from kitfs.layers.tarindex import TarEntry, TarReader
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
@@ -103,43 +102,6 @@ def layer_selected(filters: list[Filter], kind: str, entry: dict[str, object] | 
     return any(f.matches(_KIND_TO_FILTER[kind], *fields) for f in filters)
 
 
-class _Hashing:
-    """A read-through stream that hashes and counts what passes."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self.hasher = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self.hasher.update(data)
-        self.size += len(data)
-        return data
-
-    def readinto(self, buffer: bytearray) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def drain(self, limit: int | None = None) -> int:
-        """Read to the end (or just past ``limit`` bytes); return how many bytes were read."""
-        total = 0
-        while limit is None or total <= limit:
-            chunk = self.read(1 << 20 if limit is None else min(1 << 20, limit + 1 - total))
-            if not chunk:
-                break
-            total += len(chunk)
-        return total
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hasher.hexdigest()
-
-
 def verify_layer(
     path: Path, desc: Descriptor, compression: str, diff_id: str | None
 ) -> list[TarEntry]:
@@ -149,8 +111,8 @@ def verify_layer(
     except FileNotFoundError:
         raise NotFoundError(f"layer {desc.digest} is missing from local storage") from None
     with raw_file:
-        raw = _Hashing(raw_file)  # type: ignore[arg-type]
-        tar_stream = _Hashing(decompressing_reader(raw, compression))  # type: ignore[arg-type]
+        raw = HashingReader(raw_file)  # type: ignore[arg-type]
+        tar_stream = HashingReader(decompressing_reader(raw, compression))  # type: ignore[arg-type]
         what = f"layer {desc.digest[:19]}"
         limit = inflate_limit(desc.size, compression)
         try:

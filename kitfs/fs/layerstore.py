@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 import trio
 import zstandard
@@ -31,6 +31,7 @@ from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError
 from kitfs.fs.source import Source
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.codec import MAX_TRAILING_BYTES, decompressing_reader, inflate_limit
+from kitfs.layers.hashing import HashingReader
 from kitfs.layers.tarindex import TarEntry, TarReader
 from kitfs.oci.manifest import Descriptor
 from kitfs.progress import NullProgress, ProgressSink
@@ -62,50 +63,6 @@ class ScanResult:
     entries: tuple[TarEntry, ...]
 
 
-class _Hashing:
-    """A read-through stream that hashes what passes, and optionally copies it to ``sink``."""
-
-    def __init__(
-        self, stream: BinaryIO, sink: BinaryIO | None = None, *, hash_it: bool = True
-    ) -> None:
-        self._stream = stream
-        self._sink = sink
-        self._hasher = hashlib.sha256() if hash_it else None
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        if self._hasher is not None:
-            self._hasher.update(data)
-        if self._sink is not None:
-            self._sink.write(data)
-        self.size += len(data)
-        return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def drain(self, limit: int | None = None) -> int:
-        """Read to the end (or just past ``limit`` bytes); return how many bytes were read."""
-        total = 0
-        while limit is None or total <= limit:
-            chunk = self.read(CHUNK if limit is None else min(CHUNK, limit + 1 - total))
-            if not chunk:
-                break
-            total += len(chunk)
-        return total
-
-    @property
-    def digest(self) -> str:
-        assert self._hasher is not None
-        return "sha256:" + self._hasher.hexdigest()
-
-
 def scan_layer(
     path: Path,
     compression: str,
@@ -121,10 +78,10 @@ def scan_layer(
     """
     with open(path, "rb") as raw_file, contextlib.ExitStack() as stack:
         sink = stack.enter_context(open(out, "wb")) if out is not None else None
-        raw = _Hashing(raw_file, hash_it=verified_digest is None)  # type: ignore[arg-type]
+        raw = HashingReader(raw_file, hash_it=verified_digest is None)  # type: ignore[arg-type]
         plain = compression == "none"
         stream = raw if plain else decompressing_reader(raw, compression)  # type: ignore[arg-type]
-        tar = _Hashing(stream, sink, hash_it=not plain)  # type: ignore[arg-type]
+        tar = HashingReader(stream, sink, hash_it=not plain)  # type: ignore[arg-type]
         try:
             entries = tuple(TarReader(tar, limit=limit, what=what))  # type: ignore[arg-type]
             if tar.drain(MAX_TRAILING_BYTES) > MAX_TRAILING_BYTES:

@@ -1,0 +1,53 @@
+"""A read-through stream that hashes (and optionally copies) what passes: how kitfs verifies a
+layer's digest and its diffId in the same pass that decompresses and indexes it."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+
+
+class HashingReader:
+    """A read-through stream that hashes what passes, and optionally copies it to ``sink``."""
+
+    def __init__(
+        self, stream: BinaryIO, sink: BinaryIO | None = None, *, hash_it: bool = True
+    ) -> None:
+        self._stream = stream
+        self._sink = sink
+        self._hasher = hashlib.sha256() if hash_it else None
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if self._hasher is not None:
+            self._hasher.update(data)
+        if self._sink is not None:
+            self._sink.write(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self, limit: int | None = None) -> int:
+        """Read to the end (or just past ``limit`` bytes); return how many bytes were read."""
+        total = 0
+        while limit is None or total <= limit:
+            chunk = self.read(CHUNK if limit is None else min(CHUNK, limit + 1 - total))
+            if not chunk:
+                break
+            total += len(chunk)
+        return total
+
+    @property
+    def digest(self) -> str:
+        assert self._hasher is not None
+        return "sha256:" + self._hasher.hexdigest()
