@@ -121,6 +121,16 @@ def saved_digest(result: subprocess.CompletedProcess[str]) -> str:
     raise AssertionError(f"no 'Model saved' line in {result.stdout!r}")
 
 
+def payload(size: int, seed: object = 0) -> bytes:
+    """Deterministic bytes that do not compress (so sizes and layer offsets are predictable)."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}-{counter}".encode()).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

@@ -28,6 +28,7 @@ import httpx
 import pytest
 import trustme
 from faultproxy import Fault, FaultProxy, ProxyRequest, Response, blob_get, once
+from helpers import payload
 from registry import RegistryServer, free_port
 
 KITFS = str(Path(sys.executable).parent / "kitfs")
@@ -62,17 +63,8 @@ docs:
 """
 
 
-def _pseudo_random(size: int, seed: str) -> bytes:
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"{seed}-{counter}".encode()).digest()
-        counter += 1
-    return bytes(out[:size])
-
-
 CONTEXT_FILES: dict[str, bytes] = {
-    "model/weights.bin": _pseudo_random(MODEL_SIZE, "weights"),
+    "model/weights.bin": payload(MODEL_SIZE, "weights"),
     "model/config.json": b'{"hidden": 8}\n',
     "data/train/part-0.csv": b"x,y\n1,2\n3,4\n",
     "data/train/part-1.csv": b"x,y\n5,6\n",

@@ -12,6 +12,7 @@ from typing import TypeVar
 import pytest
 import trio
 from faultproxy import Fault, FaultProxy, ProxyRequest, Response, blob_get, once
+from helpers import payload
 from registry import RegistryServer, free_port
 
 from kitfs.errors import DigestMismatchError, NotFoundError, RegistryError, TransientError
@@ -40,16 +41,6 @@ def blob_file(tmp_path: Path, data: bytes, name: str = "blob") -> tuple[Path, De
     path = tmp_path / name
     path.write_bytes(data)
     return path, Descriptor("application/octet-stream", sha256_digest(data), len(data))
-
-
-def payload(size: int, seed: int = 0) -> bytes:
-    """Deterministic incompressible-looking bytes."""
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"{seed}-{counter}".encode()).digest()
-        counter += 1
-    return bytes(out[:size])
 
 
 def manifest_for(config: Descriptor, layers: list[Descriptor]) -> bytes:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
-from helpers import cli, ok, saved_digest
+from helpers import cli, ok, payload, saved_digest
 
 from kitfs.config import Paths
 from kitfs.fs.mount import find_mount
@@ -42,16 +42,6 @@ KITFS = str(Path(sys.executable).parent / "kitfs")
 
 # Fast retries for in-process verbs: the bounds are what is tested, not the waiting.
 FAST = RegistryOptions(plain_http=True, retries=4, backoff=0.01, backoff_cap=0.2, timeout=3.0)
-
-
-def payload(size: int, seed: int = 0) -> bytes:
-    """Deterministic bytes that do not compress (so layer offsets in faults are predictable)."""
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"{seed}-{counter}".encode()).digest()
-        counter += 1
-    return bytes(out[:size])
 
 
 # -- ModelKits made by the real pack ------------------------------------------------------------
