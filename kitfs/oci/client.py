@@ -58,6 +58,7 @@ MAX_SMALL_BLOB = 64 * 1024 * 1024
 MAX_ERROR_BODY = 64 * 1024
 MAX_TAG_PAGES = 10_000
 IO_CHUNK = 1024 * 1024
+CONNECT_ATTEMPTS = 3
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 ACCEPT_MANIFESTS = ", ".join(media.MANIFEST_TYPES)
 USER_AGENT = "kitfs/0.1"
@@ -462,7 +463,12 @@ class RegistryClient:
         tls = _tls_failure(self.registry, exc, bool(self.options.cert))
         if tls is not None:
             raise tls from None
-        if failures < self.options.retries:
+        # A refused or unresolvable connection is retried briefly (a registry restarting), not for
+        # the full budget: "unreachable" should be said within about a second, as kit does.
+        limit = self.options.retries
+        if isinstance(exc, httpx.ConnectError):
+            limit = min(limit, CONNECT_ATTEMPTS)
+        if failures < limit:
             return
         reason = _transport_reason(exc)
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
