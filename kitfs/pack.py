@@ -55,18 +55,15 @@ class PackResult:
 class _HashingWriter:
     """Passes writes through to a file while hashing and counting them."""
 
-    def __init__(self, out: BinaryIO, on_write: Callable[[int], None] | None = None) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         self._out = out
         self.hasher = hashlib.sha256()
         self.size = 0
-        self._on_write = on_write
 
     def write(self, data: bytes) -> int:
         self._out.write(data)
         self.hasher.update(data)
         self.size += len(data)
-        if self._on_write:
-            self._on_write(len(data))
         return len(data)
 
     def flush(self) -> None:

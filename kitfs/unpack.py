@@ -14,27 +14,24 @@ import os
 import posixpath
 import secrets
 import stat
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import zstandard
-
 from kitfs.errors import (
-    DigestMismatchError,
     KitfsError,
     NotFoundError,
     UnsafeContentError,
     UsageError,
 )
 from kitfs.kitfile import Kitfile
-from kitfs.layers.codec import MAX_TRAILING_BYTES, decompressing_reader, inflate_limit
-from kitfs.layers.hashing import HashingReader
+from kitfs.layers.codec import decompressing_reader, inflate_limit
+from kitfs.layers.scan import check_blob, check_diff_id, scan_layer
 from kitfs.layers.tarindex import TarEntry, TarReader
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
 from kitfs.progress import NullProgress, ProgressSink
+from kitfs.storage.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -106,42 +103,19 @@ def verify_layer(
     path: Path, desc: Descriptor, compression: str, diff_id: str | None
 ) -> list[TarEntry]:
     """Pass one: check digest, size, diffId and every entry; return the entries."""
-    try:
-        raw_file = open(path, "rb")  # noqa: SIM115 (closed by the with below)
-    except FileNotFoundError:
-        raise NotFoundError(f"layer {desc.digest} is missing from local storage") from None
-    with raw_file:
-        raw = HashingReader(raw_file)  # type: ignore[arg-type]
-        tar_stream = HashingReader(decompressing_reader(raw, compression))  # type: ignore[arg-type]
-        what = f"layer {desc.digest[:19]}"
-        limit = inflate_limit(desc.size, compression)
-        try:
-            entries = list(TarReader(tar_stream, limit=limit, what=what))  # type: ignore[arg-type]
-            # Writers pad archives to at most a 10 KiB record; more after the end marker is a
-            # decompression bomb's payload, not a tar's.
-            if tar_stream.drain(MAX_TRAILING_BYTES) > MAX_TRAILING_BYTES:
-                raise UnsafeContentError(
-                    f"refused {what}: more than {MAX_TRAILING_BYTES} bytes follow the end of "
-                    "its tar archive (decompression bomb?)"
-                )
-        except (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError) as exc:
-            raw.drain()
-            if raw.digest != desc.digest:
-                raise DigestMismatchError(desc.digest, raw.digest, f"layer {desc.digest}") from None
-            raise UnsafeContentError(f"{what} cannot be decompressed: {exc}") from None
-        except UnsafeContentError:
-            raw.drain()
-            if raw.digest != desc.digest:
-                raise DigestMismatchError(desc.digest, raw.digest, f"layer {desc.digest}") from None
-            raise
-        raw.drain()
-    if raw.digest != desc.digest or raw.size != desc.size:
-        raise DigestMismatchError(desc.digest, raw.digest, f"layer {desc.digest}")
-    if diff_id and tar_stream.digest != diff_id:
-        raise DigestMismatchError(
-            diff_id, tar_stream.digest, f"uncompressed layer {desc.digest} (diffId)"
-        )
-    return entries
+    if not path.is_file():
+        raise NotFoundError(f"layer {desc.digest} is missing from local storage")
+    result = scan_layer(
+        path,
+        compression,
+        None,
+        limit=inflate_limit(desc.size, compression),
+        what=f"layer {desc.digest[:19]}",
+        expected_digest=desc.digest,
+    )
+    check_blob(desc, result)
+    check_diff_id(diff_id, desc, result)
+    return list(result.entries)
 
 
 def _safe_parent(root: Path, rel: str) -> Path:
@@ -280,8 +254,6 @@ def write_kitfile(kitfile: Kitfile, root: Path, overwrite: bool) -> bool:
             raise UnpackError(
                 f"failed to unpack: {target} exists and does not match the ModelKit's Kitfile (use -o)"
             )
-    from kitfs.storage.atomic import write_atomic
-
     write_atomic(target, body)
     return True
 

@@ -17,23 +17,19 @@ import hashlib
 import logging
 import os
 import time
-import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import trio
-import zstandard
 from cachetools import TTLCache
 
-from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError
+from kitfs.errors import DigestMismatchError, KitfsError
 from kitfs.fs.source import Source
 from kitfs.fs.tree import LayerSlot
-from kitfs.layers.codec import MAX_TRAILING_BYTES, decompressing_reader, inflate_limit
-from kitfs.layers.hashing import HashingReader
-from kitfs.layers.tarindex import TarEntry, TarReader
-from kitfs.oci.manifest import Descriptor
+from kitfs.layers.codec import inflate_limit
+from kitfs.layers.scan import ScanResult, check_blob, check_diff_id, scan_layer
+from kitfs.layers.tarindex import TarEntry
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.storage.cache import BlobCache, LayerRecord, PinnedTar
 
@@ -52,54 +48,6 @@ class LayerError(KitfsError):
     """A layer cannot be served: it failed to download, verify, decompress or index."""
 
 
-@dataclass(frozen=True)
-class ScanResult:
-    """What one pass over a stored blob found: both digests and sizes, and the tar's entries."""
-
-    blob_digest: str
-    blob_size: int
-    tar_digest: str
-    tar_size: int
-    entries: tuple[TarEntry, ...]
-
-
-def scan_layer(
-    path: Path,
-    compression: str,
-    out: Path | None,
-    *,
-    limit: int | None,
-    what: str,
-    verified_digest: str | None = None,
-) -> ScanResult:
-    """Hash a blob, decompress it (copying the tar to ``out``), hash and index the tar: one pass.
-
-    ``verified_digest`` skips hashing a blob whose digest was already checked (a fresh download).
-    """
-    with open(path, "rb") as raw_file, contextlib.ExitStack() as stack:
-        sink = stack.enter_context(open(out, "wb")) if out is not None else None
-        raw = HashingReader(raw_file, hash_it=verified_digest is None)  # type: ignore[arg-type]
-        plain = compression == "none"
-        stream = raw if plain else decompressing_reader(raw, compression)  # type: ignore[arg-type]
-        tar = HashingReader(stream, sink, hash_it=not plain)  # type: ignore[arg-type]
-        try:
-            entries = tuple(TarReader(tar, limit=limit, what=what))  # type: ignore[arg-type]
-            if tar.drain(MAX_TRAILING_BYTES) > MAX_TRAILING_BYTES:
-                raise UnsafeContentError(
-                    f"refused {what}: more than {MAX_TRAILING_BYTES} bytes follow the end of "
-                    "its tar archive (decompression bomb?)"
-                )
-            raw.drain()
-        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
-            raise UnsafeContentError(f"{what} cannot be decompressed: {exc}") from None
-        if sink is not None:
-            sink.flush()
-            os.fsync(sink.fileno())
-    blob_digest = verified_digest or raw.digest
-    tar_digest = blob_digest if plain else tar.digest
-    return ScanResult(blob_digest, raw.size, tar_digest, tar.size, entries)
-
-
 def hash_file(path: Path) -> tuple[str, int]:
     hasher = hashlib.sha256()
     size = 0
@@ -108,24 +56,6 @@ def hash_file(path: Path) -> tuple[str, int]:
             hasher.update(chunk)
             size += len(chunk)
     return "sha256:" + hasher.hexdigest(), size
-
-
-def _check_blob(desc: Descriptor, result: ScanResult, where: str) -> None:
-    if result.blob_digest != desc.digest:
-        raise DigestMismatchError(desc.digest, result.blob_digest, f"layer {desc.digest} {where}")
-    if result.blob_size != desc.size:
-        raise DigestMismatchError(
-            desc.digest,
-            f"{result.blob_size} bytes instead of {desc.size}",
-            f"layer {desc.digest} {where}",
-        )
-
-
-def _check_diff_id(slot: LayerSlot, result: ScanResult) -> None:
-    if slot.diff_id and result.tar_digest != slot.diff_id:
-        raise DigestMismatchError(
-            slot.diff_id, result.tar_digest, f"uncompressed layer {slot.digest} (diffId)"
-        )
 
 
 class OpenLayer:
@@ -295,7 +225,7 @@ class LayerStore:
         cached = await self._cached_tar(slot)
         if local is not None and slot.compression == "none":
             result = await self._scan(slot, local, None, what)
-            _check_blob(desc, result, f"in {local}")
+            check_blob(desc, result, f"in {local}")
             self._verified_in_place.add(desc.digest)
         elif cached is not None:
             result = await self._rescan(slot, cached, what)
@@ -303,7 +233,7 @@ class LayerStore:
             result = await self._decompress(slot, local, what, verified=False)
         else:
             result = await self._download(slot, what)
-        _check_diff_id(slot, result)
+        check_diff_id(slot.diff_id, slot.descriptor, result)
         record = LayerRecord(desc.digest, result.tar_digest, result.entries)
         await trio.to_thread.run_sync(self.cache.write_record, record)
         self.fetches += 1
@@ -331,8 +261,8 @@ class LayerStore:
         """Index a cached tar again, checking it against the digest that names it."""
         plain = dataclasses.replace(slot, compression="none")
         size = (await trio.to_thread.run_sync(path.stat)).st_size
-        result = await self._scan(plain, path, None, what, limit=size)
         expected = slot.digest if slot.compression == "none" else slot.diff_id
+        result = await self._scan(plain, path, None, what, limit=size, expected=expected)
         if result.tar_digest != expected:
             path.unlink(missing_ok=True)
             raise DigestMismatchError(str(expected), result.tar_digest, f"cached tar of {what}")
@@ -347,13 +277,20 @@ class LayerStore:
         *,
         verified: bool = False,
         limit: int | None = None,
+        expected: str | None = None,
     ) -> ScanResult:
         if limit is None:
             limit = inflate_limit(slot.descriptor.size, slot.compression)
-        known = slot.digest if verified else None
+        digest = expected or slot.digest
         return await trio.to_thread.run_sync(
             lambda: scan_layer(
-                path, slot.compression, out, limit=limit, what=what, verified_digest=known
+                path,
+                slot.compression,
+                out,
+                limit=limit,
+                what=what,
+                expected_digest=digest,
+                verified=verified,
             )
         )
 
@@ -365,8 +302,8 @@ class LayerStore:
         try:
             result = await self._scan(slot, blob, temp, what, verified=verified)
             if not verified:
-                _check_blob(slot.descriptor, result, f"in {blob}")
-            _check_diff_id(slot, result)
+                check_blob(slot.descriptor, result, f"in {blob}")
+            check_diff_id(slot.diff_id, slot.descriptor, result)
             await trio.to_thread.run_sync(self.cache.make_room, 0)
             await trio.to_thread.run_sync(self.cache.commit_tar, temp, result.tar_digest)
         finally:

@@ -1,0 +1,106 @@
+"""One verifying pass over a stored layer blob, shared by ``unpack`` and the mount.
+
+The pass hashes the blob, decompresses it (optionally copying the tar out), hashes the tar (the
+diffId) and runs every entry through the strict tar reader. A blob that fails to decompress or parse
+is reported as a digest mismatch when its bytes are not the ones the manifest named, so a corrupted
+download reads as corruption rather than as hostile content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from kitfs.errors import DigestMismatchError, UnsafeContentError
+from kitfs.layers.codec import MAX_TRAILING_BYTES, decompressing_reader
+from kitfs.layers.hashing import HashingReader
+from kitfs.layers.tarindex import TarEntry, TarReader
+from kitfs.oci.manifest import Descriptor
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one pass over a stored blob found: both digests and sizes, and the tar's entries."""
+
+    blob_digest: str
+    blob_size: int
+    tar_digest: str
+    tar_size: int
+    entries: tuple[TarEntry, ...]
+
+
+def scan_layer(
+    path: Path,
+    compression: str,
+    out: Path | None,
+    *,
+    limit: int | None,
+    what: str,
+    expected_digest: str,
+    verified: bool = False,
+) -> ScanResult:
+    """Hash a blob, decompress it (copying the tar to ``out``), hash and index the tar: one pass.
+
+    ``verified`` skips hashing a blob whose digest was already checked (a fresh download).
+    """
+    with open(path, "rb") as raw_file, contextlib.ExitStack() as stack:
+        sink = stack.enter_context(open(out, "wb")) if out is not None else None
+        raw = HashingReader(raw_file, hash_it=not verified)  # type: ignore[arg-type]
+        plain = compression == "none"
+        stream = raw if plain else decompressing_reader(raw, compression)  # type: ignore[arg-type]
+        tar = HashingReader(stream, sink, hash_it=not plain)  # type: ignore[arg-type]
+        try:
+            entries = tuple(TarReader(tar, limit=limit, what=what))  # type: ignore[arg-type]
+            # Writers pad archives to at most a 10 KiB record; more after the end marker is a
+            # decompression bomb's payload, not a tar's.
+            if tar.drain(MAX_TRAILING_BYTES) > MAX_TRAILING_BYTES:
+                raise UnsafeContentError(
+                    f"refused {what}: more than {MAX_TRAILING_BYTES} bytes follow the end of "
+                    "its tar archive (decompression bomb?)"
+                )
+            raw.drain()
+        except (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError) as exc:
+            _corrupt_first(raw, expected_digest, verified)
+            raise UnsafeContentError(f"{what} cannot be decompressed: {exc}") from None
+        except UnsafeContentError:
+            _corrupt_first(raw, expected_digest, verified)
+            raise
+        if sink is not None:
+            sink.flush()
+            os.fsync(sink.fileno())
+    blob_digest = expected_digest if verified else raw.digest
+    tar_digest = blob_digest if plain else tar.digest
+    return ScanResult(blob_digest, raw.size, tar_digest, tar.size, entries)
+
+
+def _corrupt_first(raw: HashingReader, expected: str, verified: bool) -> None:
+    """Report a failed parse of bytes that are not the named blob as the digest mismatch it is."""
+    if verified:
+        return
+    raw.drain()
+    if raw.digest != expected:
+        raise DigestMismatchError(expected, raw.digest, f"layer {expected}") from None
+
+
+def check_blob(desc: Descriptor, result: ScanResult, where: str = "") -> None:
+    """The blob is the one the manifest names: digest and size."""
+    what = f"layer {desc.digest} {where}".rstrip()
+    if result.blob_digest != desc.digest:
+        raise DigestMismatchError(desc.digest, result.blob_digest, what)
+    if result.blob_size != desc.size:
+        raise DigestMismatchError(
+            desc.digest, f"{result.blob_size} bytes instead of {desc.size}", what
+        )
+
+
+def check_diff_id(diff_id: str | None, desc: Descriptor, result: ScanResult) -> None:
+    """The uncompressed tar is the one the Kitfile records, when it records one."""
+    if diff_id and result.tar_digest != diff_id:
+        raise DigestMismatchError(
+            diff_id, result.tar_digest, f"uncompressed layer {desc.digest} (diffId)"
+        )
