@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from kitfs.errors import NotFoundError, UsageError
+from kitfs.errors import UsageError
 from kitfs.kitfile import Kitfile
 from kitfs.oci.manifest import Manifest
 from kitfs.reference import Reference, is_digest
@@ -100,13 +100,8 @@ def tag(store: LocalStore, source: Reference, target: Reference) -> str:
         raise UsageError(f"source ModelKit reference requires a tag or digest ({source}:<tag>)")
     if not target.tag or target.digest:
         raise UsageError(f"target ModelKit reference requires a tag ({target}:<tag>)")
-    repo, desc = store.resolve(source)
-    manifest = store.load_manifest(desc)
-    for blob in (manifest.config, *manifest.layers):
-        if not store.has_blob(blob.digest):
-            raise NotFoundError(
-                f"ModelKit {display_repository(str(source))} is incomplete: blob {blob.digest} is missing"
-            )
+    _, desc = store.resolve(source)
+    store.require_blobs(store.load_manifest(desc), display_repository(str(source)))
     store.repo_for(target).add(desc, [target.tag, *target.extra_tags])
     return desc.digest
 

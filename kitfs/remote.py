@@ -112,14 +112,10 @@ async def pull_async(
 
         def download(desc: Descriptor) -> Callable[[], Awaitable[None]]:
             async def job() -> None:
-                fd, tmp = tempfile.mkstemp(prefix="blob-", dir=scratch)
-                os.close(fd)
-                try:
-                    await client.download_blob(ref.repository, desc, Path(tmp), task.advance)
-                    store.adopt_blob(Path(tmp), desc.digest)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        Path(tmp).unlink()
+                # Blobs are unique and the scratch directory is this process's own: name by digest.
+                verified = scratch / desc.hex
+                await client.download_blob(ref.repository, desc, verified, task.advance)
+                store.adopt_blob(verified, desc.digest)
 
             return job
 
@@ -167,17 +163,16 @@ async def push_async(
     _, desc = store.resolve(source)
     body = store.read_blob(desc.digest)
     manifest = Manifest.from_bytes(body, f"manifest of {source}")
-    blobs = list({d.digest: d for d in (manifest.config, *manifest.layers)}.values())
-    for blob in blobs:
-        if not store.has_blob(blob.digest):
-            raise NotFoundError(
-                f"ModelKit {display_repository(str(source))} is incomplete: blob {blob.digest} is missing"
-            )
+    blobs = store.require_blobs(manifest, display_repository(str(source)))
     task = progress.task(f"push {dest}", sum(d.size for d in blobs))
     async with _client(dest, paths, options) as client:
 
         def upload(blob: Descriptor) -> Callable[[], Awaitable[None]]:
             async def job() -> None:
+                if await client.blob_exists(dest.repository, blob.digest):
+                    task.advance(blob.size)
+                    return
+                # Hash only what is sent: a damaged local blob must never reach the registry.
                 await trio.to_thread.run_sync(store.verify_blob, blob.digest)
                 await client.upload_blob(
                     dest.repository, blob, store.blob_path(blob.digest), task.advance

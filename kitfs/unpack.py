@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from kitfs.atomic import write_atomic
 from kitfs.errors import (
     KitfsError,
     NotFoundError,
@@ -31,7 +32,6 @@ from kitfs.layers.tarindex import TarEntry, TarReader
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
 from kitfs.progress import NullProgress, ProgressSink
-from kitfs.storage.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 

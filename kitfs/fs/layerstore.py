@@ -142,8 +142,9 @@ class LayerStore:
             layer.close()
 
     async def read(self, layer: OpenLayer, offset: int, size: int) -> bytes:
-        """Bytes of a verified tar. A FUSE read (128 KiB or so) is mostly served by the page cache
-        and is several times faster inline than through a worker thread; big ones go to a thread."""
+        """Bytes of a verified tar. A FUSE read (up to 1 MiB with the widened readahead) is mostly
+        served by the page cache and is several times faster inline than through a worker thread;
+        bigger ones go to a thread."""
         if size <= INLINE_READ:
             return os.pread(layer.fd, size, offset)
         return await trio.to_thread.run_sync(os.pread, layer.fd, size, offset)

@@ -234,6 +234,7 @@ class MountInfo:
     mountpoint: str
     fstype: str
     source: str
+    device: str = ""  # major:minor, the name of the mount's backing device info in /sys/class/bdi
 
 
 def _unescape(field_text: str) -> str:
@@ -249,7 +250,9 @@ def mounts() -> Iterator[MountInfo]:
             dash = fields.index("-")
             if len(fields) < dash + 3 or len(fields) < 5:
                 continue
-            yield MountInfo(_unescape(fields[4]), fields[dash + 1], _unescape(fields[dash + 2]))
+            yield MountInfo(
+                _unescape(fields[4]), fields[dash + 1], _unescape(fields[dash + 2]), fields[2]
+            )
 
 
 def find_mount(path: Path) -> MountInfo | None:
@@ -414,17 +417,15 @@ READAHEAD_KB = 1024
 def set_readahead(mountpoint: Path, kb: int = READAHEAD_KB) -> bool:
     """Widen the kernel's readahead window for this mount (FUSE's default is 128 KiB), so that
     sequential reads reach the daemon in 1 MiB requests. Best effort: it needs root."""
-    target = str(mountpoint)
+    info = find_mount(mountpoint)
+    if info is None or not info.device:
+        return False
+    knob = Path(f"/sys/class/bdi/{info.device}/read_ahead_kb")
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-            devices = [line.split()[2] for line in handle if line.split()[4] == target]
-        if not devices:
-            return False
-        knob = Path(f"/sys/class/bdi/{devices[-1]}/read_ahead_kb")
         knob.write_text(f"{kb}\n")
         return knob.read_text().strip() == str(kb)
-    except (OSError, IndexError) as exc:
-        log.debug("could not widen readahead of %s: %s", target, exc)
+    except OSError as exc:
+        log.debug("could not widen readahead of %s: %s", mountpoint, exc)
         return False
 
 

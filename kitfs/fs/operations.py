@@ -98,6 +98,7 @@ class KitfsOperations(pyfuse3.Operations):
         self._dirs: dict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = {}
         self._next_fh = 0
         self._tag_locks: dict[str, trio.Lock] = {}
+        self._tags_listed_at: float | None = None
 
     # -- feeding the tree ----------------------------------------------------------------------
 
@@ -144,8 +145,12 @@ class KitfsOperations(pyfuse3.Operations):
             )
 
     async def _refresh_tags(self) -> None:
-        """The repository's tags (the source keeps them for a few seconds); a failure to list them
-        again keeps the last list rather than emptying the mount's root."""
+        """The repository's tags, asked of the source at most every TAG_TTL seconds (each source:
+        registry, local storage or OCI layout); a failure to list them again keeps the last list
+        rather than emptying the mount's root."""
+        now = trio.current_time()
+        if self._tags_listed_at is not None and now - self._tags_listed_at < TAG_TTL:
+            return
         try:
             tags = await self.source.list_tags()
         except KitfsError as exc:
@@ -153,6 +158,7 @@ class KitfsOperations(pyfuse3.Operations):
                 raise
             log.warning("cannot list the tags of %s again: %s", self.source.description, exc)
             return
+        self._tags_listed_at = now
         self.tree.set_tags(tags)
 
     # -- attributes ----------------------------------------------------------------------------

@@ -181,7 +181,6 @@ class RegistrySource(Source):
         self.description = ref.name
         self.target = ref.reference
         self._manifests: TTLCache[str, tuple[str, bytes]] = TTLCache(maxsize=256, ttl=TAG_TTL)
-        self._tags: TTLCache[str, list[str]] = TTLCache(maxsize=1, ttl=TAG_TTL)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -220,12 +219,9 @@ class RegistrySource(Source):
         return data
 
     async def list_tags(self) -> list[str]:
-        tags = self._tags.get("")
-        if tags is None:
-            tags = sorted(await self.client.list_tags(self.ref.repository))
-            if not tags:
-                raise NotFoundError(f"repository {self.ref.name} has no tags")
-            self._tags[""] = tags
+        tags = sorted(await self.client.list_tags(self.ref.repository))
+        if not tags:
+            raise NotFoundError(f"repository {self.ref.name} has no tags")
         return tags
 
     def local_blob(self, desc: Descriptor) -> Path | None:
@@ -246,9 +242,6 @@ class OciLayoutSource(Source):
         self.root = root
         self.description = f"{OCI_PREFIX}{root}"
         self.target = target
-
-    def name_for(self, reference: str) -> str:
-        return f"{self.description}{'@' if is_digest(reference) else ':'}{reference}"
 
     def _index(self) -> list[Descriptor]:
         path = self.root / "index.json"

@@ -374,7 +374,10 @@ class MountTree:
 
     def set_tags(self, tags: Iterable[str]) -> None:
         """The repository's current tags (a repository mount lists these)."""
-        self._tags = sorted(set(tags))
+        current = sorted(set(tags))
+        if current == self._tags:
+            return  # unchanged: keep the root's listing and attributes
+        self._tags = current
         root = self._nodes[ROOT_INODE]
         root.children = None
         self._attrs.pop(ROOT_INODE, None)
@@ -395,9 +398,6 @@ class MountTree:
             return
         # Only settled attributes and complete listings are kept, so nothing known goes stale.
         self._indexes[digest] = list(entries)
-
-    def has_index(self, digest: str) -> bool:
-        return digest in self._indexes
 
     def has_modelkit(self, tag: str) -> bool:
         return tag in self._kits
@@ -456,15 +456,6 @@ class MountTree:
             if found is not None and not found.is_dir:
                 return FileData(found.size, slot=found.slot, offset=found.offset)
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), node.name)
-
-    def path_of(self, inode: int) -> str:
-        """The inode's path from the mount root (for log messages)."""
-        parts = []
-        node = self._node(inode)
-        while node.inode != ROOT_INODE:
-            parts.append(node.name)
-            node = self._nodes[node.parent]
-        return "/".join(reversed(parts))
 
     @property
     def inode_count(self) -> int:

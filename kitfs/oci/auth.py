@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import os
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from typing import Any, Protocol
 import httpx
 import trio
 
+from kitfs.atomic import write_atomic
 from kitfs.config import Paths
 from kitfs.errors import AuthError, RegistryError, StorageError, TransientError
 
@@ -244,20 +243,9 @@ class CredentialStore:
         return True
 
     def _write(self, raw: dict[str, Any]) -> None:
-        directory = self.path.parent
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=".credentials-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                json.dump(raw, handle, indent=2)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # write_atomic's temp file is created 0600, so the secret is never readable by others.
+        write_atomic(self.path, json.dumps(raw, indent=2).encode(), mode=0o600)
 
 
 def _auths(raw: dict[str, Any]) -> dict[str, Any]:

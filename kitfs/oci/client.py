@@ -464,7 +464,7 @@ class RegistryClient:
         if tls is not None:
             raise tls from None
         # A refused or unresolvable connection is retried briefly (a registry restarting), not for
-        # the full budget: "unreachable" should be said within about a second, as kit does.
+        # the full budget: "unreachable" should be said within 1-1.5 s (kit does at once).
         limit = self.options.retries
         if isinstance(exc, httpx.ConnectError):
             limit = min(limit, CONNECT_ATTEMPTS)

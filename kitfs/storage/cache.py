@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kitfs.atomic import write_atomic
 from kitfs.errors import DigestMismatchError, StorageError
 from kitfs.layers.tarindex import TarEntry
-from kitfs.storage.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 

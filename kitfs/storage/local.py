@@ -27,12 +27,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from kitfs.atomic import write_atomic
 from kitfs.errors import DigestMismatchError, NotFoundError, StorageError
 from kitfs.kitfile import Kitfile, go_json
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
 from kitfs.reference import LOCAL_REGISTRY, Reference, is_digest
-from kitfs.storage.atomic import write_atomic
 
 DEFAULT_REPOSITORY = "_"
 _INDEX_RE = re.compile(r"^([-A-Za-z0-9_]*={0,3})-index\.json$")
@@ -348,11 +348,6 @@ class LocalStore:
         if actual != digest:
             raise DigestMismatchError(digest, actual, f"local blob {digest}")
 
-    def scratch_dir(self, home: Path) -> Path:
-        path = home / "cache" / "kitfs"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
     # -- ModelKits ----------------------------------------------------------------------------
 
     def resolve(self, ref: Reference) -> tuple[LocalRepo, Descriptor]:
@@ -372,6 +367,14 @@ class LocalStore:
             raise NotFoundError(
                 f"ModelKit {display_repository(str(ref))} not found in local storage"
             ) from None
+
+    def require_blobs(self, manifest: Manifest, name: str) -> list[Descriptor]:
+        """The manifest's distinct blobs (config first), refusing a ModelKit that lacks any."""
+        blobs = list({d.digest: d for d in (manifest.config, *manifest.layers)}.values())
+        for blob in blobs:
+            if not self.has_blob(blob.digest):
+                raise NotFoundError(f"ModelKit {name} is incomplete: blob {blob.digest} is missing")
+        return blobs
 
     def load_manifest(self, desc: Descriptor) -> Manifest:
         return Manifest.from_bytes(self.read_blob(desc.digest), f"manifest {desc.digest}")

@@ -116,6 +116,30 @@ def test_writes_fail_with_erofs(mounter: Mounter, published: Published) -> None:
     assert wait_for(lambda: not alive(pid))
 
 
+def test_extended_attributes_are_unsupported_so_the_kernel_stops_asking(
+    mounter: Mounter, published: Published
+) -> None:
+    # ENOSYS from the daemon makes the kernel answer EOPNOTSUPP itself from then on (ls -l asks
+    # for two attributes per file; ENOATTR would send each question to the daemon).
+    mnt = mounter.mount(published.ref("none"))
+    for path in (mnt / "Kitfile", mnt / "code" / "src" / "train.py"):
+        with pytest.raises(OSError) as caught:
+            os.getxattr(path, "security.selinux")
+        assert caught.value.errno == errno.EOPNOTSUPP
+        with pytest.raises(OSError) as caught:
+            os.listxattr(path)
+        assert caught.value.errno == errno.EOPNOTSUPP
+
+
+def test_the_mount_reads_ahead_one_mebibyte(mounter: Mounter, published: Published) -> None:
+    mnt = mounter.mount(published.ref("none"))
+    info = find_mount(mnt)
+    assert info is not None and info.device
+    knob = Path(f"/sys/class/bdi/{info.device}/read_ahead_kb")
+    # The daemon widens it right after FUSE INIT, from a task that starts with the main loop.
+    assert wait_for(lambda: knob.read_text().strip() == "1024"), knob.read_text()
+
+
 # -- laziness, counted at the registry -----------------------------------------------------
 
 

@@ -170,6 +170,7 @@ def test_transient_manifest_fault_at_mount_time_is_retried(
     fault_proxy.add_rule(once(manifest_get, refuse(), times=1))
     mnt = mounts.mount(kit.ref(fault_proxy.host))
     assert in_mount(mnt, "src/train.py").read_bytes() == kit.files["src/train.py"]
+    assert len(fault_proxy.matching("GET", "/manifests/")) >= 3  # both faults fired
 
 
 # -- permanent faults --------------------------------------------------------------------------

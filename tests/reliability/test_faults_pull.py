@@ -147,6 +147,8 @@ def test_transient_manifest_fault_is_retried(
     fault_proxy.add_rule(once(manifest_get, refuse(), times=1))
     run_verb(verb, tmp_path / "home", kit.ref(fault_proxy.host), tmp_path / "out")
     check_success(verb, kit, tmp_path / "home", tmp_path / "out", fault_proxy.host)
+    # Both faults fired: a 502, a refused connection, then the answer that worked.
+    assert len(fault_proxy.matching("GET", "/manifests/")) >= 3
 
 
 @pytest.mark.parametrize("code", [429, 503])
