@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ from kitfs.errors import DigestMismatchError, KitfsError
 from kitfs.fs.source import Source
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.codec import inflate_limit
+from kitfs.layers.hashing import hash_file
 from kitfs.layers.scan import ScanResult, check_blob, check_diff_id, scan_layer
 from kitfs.layers.tarindex import TarEntry
 from kitfs.progress import NullProgress, ProgressSink
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
-CHUNK = 1 << 20
 FAILURE_TTL = 5.0  # seconds a failed layer answers EIO at once instead of being fetched again
 PROGRESS_MIN_SIZE = 16 << 20  # smaller layers get a log line, not a progress bar
 LOCK_POLL = 0.05
@@ -46,16 +45,6 @@ INLINE_READ = 1 << 20
 
 class LayerError(KitfsError):
     """A layer cannot be served: it failed to download, verify, decompress or index."""
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    hasher = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            hasher.update(chunk)
-            size += len(chunk)
-    return "sha256:" + hasher.hexdigest(), size
 
 
 class OpenLayer:

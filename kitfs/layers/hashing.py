@@ -4,9 +4,18 @@ layer's digest and its diffId in the same pass that decompresses and indexes it.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 1 << 20
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """The sha256 digest and size of a file, read in 1 MiB chunks."""
+    with open(path, "rb") as handle:
+        reader = HashingReader(handle)  # type: ignore[arg-type]
+        size = reader.drain()
+    return reader.digest, size
 
 
 class HashingReader:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from typing import Any
 from kitfs.atomic import write_atomic
 from kitfs.errors import DigestMismatchError, StorageError
 from kitfs.layers.tarindex import TarEntry
+from kitfs.oci.manifest import sha256_digest
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class BlobCache:
             data = path.read_bytes()
         except FileNotFoundError:
             return None
-        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        if sha256_digest(data) != digest:
             log.warning("cached blob %s is damaged: removing it", digest)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -156,7 +156,7 @@ class BlobCache:
         return data
 
     def write_blob(self, digest: str, data: bytes) -> None:
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        actual = sha256_digest(data)
         if actual != digest:
             raise DigestMismatchError(digest, actual)
         write_atomic(self.blobs / digest_hex(digest), data)

@@ -18,7 +18,6 @@ import base64
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from pathlib import Path
 from kitfs.atomic import write_atomic
 from kitfs.errors import DigestMismatchError, NotFoundError, StorageError
 from kitfs.kitfile import Kitfile, go_json
+from kitfs.layers.hashing import hash_file
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
 from kitfs.reference import LOCAL_REGISTRY, Reference, is_digest
@@ -337,14 +337,10 @@ class LocalStore:
 
     def verify_blob(self, digest: str) -> None:
         """Hash a stored blob and raise DigestMismatchError when it does not match its name."""
-        hasher = hashlib.sha256()
         try:
-            with open(self.blob_path(digest), "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    hasher.update(chunk)
+            actual, _ = hash_file(self.blob_path(digest))
         except FileNotFoundError:
             raise NotFoundError(f"blob {digest} is missing from local storage") from None
-        actual = "sha256:" + hasher.hexdigest()
         if actual != digest:
             raise DigestMismatchError(digest, actual, f"local blob {digest}")
 
