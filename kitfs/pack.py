@@ -28,7 +28,9 @@ from kitfs.errors import KitfileError, KitfsError, PackError
 from kitfs.kitfile import DEFAULT_NAMES, Entry, Kitfile, is_modelkit_reference
 from kitfs.layers.codec import compressing_writer
 from kitfs.layers.ignore import IgnoreRules, clean, is_within
-from kitfs.layers.tarwriter import TarWriter
+from kitfs.layers.spanindex import DEFAULT_SPAN_SIZE, SpanWriter, pin
+from kitfs.layers.tarindex import TarEntry, clean_entry_name
+from kitfs.layers.tarwriter import BLOCK, TarWriter, header_bytes
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
 from kitfs.progress import NullProgress, ProgressSink
@@ -186,8 +188,13 @@ def write_layer(
     store: LocalStore,
     scratch: Path,
     progress: ProgressSink,
+    span_size: int | None = DEFAULT_SPAN_SIZE,
 ) -> Descriptor:
-    """Write one layer blob into the store; return its descriptor (digest and diffId filled in)."""
+    """Write one layer blob into the store; return its descriptor (digest and diffId filled in).
+
+    With a ``span_size`` (the default) the layer gets a span index pinned by its annotations
+    (kitfs/layers/spanindex.py); ``None`` writes the layer exactly as kit does, without one.
+    """
     base = clean(entry.path)
     members = list(walk_layer(context, base, rules))
     total = sum(st.st_size for _, st in members if stat.S_ISREG(st.st_mode))
@@ -196,25 +203,25 @@ def write_layer(
     task = progress.task(f"pack {entry.kind} {base}", total)
     fd, tmp_name = tempfile.mkstemp(prefix="kitops_layer_", dir=scratch)
     tmp = Path(tmp_name)
+    annotations = {media.MODELPACK_FILEPATH_ANNOTATION: base}
     try:
         with os.fdopen(fd, "wb") as raw:
-            blob = _HashingWriter(raw)
-            compressed = compressing_writer(blob, compression)  # type: ignore[arg-type]
-            tar_out = _HashingWriter(compressed)  # type: ignore[arg-type]
-            writer = TarWriter(tar_out)  # type: ignore[arg-type]
-            for rel, st in members:
-                _add_member(writer, context, rel, st, task.advance)
-            writer.close()
-            if compressed is not blob:
-                compressed.close()
+            if span_size is None:
+                blob_digest, blob_size, diff_id = _write_plain(
+                    raw, members, context, compression, task.advance
+                )
+            else:
+                blob_digest, blob_size, diff_id, pins = _write_spanned(
+                    raw, members, context, compression, span_size, task.advance
+                )
+                annotations.update(pins)
             raw.flush()
             os.fsync(raw.fileno())
-        diff_id = tar_out.digest
         desc = Descriptor(
             media.layer_media_type(entry.kind, compression),
-            blob.digest,
-            blob.size,
-            annotations={media.MODELPACK_FILEPATH_ANNOTATION: base},
+            blob_digest,
+            blob_size,
+            annotations=annotations,
         )
         store.adopt_blob(tmp, desc.digest)
     finally:
@@ -223,6 +230,57 @@ def write_layer(
     entry.data["digest"] = desc.digest
     entry.data["diffId"] = diff_id
     return desc
+
+
+Member = tuple[str, os.stat_result]
+
+
+def _write_plain(
+    raw: BinaryIO,
+    members: list[Member],
+    context: Path,
+    compression: str,
+    advance: Callable[[int], None],
+) -> tuple[str, int, str]:
+    """The layer as kit writes it: one tar, compressed as one stream."""
+    blob = _HashingWriter(raw)
+    compressed = compressing_writer(blob, compression)  # type: ignore[arg-type]
+    tar_out = _HashingWriter(compressed)  # type: ignore[arg-type]
+    writer = TarWriter(tar_out)  # type: ignore[arg-type]
+    for rel, st in members:
+        _add_member(writer, context, rel, st, advance)
+    writer.close()
+    if compressed is not blob:
+        compressed.close()
+    return blob.digest, blob.size, tar_out.digest
+
+
+def _write_spanned(
+    raw: BinaryIO,
+    members: list[Member],
+    context: Path,
+    compression: str,
+    span_size: int,
+    advance: Callable[[int], None],
+) -> tuple[str, int, str, dict[str, str]]:
+    """The layer as independently verifiable spans, then its span index (inline or appended)."""
+    spans = SpanWriter(raw, compression, span_size)
+    writer = TarWriter(spans)  # type: ignore[arg-type]
+    entries: list[TarEntry] = []
+    for rel, st in members:
+        is_dir = stat.S_ISDIR(st.st_mode)
+        size = 0 if is_dir else st.st_size
+        mode = stat.S_IMODE(st.st_mode)
+        header = len(header_bytes(rel, is_dir=is_dir, mode=mode, size=size))
+        spans.entry_starts(header + size + (-size % BLOCK))
+        entries.append(
+            TarEntry(clean_entry_name(rel), is_dir, mode, size, spans.position + header, 0)
+        )
+        _add_member(writer, context, rel, st, advance)
+    writer.close()
+    index = spans.finish(entries)
+    pins = pin(index, spans, inline_allowed=True)
+    return spans.blob_digest, spans.blob_size, spans.diff_id, pins
 
 
 def _add_member(
@@ -308,6 +366,7 @@ def pack(
     tag: str | None = None,
     compression: str = "none",
     progress: ProgressSink | None = None,
+    span_size: int | None = DEFAULT_SPAN_SIZE,
 ) -> PackResult:
     """Pack ``context_dir`` into local storage and return the new ModelKit's digest and reference."""
     if compression not in media.COMPRESSIONS:
@@ -330,7 +389,7 @@ def pack(
     for entry in entries:
         check_entry_path(context, entry)
     try:
-        return _pack_into(context, paths, kitfile, target, compression, progress)
+        return _pack_into(context, paths, kitfile, target, compression, progress, span_size)
     except OSError as exc:  # our own writes: storage or scratch space
         where = f"{exc.filename}: " if exc.filename else ""
         raise PackError(f"failed to write to local storage: {where}{exc.strerror}") from None
@@ -343,6 +402,7 @@ def _pack_into(
     target: Reference,
     compression: str,
     progress: ProgressSink | None,
+    span_size: int | None,
 ) -> PackResult:
     entries = kitfile.entries()
     store = LocalStore(paths.storage)
@@ -354,7 +414,10 @@ def _pack_into(
     scratch = paths.cache / "pack"
     scratch.mkdir(parents=True, exist_ok=True)
     sink = progress or NullProgress()
-    layers = [write_layer(context, e, rules, compression, store, scratch, sink) for e in entries]
+    layers = [
+        write_layer(context, e, rules, compression, store, scratch, sink, span_size)
+        for e in entries
+    ]
     if not layers:
         log.warning("ModelKit contains no layers")
     config = kitfile.to_config_json()

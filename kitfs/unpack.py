@@ -28,6 +28,7 @@ from kitfs.errors import (
 from kitfs.kitfile import Kitfile
 from kitfs.layers.codec import decompressing_reader, inflate_limit
 from kitfs.layers.scan import check_blob, check_diff_id, scan_layer
+from kitfs.layers.spanindex import trailing_allowance
 from kitfs.layers.tarindex import TarEntry, TarReader
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
@@ -112,6 +113,7 @@ def verify_layer(
         limit=inflate_limit(desc.size, compression),
         what=f"layer {desc.digest[:19]}",
         expected_digest=desc.digest,
+        trailing=trailing_allowance(desc.annotations, desc.size),
     )
     check_blob(desc, result)
     check_diff_id(diff_id, desc, result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from kitfs.cli.common import (
 )
 from kitfs.errors import UsageError
 from kitfs.kitfile import go_json
+from kitfs.layers.spanindex import MAX_SPAN_SIZE, MIN_SPAN_SIZE
 from kitfs.pack import pack
 from kitfs.progress import progress_for
 from kitfs.reference import DEFAULT_TAG, Reference, parse
@@ -62,8 +64,33 @@ def _register_pack(subparsers: argparse._SubParsersAction) -> None:  # type: ign
         choices=("none", "gzip", "gzip-fastest", "zstd"),
         help="layer compression (default none, as kit)",
     )
+    p.add_argument(
+        "--span-size",
+        metavar="SIZE",
+        default="4MiB",
+        help="span size of the layers' span indexes, for verified partial reads (default 4MiB)",
+    )
+    p.add_argument(
+        "--no-span-index",
+        action="store_true",
+        help="write layers exactly as kit does, without a span index (mounts then fetch whole layers)",
+    )
     _json_flag(p)
     p.set_defaults(func=_cmd_pack)
+
+
+def _span_size(args: argparse.Namespace) -> int | None:
+    if args.no_span_index:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", args.span_size, re.IGNORECASE)
+    if match is None:
+        raise UsageError(f"invalid --span-size {args.span_size!r}: use e.g. 4MiB, 1M or 65536")
+    size = int(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " ")
+    if not MIN_SPAN_SIZE <= size <= MAX_SPAN_SIZE:
+        raise UsageError(
+            f"--span-size must be between {MIN_SPAN_SIZE >> 10} KiB and {MAX_SPAN_SIZE >> 20} MiB"
+        )
+    return size
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
@@ -75,6 +102,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
             tag=args.tag,
             compression=args.compression,
             progress=sink,
+            span_size=_span_size(args),
         )
     if args.json:
         ref = result.reference

@@ -25,10 +25,18 @@ from cachetools import TTLCache
 
 from kitfs.errors import DigestMismatchError, KitfsError
 from kitfs.fs.source import Source
+from kitfs.fs.spanreader import SpanError, SpanReader
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.codec import inflate_limit
 from kitfs.layers.hashing import hash_file
 from kitfs.layers.scan import ScanResult, check_blob, check_diff_id, scan_layer
+from kitfs.layers.spanindex import (
+    SpanIndex,
+    SpanIndexError,
+    location_of,
+    parse_index,
+    trailing_allowance,
+)
 from kitfs.layers.tarindex import TarEntry
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.storage.cache import BlobCache, LayerRecord, PinnedTar
@@ -48,16 +56,22 @@ class LayerError(KitfsError):
 
 
 class OpenLayer:
-    """A verified tar held open for reading while files in it are open."""
+    """A layer held open for reading while files in it are open: a verified tar (or blob in
+    place), or a span reader for a layer with a pinned span index."""
 
-    def __init__(self, digest: str, fd: int, pinned: PinnedTar | None) -> None:
+    def __init__(
+        self, digest: str, fd: int, pinned: PinnedTar | None, spans: SpanReader | None = None
+    ) -> None:
         self.digest = digest
         self.fd = fd
         self.pinned = pinned
+        self.spans = spans
         self.users = 0
 
     def close(self) -> None:
-        if self.pinned is not None:
+        if self.spans is not None:
+            self.spans.close()
+        elif self.pinned is not None:
             self.pinned.close()
         else:
             os.close(self.fd)
@@ -85,7 +99,19 @@ class LayerStore:
         self._verified_in_place: set[str] = set()
         self._open: dict[str, OpenLayer] = {}
         self._failures: TTLCache[str, str] = TTLCache(maxsize=4096, ttl=failure_ttl)
+        self._failure_ttl = failure_ttl
+        self._span_indexes: dict[str, SpanIndex] = {}
+        self._refused_indexes: set[str] = set()
+        self._nursery: trio.Nursery | None = None
         self.fetches = 0  # layers this process fetched or decompressed (for logs and tests)
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Give the store a nursery for background work (read-ahead of span layers)."""
+        self._nursery = nursery
+
+    def _spawn(self, job: Callable[[], Awaitable[None]]) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(job)
 
     def _lock(self, digest: str) -> trio.Lock:
         return self._locks.setdefault(digest, trio.Lock())
@@ -94,11 +120,68 @@ class LayerStore:
 
     async def index(self, slot: LayerSlot) -> tuple[TarEntry, ...]:
         """The layer's tar entries (fetching and verifying the layer if no index is cached)."""
+        spans = self._span_indexes.get(slot.digest)
+        if spans is not None:
+            return spans.entries
         record = self._records.get(slot.digest)
         if record is None:
             async with self._lock(slot.digest):
+                spans = await self._guarded(slot, self._span_index)
+                if spans is not None:
+                    return spans.entries
                 record = await self._guarded(slot, self._record)
         return record.entries
+
+    # -- span indexes ----------------------------------------------------------------------------
+
+    async def _span_index(self, slot: LayerSlot) -> SpanIndex | None:
+        """The layer's pinned span index, verified (None when it has none, or one we refused:
+        such a layer is then fetched whole and verified before any byte of it is served)."""
+        found = self._span_indexes.get(slot.digest)
+        if found is not None or slot.digest in self._refused_indexes:
+            return found
+        desc = slot.descriptor
+        location = location_of(desc.annotations, desc.size)
+        if location is None:
+            return None
+        data = location.inline
+        if data is None:
+            data = await trio.to_thread.run_sync(self.cache.read_blob, location.digest)
+        if data is None:
+            data = await self._fetch_index(slot, location.offset, location.size)
+        try:
+            index = parse_index(data, location, compression=slot.compression, blob_size=desc.size)
+        except SpanIndexError as exc:
+            log.warning(
+                "%s (layer %s): span index refused (%s): the layer will be fetched whole and "
+                "verified before it is served",
+                slot.label,
+                desc.digest,
+                exc,
+            )
+            self._refused_indexes.add(slot.digest)
+            return None
+        if location.inline is None:
+            await trio.to_thread.run_sync(self.cache.write_blob, location.digest, data)
+        self._span_indexes[slot.digest] = index
+        log.info(
+            "%s (layer %s): span index of %d spans, %d entries",
+            slot.label,
+            desc.digest,
+            len(index.spans),
+            len(index.entries),
+        )
+        return index
+
+    async def _fetch_index(self, slot: LayerSlot, offset: int, size: int) -> bytes:
+        parts: list[bytes] = []
+
+        async def keep(chunk: bytes) -> None:
+            parts.append(chunk)
+
+        async with self._downloads:
+            await self.source.stream_range(slot.descriptor, offset, size, keep)
+        return b"".join(parts)
 
     async def _record(self, slot: LayerSlot) -> LayerRecord:
         record = self._records.get(slot.digest)
@@ -119,7 +202,20 @@ class LayerStore:
         async with self._lock(slot.digest):
             layer = self._open.get(slot.digest)
             if layer is None:
-                layer = await self._guarded(slot, self._acquire)
+                spans = await self._guarded(slot, self._span_index)
+                if spans is not None:
+                    reader = SpanReader(
+                        slot,
+                        spans,
+                        self.source,
+                        self.cache,
+                        self._downloads,
+                        spawn=self._spawn,
+                        failure_ttl=self._failure_ttl,
+                    )
+                    layer = OpenLayer(slot.digest, -1, None, reader)
+                else:
+                    layer = await self._guarded(slot, self._acquire)
                 self._open[slot.digest] = layer
             layer.users += 1
             return layer
@@ -133,7 +229,12 @@ class LayerStore:
     async def read(self, layer: OpenLayer, offset: int, size: int) -> bytes:
         """Bytes of a verified tar. A FUSE read (up to 1 MiB with the widened readahead) is mostly
         served by the page cache and is several times faster inline than through a worker thread;
-        bigger ones go to a thread."""
+        bigger ones go to a thread. A span layer fetches and verifies the spans it needs first."""
+        if layer.spans is not None:
+            try:
+                return await layer.spans.read(offset, size)
+            except SpanError as exc:
+                raise LayerError(str(exc)) from None
         if size <= INLINE_READ:
             return os.pread(layer.fd, size, offset)
         return await trio.to_thread.run_sync(os.pread, layer.fd, size, offset)
@@ -281,6 +382,7 @@ class LayerStore:
                 what=what,
                 expected_digest=digest,
                 verified=verified,
+                trailing=trailing_allowance(slot.descriptor.annotations, slot.descriptor.size),
             )
         )
 

@@ -403,6 +403,7 @@ async def serve(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signals)
                 nursery.start_soon(_widen_readahead_after_init, options.mountpoint)
+                layers.attach(nursery)
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
         finally:

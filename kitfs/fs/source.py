@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +41,8 @@ from kitfs.storage.local import LocalStore
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
+Consumer = Callable[[bytes], Awaitable[None]]
+RANGE_CHUNK = 1 << 20
 OCI_PREFIX = "oci:"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 CREATED_ANNOTATION = "org.opencontainers.image.created"
@@ -86,6 +88,24 @@ def modelkit_from(name: str, digest: str, manifest: Manifest, config: bytes) -> 
     return ResolvedModelKit(name, digest, manifest, kitfile, created_ns(manifest))
 
 
+async def stream_file_range(path: Path, offset: int, length: int, consume: Consumer) -> int:
+    """Pass bytes of a local file to ``consume`` in 1 MiB pieces (read in a worker thread)."""
+    fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        done = 0
+        while done < length:
+            data = await trio.to_thread.run_sync(
+                os.pread, fd, min(RANGE_CHUNK, length - done), offset + done
+            )
+            if not data:
+                break
+            done += len(data)
+            await consume(data)
+        return done
+    finally:
+        os.close(fd)
+
+
 class Source:
     """Base of the three sources. ``target`` is the tag or digest to mount, None for a repository."""
 
@@ -121,6 +141,16 @@ class Source:
     async def download(self, desc: Descriptor, dest: Path, progress: Progress | None) -> None:
         """Fetch a blob into ``dest`` (verified; nothing at ``dest`` on failure)."""
         raise NotFoundError(f"layer {desc.digest} of {self.description} is missing")
+
+    async def stream_range(
+        self, desc: Descriptor, offset: int, length: int, consume: Consumer
+    ) -> int:
+        """Pass bytes [offset, offset + length) of a blob to ``consume``, unverified (the caller
+        checks them against a span index); return how many there were."""
+        path = self.local_blob(desc)
+        if path is None:
+            raise NotFoundError(f"layer {desc.digest} of {self.description} is missing")
+        return await stream_file_range(path, offset, length, consume)
 
     def name_for(self, reference: str) -> str:
         return f"{self.description}{'@' if is_digest(reference) else ':'}{reference}"
@@ -230,6 +260,15 @@ class RegistrySource(Source):
 
     async def download(self, desc: Descriptor, dest: Path, progress: Progress | None) -> None:
         await self.client.download_blob(self.ref.repository, desc, dest, progress)
+
+    async def stream_range(
+        self, desc: Descriptor, offset: int, length: int, consume: Consumer
+    ) -> int:
+        if self.local_blob(desc) is not None:
+            return await super().stream_range(desc, offset, length, consume)
+        return await self.client.stream_blob_range(
+            self.ref.repository, desc.digest, offset, length, consume
+        )
 
 
 # -- OCI layout directories -------------------------------------------------------------------

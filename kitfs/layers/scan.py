@@ -43,10 +43,13 @@ def scan_layer(
     what: str,
     expected_digest: str,
     verified: bool = False,
+    trailing: int = MAX_TRAILING_BYTES,
 ) -> ScanResult:
     """Hash a blob, decompress it (copying the tar to ``out``), hash and index the tar: one pass.
 
     ``verified`` skips hashing a blob whose digest was already checked (a fresh download).
+    ``trailing`` bounds the bytes allowed after the tar's end (more for a layer with an embedded
+    span index: :func:`kitfs.layers.spanindex.trailing_allowance`).
     """
     with open(path, "rb") as raw_file, contextlib.ExitStack() as stack:
         sink = stack.enter_context(open(out, "wb")) if out is not None else None
@@ -58,9 +61,9 @@ def scan_layer(
             entries = tuple(TarReader(tar, limit=limit, what=what))  # type: ignore[arg-type]
             # Writers pad archives to at most a 10 KiB record; more after the end marker is a
             # decompression bomb's payload, not a tar's.
-            if tar.drain(MAX_TRAILING_BYTES) > MAX_TRAILING_BYTES:
+            if tar.drain(trailing) > trailing:
                 raise UnsafeContentError(
-                    f"refused {what}: more than {MAX_TRAILING_BYTES} bytes follow the end of "
+                    f"refused {what}: more than {trailing} bytes follow the end of "
                     "its tar archive (decompression bomb?)"
                 )
             raw.drain()

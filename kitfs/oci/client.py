@@ -722,6 +722,66 @@ class RegistryClient:
             )
         return body
 
+    async def stream_blob_range(
+        self,
+        repository: str,
+        digest: str,
+        offset: int,
+        length: int,
+        consume: Callable[[bytes], Awaitable[None]],
+    ) -> int:
+        """Pass bytes [offset, offset + length) of a blob to ``consume`` in order, unverified (the
+        caller checks them against digests it trusts); return how many arrived.
+
+        One range per request (some registries refuse multi-range). A dropped connection resumes
+        after the last byte delivered; a registry that ignores Range and answers 200 is read as a
+        stream, skipping to ``offset``. A short 206 returns fewer bytes, for the caller to retry.
+        """
+        delivered = 0
+        target = self._blob_target(repository, digest, f"reading bytes {offset}- of")
+
+        def headers() -> Headers:
+            return {"Range": f"bytes={offset + delivered}-{offset + length - 1}"}
+
+        async def handle(response: httpx.Response) -> None:
+            nonlocal delivered
+            skip = 0
+            if response.status_code == 200:
+                skip = offset + delivered
+                log.info(
+                    "registry %s ignored a Range request: reading %s as a stream",
+                    self.registry,
+                    digest,
+                )
+            elif response.status_code == 206:
+                match = _CONTENT_RANGE_RE.match(response.headers.get("content-range", ""))
+                if match is None or int(match.group(1)) != offset + delivered:
+                    raise RegistryError(
+                        f"registry {self.registry} answered a Range request for {target.noun} with the wrong range"
+                    )
+            else:
+                raise await self._fail(response, target)
+            async for chunk in response.aiter_bytes():
+                if skip:
+                    dropped = min(skip, len(chunk))
+                    chunk, skip = chunk[dropped:], skip - dropped
+                chunk = chunk[: length - delivered]
+                if chunk:
+                    delivered += len(chunk)
+                    await consume(chunk)
+                if delivered >= length:
+                    return
+
+        if length > 0:
+            await self._exchange(
+                "GET",
+                self._url(repository, "blobs", digest),
+                scopes=[Scope(repository)],
+                headers=headers,
+                handle=handle,
+            )
+        return delivered
+
     async def download_blob(
         self,
         repository: str,

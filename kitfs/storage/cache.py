@@ -4,7 +4,9 @@ Layout under the cache directory (``$XDG_CACHE_HOME/kitfs`` unless ``--cache-dir
 
     tars/sha256/<hex>      an uncompressed layer tar, named by its digest (the layer's diffId)
     index/sha256/<hex>     the entry index of a layer, named by the layer's (compressed) digest
-    blobs/sha256/<hex>     small blobs (configs)
+    blobs/sha256/<hex>     small blobs (configs, span indexes)
+    spans/sha256/<hex>     the uncompressed bytes of one verified span of a layer, named by the
+                           digest of the span as stored in the blob (kitfs/layers/spanindex.py)
     locks/<hex>            one lock file per digest: a process fetching it holds it exclusively
     tmp/                   downloads in flight
     logs/                  mount daemon logs
@@ -12,8 +14,8 @@ Layout under the cache directory (``$XDG_CACHE_HOME/kitfs`` unless ``--cache-dir
 Files appear only by an atomic rename after verification, so a reader never sees a partial file.
 Several mount processes share the cache: fetches of one digest are serialised by ``flock`` on its
 lock file, and a tar an open file is reading is held with a shared ``flock`` that eviction (which
-takes an exclusive one, without waiting) respects. Eviction removes the least recently used tars
-(their mtime is bumped on each use) until the cache fits in its size bound.
+takes an exclusive one, without waiting) respects. Eviction removes the least recently used tars and
+spans (their mtime is bumped on each use) until the cache fits in its size bound.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class BlobCache:
         self.tars = root / "tars" / "sha256"
         self.indexes = root / "index" / "sha256"
         self.blobs = root / "blobs" / "sha256"
+        self.spans = root / "spans" / "sha256"
         self.locks = root / "locks"
         self.tmp = root / "tmp"
         self.logs = root / "logs"
@@ -111,7 +114,15 @@ class BlobCache:
     def ensure(self) -> BlobCache:
         """Create the directories and drop temp files that crashed processes left behind."""
         try:
-            for directory in (self.tars, self.indexes, self.blobs, self.locks, self.tmp, self.logs):
+            for directory in (
+                self.tars,
+                self.indexes,
+                self.blobs,
+                self.spans,
+                self.locks,
+                self.tmp,
+                self.logs,
+            ):
                 directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(
@@ -207,6 +218,18 @@ class BlobCache:
         os.replace(temp, path)
         return path
 
+    # -- spans --------------------------------------------------------------------------------
+
+    def span_path(self, digest: str) -> Path:
+        return self.spans / digest_hex(digest)
+
+    def commit_span(self, temp: Path, digest: str) -> Path:
+        """Move a verified span's bytes into place (only verified bytes ever get this name)."""
+        path = self.span_path(digest)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+        return path
+
     def pin(self, diff_id: str) -> PinnedTar | None:
         """Open a cached tar and hold it against eviction; None when it is not cached.
 
@@ -259,9 +282,9 @@ class BlobCache:
     # -- size bound ---------------------------------------------------------------------------
 
     def usage(self) -> int:
-        """Bytes held by cached tars and temp files."""
+        """Bytes held by cached tars, spans and temp files."""
         total = 0
-        for directory in (self.tars, self.tmp):
+        for directory in (self.tars, self.spans, self.tmp):
             for path in directory.iterdir():
                 with contextlib.suppress(FileNotFoundError):
                     total += path.stat().st_size
@@ -303,11 +326,12 @@ class BlobCache:
 
     def _tars_by_age(self) -> list[tuple[float, Path]]:
         found = []
-        for path in self.tars.iterdir():
-            if path.name.startswith("."):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                found.append((path.stat().st_mtime, path))
+        for directory in (self.tars, self.spans):
+            for path in directory.iterdir():
+                if path.name.startswith("."):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((path.stat().st_mtime, path))
         return sorted(found)
 
     def _evict(self, path: Path) -> int:
@@ -325,7 +349,8 @@ class BlobCache:
                 raise
             size = os.fstat(fd).st_size
             path.unlink()
-            log.info("evicted layer sha256:%s (%d bytes) from the cache", path.name, size)
+            kind = "span" if path.parent == self.spans else "layer"
+            log.info("evicted %s sha256:%s (%d bytes) from the cache", kind, path.name, size)
             return size
         except FileNotFoundError:
             return 0

@@ -1,0 +1,280 @@
+"""Reads of a layer through its pinned span index: fetch only the spans a read covers, verified.
+
+A read asks for the spans that hold its bytes. Missing spans are fetched in runs of neighbours, one
+Range request per run (never multi-range), several runs at once for large reads, and read ahead for
+sequential readers. Each span's bytes are checked against the digest in the index, which the
+manifest pins, before any byte of it is served; a verified span is decompressed and enters the
+cache by an atomic rename under its digest, so every mount and process shares it and a killed
+daemon leaves nothing half-trusted. A span that fails (a registry that keeps failing, bytes that do
+not match) answers EIO for a few seconds; other spans and files keep reading.
+
+Uncompressed layers whose blob is on this machine (kit's local storage, an OCI layout) are read in
+place: a span is hashed where it lies the first time it is needed, and then read from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import trio
+from cachetools import TTLCache
+
+from kitfs.errors import DigestMismatchError, KitfsError
+from kitfs.fs.source import Source
+from kitfs.fs.tree import LayerSlot
+from kitfs.layers.spanindex import Span, SpanIndex, SpanIndexError, decode_member
+from kitfs.storage.cache import BlobCache
+
+log = logging.getLogger(__name__)
+
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
+MAX_RUN_BYTES = 16 << 20  # one Range request fetches at most this much (runs go in parallel)
+READAHEAD_BYTES = 32 << 20  # a sequential reader gets this much fetched ahead of it
+RUN_ATTEMPTS = 3  # a run that ends short is asked for again this many times
+OPEN_SPANS = 64  # span files held open per layer
+FAILURE_TTL = 5.0
+
+
+class SpanError(KitfsError):
+    """A span cannot be served (its bytes failed verification or could not be fetched)."""
+
+
+class SpanReader:
+    """Verified partial reads of one layer (see the module docstring)."""
+
+    def __init__(
+        self,
+        slot: LayerSlot,
+        index: SpanIndex,
+        source: Source,
+        cache: BlobCache,
+        limiter: trio.CapacityLimiter,
+        *,
+        spawn: Spawn | None = None,
+        failure_ttl: float = FAILURE_TTL,
+    ) -> None:
+        self.slot = slot
+        self.index = index
+        self.source = source
+        self.cache = cache
+        self._limiter = limiter
+        self._spawn = spawn
+        self._inflight: dict[int, trio.Event] = {}
+        self._failed: TTLCache[int, str] = TTLCache(maxsize=65536, ttl=failure_ttl)
+        self._files: OrderedDict[int, int] = OrderedDict()  # span position -> open fd
+        self._in_place: Path | None = None
+        self._in_place_fd = -1
+        self._verified: set[int] = set()
+        self._next_sequential = -1
+        self._readahead_until = 0
+        self.fetched_spans = 0  # spans this reader fetched and verified (for logs and tests)
+        if index.compression == "none":
+            self._in_place = source.local_blob(slot.descriptor)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Bytes [offset, offset + size) of the layer's uncompressed tar (fewer at its end)."""
+        positions = self.index.covering(offset, size)
+        if not positions:
+            return b""
+        await self.ensure(positions)
+        self._read_ahead(offset, size, positions)
+        end = min(offset + size, self.index.tar_size)
+        parts = []
+        for position in positions:
+            span = self.index.spans[position]
+            start = max(offset, span.offset)
+            parts.append(self._pread(position, start - span.offset, min(end, span.end) - start))
+        return b"".join(parts)
+
+    def _pread(self, position: int, offset: int, size: int) -> bytes:
+        span = self.index.spans[position]
+        if self._in_place is not None:
+            return os.pread(self._in_place_fd, size, span.blob_offset + offset)
+        return os.pread(self._fd(position), size, offset)
+
+    def _fd(self, position: int) -> int:
+        fd = self._files.get(position)
+        if fd is not None:
+            self._files.move_to_end(position)
+            return fd
+        path = self.cache.span_path(self.index.spans[position].digest)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            os.utime(path)  # most recently used, for eviction
+        self._files[position] = fd
+        if len(self._files) > OPEN_SPANS:
+            _, oldest = self._files.popitem(last=False)
+            os.close(oldest)
+        return fd
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+        if self._in_place_fd >= 0:
+            os.close(self._in_place_fd)
+            self._in_place_fd = -1
+
+    # -- making spans available ----------------------------------------------------------------
+
+    def _ready(self, position: int) -> bool:
+        if self._in_place is not None:
+            return position in self._verified
+        if position in self._files:
+            return True
+        return self.cache.span_path(self.index.spans[position].digest).is_file()
+
+    async def ensure(self, positions: range | list[int]) -> None:
+        """Make these spans readable: fetch the missing ones (in runs, in parallel), wait for
+        those already on their way; SpanError when one of them cannot be had."""
+        missing = [p for p in positions if not self._ready(p)]
+        if missing:
+            self._raise_failed(missing)
+            waits = [self._inflight[p] for p in missing if p in self._inflight]
+            runs = self._claim(missing)
+            async with trio.open_nursery() as nursery:
+                for run in runs:
+                    nursery.start_soon(self._fetch_run, run)
+                for event in waits:
+                    nursery.start_soon(event.wait)
+            self._raise_failed([p for p in missing if not self._ready(p)])
+
+    def _raise_failed(self, positions: list[int]) -> None:
+        for position in positions:
+            reason = self._failed.get(position)
+            if reason is not None:
+                raise SpanError(reason)
+
+    def _claim(self, missing: list[int]) -> list[list[int]]:
+        """Mark the missing spans nobody fetches yet as ours, grouped into runs of neighbours."""
+        runs: list[list[int]] = []
+        run_bytes = 0
+        for position in missing:
+            if position in self._inflight:
+                continue
+            self._inflight[position] = trio.Event()
+            size = self.index.spans[position].blob_size
+            if runs and runs[-1][-1] == position - 1 and run_bytes + size <= MAX_RUN_BYTES:
+                runs[-1].append(position)
+                run_bytes += size
+            else:
+                runs.append([position])
+                run_bytes = size
+        return runs
+
+    def _read_ahead(self, offset: int, size: int, positions: range) -> None:
+        """For a reader going forward, start fetching the spans after this read in the background."""
+        sequential = offset == self._next_sequential
+        self._next_sequential = offset + size
+        if not sequential or self._spawn is None:
+            return
+        first = max(positions[-1] + 1, self._readahead_until)
+        ahead, budget = [], READAHEAD_BYTES
+        position = first
+        while position < len(self.index.spans) and budget > 0:
+            if not self._ready(position) and position not in self._inflight:
+                ahead.append(position)
+            budget -= self.index.spans[position].size
+            position += 1
+        self._readahead_until = position
+        if ahead:
+            self._spawn(lambda: self._prefetch(ahead))
+
+    async def _prefetch(self, positions: list[int]) -> None:
+        with contextlib.suppress(KitfsError):
+            await self.ensure(positions)
+
+    # -- fetching --------------------------------------------------------------------------------
+
+    async def _fetch_run(self, run: list[int]) -> None:
+        """Fetch a run of neighbouring spans with one Range request (again from the first span
+        still missing when the answer ends short), verifying and storing each as it completes."""
+        try:
+            async with self._limiter:
+                if self._in_place is not None and self._in_place_fd < 0:
+                    self._in_place_fd = await trio.to_thread.run_sync(
+                        os.open, self._in_place, os.O_RDONLY | os.O_CLOEXEC
+                    )
+                if self.cache.max_size is not None:
+                    room = sum(self.index.spans[p].size for p in run)
+                    await trio.to_thread.run_sync(self.cache.make_room, room)
+                pending = list(run)
+                for _attempt in range(RUN_ATTEMPTS):
+                    pending = await self._stream(pending)
+                    if not pending:
+                        return
+                for position in pending:
+                    self._fail(position, "the registry kept ending its answer early")
+        except (KitfsError, OSError) as exc:
+            for position in run:
+                if not self._ready(position):
+                    self._fail(position, str(exc))
+        finally:
+            for position in run:
+                event = self._inflight.pop(position, None)
+                if event is not None:
+                    event.set()
+
+    async def _stream(self, pending: list[int]) -> list[int]:
+        """One request for the spans in ``pending``; the ones it did not deliver."""
+        spans = [self.index.spans[p] for p in pending]
+        buffer = bytearray()
+        done = 0
+
+        async def consume(chunk: bytes) -> None:
+            nonlocal done
+            buffer.extend(chunk)
+            while done < len(spans) and len(buffer) >= spans[done].blob_size:
+                size = spans[done].blob_size
+                data = bytes(buffer[:size])
+                del buffer[:size]
+                await self._accept(pending[done], data)
+                done += 1
+
+        start, end = spans[0].blob_offset, spans[-1].blob_end
+        await self.source.stream_range(self.slot.descriptor, start, end - start, consume)
+        return pending[done:]
+
+    async def _accept(self, position: int, data: bytes) -> None:
+        """Verify a span's bytes against the index; store it (or mark it verified in place)."""
+        span = self.index.spans[position]
+        try:
+            await trio.to_thread.run_sync(self._verify_and_store, position, span, data)
+        except (DigestMismatchError, SpanIndexError) as exc:
+            # Wrong bytes never reach a reader: this span fails, the rest of the run goes on.
+            self._fail(position, f"{self.slot.label} (layer {self.slot.digest}): {exc}")
+            return
+        self.fetched_spans += 1
+
+    def _verify_and_store(self, position: int, span: Span, data: bytes) -> None:
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != span.digest:
+            raise DigestMismatchError(span.digest, actual, f"span {position} at byte {span.offset}")
+        if self._in_place is not None:
+            self._verified.add(position)
+            return
+        plain = decode_member(data, self.index.compression, span.size)
+        if len(plain) != span.size:
+            raise SpanIndexError(f"span {position} holds {len(plain)} bytes, not {span.size}")
+        temp = self.cache.temp_path("span")
+        try:
+            with open(temp, "wb") as out:
+                out.write(plain)
+            self.cache.commit_span(temp, span.digest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+    def _fail(self, position: int, reason: str) -> None:
+        if position not in self._failed:
+            log.error("span %d of %s cannot be served: %s", position, self.slot.label, reason)
+        self._failed[position] = reason
