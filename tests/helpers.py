@@ -23,6 +23,9 @@ from kitfs.storage.local import LocalStore
 
 KITFS = str(Path(sys.executable).parent / "kitfs")
 BLOCK = 512
+# Pack flags for a ModelKit as kit writes it (no span index): such layers are fetched and verified
+# whole before a byte is served, the path every ModelKit packed by kit itself takes.
+WHOLE = ("--no-span-index",)
 
 
 # -- context directories and the CLI --------------------------------------------------------

@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 from helpers import (
     BLOCK,
+    WHOLE,
     blob,
     cli,
     config_json,
+    decompress,
     fails,
     files_under,
     forge_header,
@@ -41,6 +43,7 @@ from helpers import (
 
 from kitfs.config import Paths
 from kitfs.errors import PackError
+from kitfs.layers import spanindex
 from kitfs.layers.tarwriter import header_bytes
 from kitfs.pack import pack
 
@@ -411,7 +414,7 @@ def test_upstream_pack_unpack_case(tmp_path: Path, name: str) -> None:
     case = CASES[name]
     home, context, out = tmp_path / "home", tmp_path / "ctx", tmp_path / "out"
     write_case(context, case)
-    digest = saved_digest(ok(cli(home, "pack", str(context), "-t", f"test:{name}")))
+    digest = saved_digest(ok(cli(home, "pack", str(context), "-t", f"test:{name}", *WHOLE)))
     ok(cli(home, "unpack", f"test:{name}", "-d", str(out)))
 
     assert files_under(out) == {"Kitfile", *case.files}
@@ -535,7 +538,7 @@ def test_manifest_shape(tmp_path: Path) -> None:
     home, context = tmp_path / "home", tmp_path / "ctx"
     make_tree(context, {"m.bin": "weights"})
     (context / "Kitfile").write_text("manifestVersion: 1.0.0\nmodel:\n  path: m.bin\n")
-    result = pack(context, Paths(home), tag="test:shape")
+    result = pack(context, Paths(home), tag="test:shape", span_size=None)
     body = blob(home, result.digest)
     layer = result.manifest.layers[0]
     config = result.manifest.config
@@ -593,8 +596,10 @@ def test_compressed_packs_unpack_identically(
     (context / "Kitfile").write_text(
         "manifestVersion: 1.0.0\nmodel:\n  path: model\ncode:\n  - path: code\n"
     )
-    plain = pack(context, Paths(home), tag="test:plain")
-    packed = pack(context, Paths(home), tag=f"test:{compression}", compression=compression)
+    plain = pack(context, Paths(home), tag="test:plain", span_size=None)
+    packed = pack(
+        context, Paths(home), tag=f"test:{compression}", compression=compression, span_size=None
+    )
     config = config_json(home, packed.digest)
     for raw, layer, entry in zip(
         plain.manifest.layers,
@@ -614,6 +619,57 @@ def test_compressed_packs_unpack_identically(
     ok(cli(home, "unpack", f"test:{compression}", "-d", str(tmp_path / "b")))
     for rel in ("model/w.bin", "code/a.py", "Kitfile"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+def test_span_indexed_layers_stay_one_valid_stream_with_a_pinned_index(
+    tmp_path: Path, compression: str
+) -> None:
+    home, context = tmp_path / "home", tmp_path / "ctx"
+    files = {f"model/f{i:03d}.txt": os.urandom(9000) for i in range(40)}
+    make_tree(context, {**files, "model/big.bin": os.urandom(300_000)})
+    (context / "Kitfile").write_text("manifestVersion: 1.0.0\nmodel:\n  path: model\n")
+    plain = pack(context, Paths(home), tag="test:plain", span_size=None)
+    packed = pack(
+        context, Paths(home), tag=f"test:{compression}", compression=compression, span_size=65536
+    )
+    layer = packed.manifest.layers[0]
+    data = blob(home, layer.digest)
+    location = spanindex.location_of(layer.annotations, layer.size)
+    assert location is not None
+    index_bytes = location.inline or data[location.offset : location.offset + location.size]
+    index = spanindex.parse_index(
+        index_bytes, location, compression=compression, blob_size=layer.size
+    )
+    stream = decompress(data, layer.media_type)
+    if compression == "none":
+        assert location.inline is not None and data == blob(home, plain.manifest.layers[0].digest)
+    else:
+        # The tar, then the index: kit's and Python's readers see the same members as before.
+        assert stream[: index.tar_size] == blob(home, plain.manifest.layers[0].digest)
+        assert stream[index.tar_size :] == index.to_json()
+    assert config_json(home, packed.digest)["model"]["diffId"] == sha256(stream)
+    assert tarfile_names(stream) == tarfile_names(blob(home, plain.manifest.layers[0].digest))
+    # Every span decodes on its own to its slice of the tar; small files never straddle spans.
+    tar = stream[: index.tar_size]
+    for span in index.spans:
+        member = data[span.blob_offset : span.blob_end]
+        assert sha256(member) == span.digest
+        assert (
+            spanindex.decode_member(member, compression, span.size) == tar[span.offset : span.end]
+        )
+        assert span.size <= 65536
+    for entry in index.entries:
+        if 0 < entry.size <= 60000:
+            assert len(index.covering(entry.offset, entry.size)) == 1, entry.name
+        if not entry.is_dir:
+            assert (
+                tar[entry.offset : entry.offset + entry.size] == (context / entry.name).read_bytes()
+            )
+    again = pack(
+        context, Paths(home), tag=f"again:{compression}", compression=compression, span_size=65536
+    )
+    assert again.digest == packed.digest
 
 
 # -- long and non-ASCII names ---------------------------------------------------------------

@@ -79,7 +79,8 @@ def _register_pack(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     p.set_defaults(func=_cmd_pack)
 
 
-def _span_size(args: argparse.Namespace) -> int | None:
+def span_size_flag(args: argparse.Namespace) -> int | None:
+    """The span size ``--span-size``/``--no-span-index`` ask for (None: no span index)."""
     if args.no_span_index:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", args.span_size, re.IGNORECASE)
@@ -102,7 +103,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
             tag=args.tag,
             compression=args.compression,
             progress=sink,
-            span_size=_span_size(args),
+            span_size=span_size_flag(args),
         )
     if args.json:
         ref = result.reference

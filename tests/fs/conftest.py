@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fs_modelkits import kitfs, unpack_sections, write_context
 from fs_mounting import COMPRESSIONS, Mounter, Published
+from helpers import WHOLE
 from registry import RegistryServer
 
 BIG_SIZE = 24 << 20
@@ -27,7 +28,7 @@ def published(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
         repository = f"kitfs-fs/{uuid.uuid4().hex[:10]}"
         for compression in COMPRESSIONS:
             ref = f"{registry.host}/{repository}:{compression}"
-            kitfs(home, "pack", str(context), "-t", ref, "--compression", compression)
+            kitfs(home, "pack", str(context), "-t", ref, "--compression", compression, *WHOLE)
             kitfs(home, "push", ref, "--plain-http")
         unpacked = base / "unpacked"
         kitfs(home, "unpack", f"{registry.host}/{repository}:none", "-d", str(unpacked))
@@ -41,7 +42,7 @@ def published(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
         )
         big_repository = f"kitfs-fs/{uuid.uuid4().hex[:10]}"
         big_ref = f"{registry.host}/{big_repository}:v1"
-        kitfs(home, "pack", str(big_context), "-t", big_ref)
+        kitfs(home, "pack", str(big_context), "-t", big_ref, *WHOLE)
         kitfs(home, "push", big_ref, "--plain-http")
         return Published(home, registry, repository, unpacked, sections, big_repository, big_file)
     finally:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 from fs_modelkits import kitfs, write_context
+from helpers import WHOLE
 
 from kitfs.config import Paths
 from kitfs.fs.layerstore import LayerError, LayerStore
@@ -27,7 +28,14 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = base / "home"
     for compression in ("none", "gzip", "zstd"):
         kitfs(
-            home, "pack", str(context), "-t", f"ls/film:{compression}", "--compression", compression
+            home,
+            "pack",
+            str(context),
+            "-t",
+            f"ls/film:{compression}",
+            "--compression",
+            compression,
+            *WHOLE,
         )
     return home
 

@@ -17,6 +17,7 @@ import pytest
 from faultproxy import Fault, FaultProxy, blob_get, once
 from fs_modelkits import snapshot
 from fs_mounting import COMPRESSIONS, MOUNT_HELPER, Mounter, Published, alive, wait_for
+from helpers import WHOLE
 from registry import RegistryServer
 
 from kitfs.config import Paths
@@ -405,7 +406,7 @@ def test_registry_flags_reach_a_tls_registry(
 
     ref = f"{tls_registry.host}/kitfs-fs/tls:v1"
     context = write_context(tmp_path / "context", big=1000)
-    kitfs(mounter.home, "pack", str(context), "-t", ref, "--compression", "zstd")
+    kitfs(mounter.home, "pack", str(context), "-t", ref, "--compression", "zstd", *WHOLE)
     kitfs(mounter.home, "push", ref, "--ca-file", str(tls_registry.ca_pem))
     run = functools.partial(mounter.run, "mount", ref)
     cache = ["--cache-dir", str(mounter.cache)]
@@ -567,7 +568,7 @@ def test_a_large_directory_lists_every_entry_once(
     (context / "Kitfile").write_text(
         "manifestVersion: 1.0.0\npackage:\n  name: wide\ndatasets:\n  - name: many\n    path: many\n"
     )
-    kitfs(published.home, "pack", str(context), "-t", "wide/kit:v1")
+    kitfs(published.home, "pack", str(context), "-t", "wide/kit:v1", *WHOLE)
     mnt = mounter.mount("wide/kit:v1", local=True)
     listed = os.listdir(mnt / "datasets" / "many")
     assert len(listed) == len(names) and set(listed) == names

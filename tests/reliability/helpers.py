@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
-from helpers import cli, ok, payload, saved_digest
+from helpers import WHOLE, cli, ok, payload, saved_digest
 
 from kitfs.config import Paths
 from kitfs.fs.mount import find_mount
@@ -121,7 +121,7 @@ def make_kit(
         (context / rel).write_bytes(data)
     ref = f"{registry}/{repository}:{tag}"
     digest = saved_digest(
-        ok(cli(home, "pack", str(context), "-t", ref, "--compression", compression))
+        ok(cli(home, "pack", str(context), "-t", ref, "--compression", compression, *WHOLE))
     )
     ok(cli(home, "push", ref, "--plain-http"))
     return Kit(home, registry, repository, tag, digest, files)

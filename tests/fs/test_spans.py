@@ -1,0 +1,542 @@
+"""Verified span reads through real mounts: a layer with a pinned span index is listed from the
+index alone and read span by span, each span checked against its digest before a byte is served.
+
+Every registry here is a real ``docker-registry``; request counts and ranges are observed at the
+fault proxy (tests/faultproxy.py) in front of it, which also plays the misbehaving registries.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from faultproxy import Fault, FaultProxy, ProxyRequest, Response, always, blob_get
+from fs_modelkits import kitfs, snapshot, unpack_sections, write_context
+from fs_mounting import Mounter, wait_for
+from helpers import WHOLE
+from registry import RegistryServer
+
+from kitfs.config import Paths
+from kitfs.layers import spanindex
+from kitfs.layers.spanindex import SpanIndex, location_of, parse_index
+from kitfs.oci.manifest import Descriptor, Manifest
+from kitfs.reference import parse
+from kitfs.storage.local import LocalStore
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
+
+SPAN = 64 << 10  # small spans, so that a few MiB of test data make many of them
+BIG = 3 << 20
+COMPRESSIONS = ("none", "gzip", "zstd")
+KIT = Path(__file__).resolve().parents[3] / "shared" / "tools" / "kit"
+
+
+@dataclass
+class Spanned:
+    home: Path
+    registry: RegistryServer
+    repository: str
+    context: Path
+    sections: dict[str, Path]
+
+    def ref(self, tag: str, host: str | None = None) -> str:
+        return f"{host or self.registry.host}/{self.repository}:{tag}"
+
+    def manifest(self, tag: str) -> Manifest:
+        store = LocalStore(Paths(self.home).storage)
+        _repo, desc = store.resolve(parse(self.ref(tag)))
+        return store.load_manifest(desc)
+
+    def layer(self, tag: str, kitfile_path: str) -> tuple[Descriptor, SpanIndex]:
+        """The descriptor and verified span index of the layer for a Kitfile path."""
+        store = LocalStore(Paths(self.home).storage)
+        manifest = self.manifest(tag)
+        kitfile = store.load_kitfile(manifest)
+        for entry, desc in zip(kitfile.entries(), manifest.layers, strict=True):
+            if entry.path == kitfile_path:
+                blob = store.blob_path(desc.digest).read_bytes()
+                location = location_of(desc.annotations, desc.size)
+                assert location is not None
+                data = location.inline
+                if data is None:
+                    data = blob[location.offset : location.offset + location.size]
+                compression = "none" if tag == "none" else tag
+                return desc, parse_index(
+                    data, location, compression=compression, blob_size=len(blob)
+                )
+        raise KeyError(kitfile_path)
+
+
+@pytest.fixture(scope="module")
+def spanned(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Spanned:
+    base = tmp_path_factory.mktemp("spanned")
+    home = base / "home"
+    context = write_context(base / "context", big=BIG, seed=7)
+    repository = f"kitfs-spans/{random.Random(os.getpid()).randrange(1 << 40):x}"
+    for compression in COMPRESSIONS:
+        ref = f"{registry.host}/{repository}:{compression}"
+        kitfs(home, "pack", str(context), "-t", ref, "--compression", compression,
+              "--span-size", str(SPAN))  # fmt: skip
+        kitfs(home, "push", ref, "--plain-http")
+    sections = unpack_sections(home, f"{registry.host}/{repository}:none", base / "sections")
+    return Spanned(home, registry, repository, context, sections)
+
+
+@pytest.fixture
+def mounter(spanned: Spanned, tmp_path: Path) -> Mounter:
+    m = Mounter(tmp_path, spanned.home)
+    try:
+        yield m  # type: ignore[misc]
+    finally:
+        m.cleanup()
+
+
+def _ranges(proxy: FaultProxy, digest: str) -> list[tuple[int, int]]:
+    """The byte ranges of ``digest`` that blob GETs asked for (whole GETs as (0, -1))."""
+    found = []
+    for request in proxy.requests:
+        if blob_get(request) and request.path.endswith(digest):
+            header = request.headers.get("range", "")
+            if not header:
+                found.append((0, -1))
+                continue
+            start, _, end = header.removeprefix("bytes=").partition("-")
+            found.append((int(start), int(end)))
+    return found
+
+
+def _span_ranges(index: SpanIndex, offset: int, size: int) -> list[tuple[int, int]]:
+    positions = index.covering(offset, size)
+    first, last = index.spans[positions[0]], index.spans[positions[-1]]
+    return [(first.blob_offset, last.blob_end - 1)]
+
+
+def _index_range(desc: Descriptor) -> list[tuple[int, int]]:
+    location = location_of(desc.annotations, desc.size)
+    assert location is not None
+    if location.inline is not None:
+        return []
+    return [(location.offset, location.offset + location.size - 1)]
+
+
+# -- the tree comes from the index alone -----------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_listing_reads_only_the_index_and_files_equal_unpack(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy, compression: str
+) -> None:
+    mnt = mounter.mount(spanned.ref(compression, fault_proxy.host))
+    names = []
+    for dirpath, _dirs, files in os.walk(mnt):
+        for name in files:
+            os.stat(Path(dirpath) / name)
+            names.append(name)
+    assert "weights.bin" in names
+    manifest = spanned.manifest(compression)
+    for desc in manifest.layers:
+        # No layer byte but the index itself (none at all when the manifest carries it inline).
+        assert _ranges(fault_proxy, desc.digest) == _index_range(desc)
+    for section, unpacked in spanned.sections.items():
+        assert snapshot(mnt / section) == snapshot(unpacked), section
+
+
+def test_inline_and_embedded_indexes_as_packed(spanned: Spanned) -> None:
+    for compression in COMPRESSIONS:
+        for desc in spanned.manifest(compression).layers:
+            location = location_of(desc.annotations, desc.size)
+            assert location is not None
+            assert (location.inline is not None) == (compression == "none"), compression
+    # An uncompressed layer stays the exact tar kit writes (no index bytes inside it).
+    home = spanned.home.parent / "plain-home"
+    kitfs(home, "pack", str(spanned.context), "-t", "plain:1", *WHOLE)
+    store = LocalStore(Paths(home).storage)
+    _repo, desc = store.resolve(parse("plain:1"))
+    plain = [d.digest for d in store.load_manifest(desc).layers]
+    assert plain == [d.digest for d in spanned.manifest("none").layers]
+
+
+# -- reads fetch only their spans ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_small_file_read_fetches_one_span(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy, compression: str
+) -> None:
+    mnt = mounter.mount(spanned.ref(compression, fault_proxy.host))
+    data = (mnt / "model" / "models" / "config.json").read_bytes()
+    assert data == (spanned.context / "models" / "config.json").read_bytes()
+    desc, index = spanned.layer(compression, "models/config.json")
+    entry = next(e for e in index.entries if e.name == "models/config.json")
+    expected = _index_range(desc) + _span_ranges(index, entry.offset, entry.size)
+    assert _ranges(fault_proxy, desc.digest) == expected
+    # Of the model layer around it (whose listing decides the directory), only the index.
+    model, _ = spanned.layer(compression, "models")
+    assert _ranges(fault_proxy, model.digest) == _index_range(model)
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_random_reads_fetch_their_covering_spans_only(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy, compression: str
+) -> None:
+    mnt = mounter.mount(spanned.ref(compression, fault_proxy.host))
+    desc, index = spanned.layer(compression, "models")
+    entry = next(e for e in index.entries if e.name == "models/weights.bin")
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    rng = random.Random(3)
+    offsets = sorted(rng.randrange(0, BIG - 4096) for _ in range(5))
+    fetched: set[int] = set()
+    with open(mnt / "model" / "models" / "weights.bin", "rb", buffering=0) as handle:
+        for offset in offsets:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+            handle.seek(offset)
+            assert handle.read(4096) == original[offset : offset + 4096]
+            fetched.update(index.covering(entry.offset + offset, 4096))
+    asked = _ranges(fault_proxy, desc.digest)[len(_index_range(desc)) :]
+    allowed = {(index.spans[p].blob_offset, index.spans[p].blob_end) for p in fetched}
+    # Each request asks for whole spans that some read covered (the kernel may read ahead within
+    # its window, which stays inside spans a read already needed or their neighbours).
+    total = sum(end + 1 - start for start, end in asked)
+    assert total <= sum(e - s for s, e in allowed) + 2 * len(offsets) * (256 << 10)
+    assert total < desc.size // 2
+    starts = {s.blob_offset for s in index.spans}
+    assert all(start in starts for start, _ in asked)
+
+
+def test_sequential_read_is_complete_and_spans_are_shared_by_the_next_mount(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy
+) -> None:
+    mnt = mounter.mount(spanned.ref("gzip", fault_proxy.host))
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    assert (mnt / "model" / "models" / "weights.bin").read_bytes() == original
+    desc, index = spanned.layer("gzip", "models")
+    asked = _ranges(fault_proxy, desc.digest)
+    assert asked[0] == _index_range(desc)[0]
+    # Every span was asked for once, in runs (one request per run of neighbours, not per span).
+    covered = sorted(asked[1:])
+    entry = next(e for e in index.entries if e.name == "models/weights.bin")
+    needed = index.covering(entry.offset, entry.size)
+    assert covered[0][0] == index.spans[needed[0]].blob_offset
+    assert covered[-1][1] >= index.spans[needed[-1]].blob_end - 1
+    assert all(a[1] + 1 == b[0] for a, b in zip(covered, covered[1:], strict=False))
+    assert len(covered) < len(needed) / 2
+    cache_spans = list((mounter.cache / "spans" / "sha256").iterdir())
+    assert {f"sha256:{p.name}" for p in cache_spans} >= {index.spans[p].digest for p in needed}
+    # A second mount, another process, the same cache: no layer request at all.
+    fault_proxy.clear()
+    second = mounter.mount(spanned.ref("gzip", fault_proxy.host), mounter.mountpoint("second"))
+    assert (second / "model" / "models" / "weights.bin").read_bytes() == original
+    assert _ranges(fault_proxy, desc.digest) == []
+
+
+# -- a registry that lies or misbehaves ------------------------------------------------------
+
+
+def _registry_blob(registry: RegistryServer, digest: str) -> Path:
+    hexpart = digest.split(":")[1]
+    found = list(registry.root.rglob(f"blobs/sha256/{hexpart[:2]}/{hexpart}/data"))
+    assert found, f"{digest} is not in the registry's storage"
+    return found[0]
+
+
+def test_a_flipped_byte_in_the_stored_blob_fails_only_its_span(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    context = write_context(tmp_path / "context", big=BIG, seed=11)
+    ref = f"{registry.host}/kitfs-spans/flip-{os.getpid()}:v1"
+    kitfs(home, "pack", str(context), "-t", ref, "--span-size", str(SPAN))
+    kitfs(home, "push", ref, "--plain-http")
+    store = LocalStore(Paths(home).storage)
+    _repo, mdesc = store.resolve(parse(ref))
+    manifest = store.load_manifest(mdesc)
+    model = manifest.layers[0]
+    location = location_of(model.annotations, model.size)
+    assert location is not None and location.inline is not None
+    index = parse_index(location.inline, location, compression="none", blob_size=model.size)
+    entry = next(e for e in index.entries if e.name == "models/weights.bin")
+    bad = index.covering(entry.offset + BIG // 2, 1)[0]
+    blob = _registry_blob(registry, model.digest)
+    data = bytearray(blob.read_bytes())
+    data[index.spans[bad].blob_offset + 10] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    mounter = Mounter(tmp_path / "node", home)  # an empty kit home: every blob comes remotely
+    mounter.base.mkdir()
+    try:
+        mnt = mounter.mount(ref)
+        original = (context / "models" / "weights.bin").read_bytes()
+        with open(mnt / "model" / "models" / "weights.bin", "rb", buffering=0) as handle:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+            bad_span = index.spans[bad]
+            handle.seek(bad_span.offset - entry.offset + 100)
+            with pytest.raises(OSError) as failure:
+                handle.read(100)
+            assert failure.value.errno == errno.EIO
+            handle.seek(0)
+            assert handle.read(4096) == original[:4096]  # other spans of the same file read
+        assert (mnt / "model" / "models" / "config.json").read_bytes() == (
+            context / "models" / "config.json"
+        ).read_bytes()
+        assert (mnt / "datasets" / "data" / "train.csv").read_bytes() == (
+            context / "data" / "train.csv"
+        ).read_bytes()
+        cached = {p.name for p in (mounter.cache / "spans" / "sha256").iterdir()}
+        assert index.spans[bad].digest.split(":")[1] not in cached
+        assert "span" in mounter.log_path(mnt).read_text()
+    finally:
+        mounter.cleanup()
+
+
+def _push_manifest(home: Path, ref: str, manifest: Manifest) -> None:
+    store = LocalStore(Paths(home).storage)
+    body = manifest.to_bytes()
+    store.put_blob(body)
+    store.repo_for(parse(ref)).add(manifest.descriptor(body), [parse(ref).tag or "v1"])
+    kitfs(home, "push", ref, "--plain-http")
+
+
+def test_an_index_that_does_not_match_its_pin_is_refused_and_the_layer_read_whole(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    manifest = spanned.manifest("zstd")
+    wrong = "sha256:" + hashlib.sha256(b"not the index").hexdigest()
+    layers = []
+    for desc in manifest.layers:
+        annotations = {**desc.annotations, spanindex.DIGEST_ANNOTATION: wrong}
+        layers.append(Descriptor(desc.media_type, desc.digest, desc.size, annotations=annotations))
+    lying = Manifest(
+        config=manifest.config,
+        layers=tuple(layers),
+        annotations=manifest.annotations,
+        media_type=manifest.media_type,
+        artifact_type=manifest.artifact_type,
+    )
+    ref = spanned.ref("lying-index")
+    _push_manifest(spanned.home, ref, lying)
+    mnt = mounter.mount(spanned.ref("lying-index", fault_proxy.host))
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    assert (mnt / "model" / "models" / "weights.bin").read_bytes() == original
+    model = manifest.layers[0]
+    asked = _ranges(fault_proxy, model.digest)
+    assert (0, -1) in asked  # fetched whole, verified against the layer digest
+    assert "span index refused" in mounter.log_path(mnt).read_text()
+
+
+def test_a_registry_that_ignores_range_still_serves_verified_bytes(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy
+) -> None:
+    desc, index = spanned.layer("none", "models")
+    store = LocalStore(Paths(spanned.home).storage)
+    whole = store.blob_path(desc.digest).read_bytes()
+    fault_proxy.add_rule(
+        always(
+            lambda r: blob_get(r) and r.path.endswith(desc.digest),
+            Fault(respond=Response(200, {"Content-Type": "application/octet-stream"}, whole)),
+        )
+    )
+    mnt = mounter.mount(spanned.ref("none", fault_proxy.host))
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    with open(mnt / "model" / "models" / "weights.bin", "rb") as handle:
+        handle.seek(BIG - 5000)
+        assert handle.read(5000) == original[-5000:]
+    assert (mnt / "model" / "models" / "config.json").read_bytes() == (
+        spanned.context / "models" / "config.json"
+    ).read_bytes()
+
+
+def test_a_short_206_is_asked_again_and_never_serves_wrong_bytes(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy
+) -> None:
+    desc, index = spanned.layer("zstd", "models")
+    seen = {"n": 0}
+
+    def short_once(request: ProxyRequest) -> Fault | None:
+        if not (blob_get(request) and request.path.endswith(desc.digest)):
+            return None
+        if not request.headers.get("range"):
+            return None
+        seen["n"] += 1
+        return Fault(truncate_to=1000) if seen["n"] % 2 == 0 else None
+
+    fault_proxy.add_rule(short_once)
+    mnt = mounter.mount(spanned.ref("zstd", fault_proxy.host))
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    assert (mnt / "model" / "models" / "weights.bin").read_bytes() == original
+    assert seen["n"] >= 3
+
+
+def test_a_corrupted_range_in_transit_is_eio_for_that_read_then_recovers(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy
+) -> None:
+    desc, index = spanned.layer("gzip", "models")
+    flips = {"left": 3}
+
+    def flip_ranges(request: ProxyRequest) -> Fault | None:
+        ranged = blob_get(request) and bool(request.headers.get("range"))
+        if ranged and request.path.endswith(desc.digest) and flips["left"] > 0:
+            flips["left"] -= 1
+            return Fault(corrupt_at=5)
+        return None
+
+    fault_proxy.add_rule(flip_ranges)
+    mnt = mounter.mount(spanned.ref("gzip", fault_proxy.host))
+    target = mnt / "model" / "models" / "tokenizer" / "vocab.txt"
+    expected = (spanned.context / "models" / "tokenizer" / "vocab.txt").read_bytes()
+    results = []
+    for _ in range(3):
+        try:
+            results.append(target.read_bytes())
+        except OSError as exc:
+            results.append(exc.errno)  # type: ignore[arg-type]
+    assert all(r in (expected, errno.EIO) for r in results)
+    assert wait_for(lambda: _read_or_none(target) == expected, timeout=15)
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+# -- crashes and the cache bound ------------------------------------------------------------
+
+
+def test_kill_9_mid_fetch_leaves_only_verified_spans(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy
+) -> None:
+    desc, index = spanned.layer("none", "models")
+    fault_proxy.add_rule(
+        always(
+            lambda r: blob_get(r) and r.path.endswith(desc.digest),
+            Fault(stall_after=300_000, stall=30),
+        )
+    )
+    mnt = mounter.mount(spanned.ref("none", fault_proxy.host))
+    reader = threading.Thread(
+        target=_read_or_none, args=(mnt / "model" / "models" / "weights.bin",), daemon=True
+    )
+    reader.start()
+    assert wait_for(lambda: any((mounter.cache / "spans" / "sha256").iterdir()), timeout=20)
+    os.kill(mounter.daemon_pid(mnt), signal.SIGKILL)
+    subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False, capture_output=True)
+    reader.join(10)
+    for path in (mounter.cache / "spans" / "sha256").iterdir():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+
+
+def test_the_cache_bound_covers_spans(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy
+) -> None:
+    mnt = mounter.mount(spanned.ref("zstd", fault_proxy.host), None, "--cache-size", "1M")
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    assert (mnt / "model" / "models" / "weights.bin").read_bytes() == original
+    held = sum(p.stat().st_size for p in (mounter.cache / "spans" / "sha256").iterdir())
+    assert held <= (1 << 20) + 16 * SPAN + 2 * (16 << 20)  # the bound, give or take runs in flight
+    assert "evicted span" in mounter.log_path(mnt).read_text()
+
+
+# -- kit, skopeo and kitfs index --------------------------------------------------------------
+
+
+def _kit(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(KIT), "--config", str(home), "--progress", "none", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(not KIT.exists(), reason="the reference kit v1.7.0 is not in ../shared/tools")
+@pytest.mark.parametrize("compression", ["none", "gzip"])  # kit v1.7 reads no zstd layers at all
+def test_kit_pulls_unpacks_and_pushes_an_indexed_modelkit(
+    spanned: Spanned, tmp_path: Path, mounter: Mounter, compression: str
+) -> None:
+    home = tmp_path / "kit-home"
+    ref = spanned.ref(compression)
+    result = _kit(home, "pull", ref, "--plain-http")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    result = _kit(home, "unpack", ref, "-d", str(out))
+    assert result.returncode == 0, result.stderr
+    expected = snapshot(spanned.context, skip=("Kitfile",))
+    got = snapshot(out, skip=("Kitfile",))
+    assert {k: v[2:] for k, v in got.entries.items() if v[0] == "file"} == {
+        k: v[2:] for k, v in expected.entries.items() if v[0] == "file"
+    }
+    copy = f"{spanned.registry.host}/{spanned.repository}-kit:{compression}"
+    assert _kit(home, "tag", ref, copy).returncode == 0
+    result = _kit(home, "push", copy, "--plain-http")
+    assert result.returncode == 0, result.stderr
+    # kit kept the manifest (and so the pinned indexes) byte for byte: the copy mounts by spans.
+    mnt = mounter.mount(copy)
+    assert (mnt / "model" / "models" / "config.json").read_bytes() == (
+        spanned.context / "models" / "config.json"
+    ).read_bytes()
+    assert "span index of" in mounter.log_path(mnt).read_text()
+
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+def test_skopeo_copy_keeps_the_indexes(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy
+) -> None:
+    source = f"docker://{spanned.ref('zstd')}"
+    copy = f"{spanned.registry.host}/{spanned.repository}-skopeo:zstd"
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+         "--preserve-digests", source, f"docker://{copy}"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    mnt = mounter.mount(copy.replace(spanned.registry.host, fault_proxy.host))
+    assert (mnt / "model" / "models" / "config.json").read_bytes() == (
+        spanned.context / "models" / "config.json"
+    ).read_bytes()
+    desc, _index = spanned.layer("zstd", "models")
+    assert (0, -1) not in _ranges(fault_proxy, desc.digest)
+
+
+@pytest.mark.skipif(not KIT.exists(), reason="the reference kit v1.7.0 is not in ../shared/tools")
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_kitfs_index_makes_a_kit_packed_modelkit_span_readable(
+    spanned: Spanned, tmp_path: Path, mounter: Mounter, fault_proxy: FaultProxy, compression: str
+) -> None:
+    home = tmp_path / "kit-home"
+    kit_ref = f"{spanned.registry.host}/{spanned.repository}-bykit:{compression}"
+    packed = _kit(home, "pack", str(spanned.context), "-t", kit_ref, "--compression", compression)
+    assert packed.returncode == 0, packed.stderr
+    indexed = f"{spanned.registry.host}/{spanned.repository}-bykit:{compression}-indexed"
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("kitfs")), "--config", str(home),
+         "--progress", "none", "index", kit_ref, "-t", indexed, "--push", "--plain-http"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    if compression == "none":
+        assert "0 B of new layer bytes uploaded" in result.stdout
+    else:
+        assert "re-encoded" in result.stderr
+    mnt = mounter.mount(indexed.replace(spanned.registry.host, fault_proxy.host))
+    assert (mnt / "model" / "models" / "config.json").read_bytes() == (
+        spanned.context / "models" / "config.json"
+    ).read_bytes()
+    assert "span index of" in mounter.log_path(mnt).read_text()
+    # kit still unpacks the indexed ModelKit to the same files.
+    out = tmp_path / "kit-out"
+    fresh = tmp_path / "fresh"
+    assert _kit(fresh, "pull", indexed, "--plain-http").returncode == 0
+    assert _kit(fresh, "unpack", indexed, "-d", str(out)).returncode == 0
+    assert (out / "models" / "weights.bin").read_bytes() == (
+        spanned.context / "models" / "weights.bin"
+    ).read_bytes()
