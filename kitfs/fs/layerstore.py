@@ -220,6 +220,14 @@ class LayerStore:
             layer.users += 1
             return layer
 
+    async def check_entry(self, layer: OpenLayer, offset: int, name: str, size: int) -> None:
+        """Before a file of a span layer is read: its tar header must agree with the index."""
+        if layer.spans is not None:
+            try:
+                await layer.spans.check_entry(offset, name, size)
+            except SpanError as exc:
+                raise LayerError(str(exc)) from None
+
     def release(self, layer: OpenLayer) -> None:
         layer.users -= 1
         if layer.users <= 0 and self._open.get(layer.digest) is layer:

@@ -265,6 +265,11 @@ class KitfsOperations(pyfuse3.Operations):
         else:
             assert data.slot is not None
             layer = await self.layers.open(data.slot)
+            try:
+                await self.layers.check_entry(layer, data.offset, data.name, data.size)
+            except BaseException:
+                self.layers.release(layer)
+                raise
             handle = _OpenFile(data.size, layer=layer, offset=data.offset)
         fh = self._new_fh()
         self._files[fh] = handle

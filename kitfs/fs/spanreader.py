@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,16 @@ from kitfs.errors import DigestMismatchError, KitfsError
 from kitfs.fs.source import Source
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.spanindex import Span, SpanIndex, SpanIndexError, decode_member
+from kitfs.layers.tarindex import BLOCK, TarEntry, header_mismatch
 from kitfs.storage.cache import BlobCache
 
 log = logging.getLogger(__name__)
 
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 MAX_RUN_BYTES = 16 << 20  # one Range request fetches at most this much (runs go in parallel)
-READAHEAD_BYTES = 32 << 20  # a sequential reader gets this much fetched ahead of it
+READAHEAD_BYTES = 64 << 20  # a sequential reader gets this much fetched ahead of it
+NEAR = 4 << 20  # a read starting this close after where another ended continues that stream
+STREAMS = 16  # sequential streams remembered per layer (several readers of one layer)
 RUN_ATTEMPTS = 3  # a run that ends short is asked for again this many times
 OPEN_SPANS = 64  # span files held open per layer
 FAILURE_TTL = 5.0
@@ -72,8 +75,10 @@ class SpanReader:
         self._in_place: Path | None = None
         self._in_place_fd = -1
         self._verified: set[int] = set()
-        self._next_sequential = -1
-        self._readahead_until = 0
+        self._present: set[int] = set()  # spans seen in the cache (eviction may remove them later)
+        self._ends: deque[int] = deque(maxlen=STREAMS)
+        self._file_starts = {e.offset for e in index.entries if e.size > index.span_size}
+        self._checked: set[tuple[int, str]] = set()
         self.fetched_spans = 0  # spans this reader fetched and verified (for logs and tests)
         if index.compression == "none":
             self._in_place = source.local_blob(slot.descriptor)
@@ -87,6 +92,34 @@ class SpanReader:
             return b""
         await self.ensure(positions)
         self._read_ahead(offset, size, positions)
+        try:
+            return self._assemble(offset, size, positions)
+        except FileNotFoundError:  # a span was evicted between ensure and now: fetch it again
+            await self.ensure(positions)
+            return self._assemble(offset, size, positions)
+
+    async def check_entry(self, offset: int, name: str, size: int) -> None:
+        """Check, once, that the verified tar holds at ``offset`` the entry the index says it does:
+        the header block before the data must be that entry's (type, size, name). An index that
+        points elsewhere is refused for that file (EIO), however well the manifest pins it."""
+        if (offset, name) in self._checked:
+            return
+        reason = "it starts inside the first header" if offset < BLOCK else None
+        if reason is None:
+            positions = self.index.covering(offset - BLOCK, BLOCK)
+            await self.ensure(positions)
+            block = self._assemble(offset - BLOCK, BLOCK, positions)
+            reason = header_mismatch(block, TarEntry(name, False, 0, size, offset))
+        if reason is not None:
+            message = (
+                f"{self.slot.label} (layer {self.slot.digest}): the tar does not hold the indexed "
+                f"entry at byte {offset}: {reason}"
+            )
+            log.error("%s", message)
+            raise SpanError(message)
+        self._checked.add((offset, name))
+
+    def _assemble(self, offset: int, size: int, positions: range) -> bytes:
         end = min(offset + size, self.index.tar_size)
         parts = []
         for position in positions:
@@ -107,7 +140,11 @@ class SpanReader:
             self._files.move_to_end(position)
             return fd
         path = self.cache.span_path(self.index.spans[position].digest)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._present.discard(position)  # evicted since: the next read fetches it again
+            raise
         with contextlib.suppress(OSError):
             os.utime(path)  # most recently used, for eviction
         self._files[position] = fd
@@ -129,9 +166,12 @@ class SpanReader:
     def _ready(self, position: int) -> bool:
         if self._in_place is not None:
             return position in self._verified
-        if position in self._files:
+        if position in self._files or position in self._present:
             return True
-        return self.cache.span_path(self.index.spans[position].digest).is_file()
+        if self.cache.span_path(self.index.spans[position].digest).is_file():
+            self._present.add(position)
+            return True
+        return False
 
     async def ensure(self, positions: range | list[int]) -> None:
         """Make these spans readable: fetch the missing ones (in runs, in parallel), wait for
@@ -172,21 +212,25 @@ class SpanReader:
         return runs
 
     def _read_ahead(self, offset: int, size: int, positions: range) -> None:
-        """For a reader going forward, start fetching the spans after this read in the background."""
-        sequential = offset == self._next_sequential
-        self._next_sequential = offset + size
+        """For a reader going forward (it starts a large file, or continues where a read ended),
+        fetch the next READAHEAD_BYTES in the background, in runs big enough to be worth a request."""
+        sequential = offset in self._file_starts or any(
+            end - NEAR <= offset <= end + NEAR for end in self._ends
+        )
+        self._ends.append(offset + size)
         if not sequential or self._spawn is None:
             return
-        first = max(positions[-1] + 1, self._readahead_until)
-        ahead, budget = [], READAHEAD_BYTES
-        position = first
-        while position < len(self.index.spans) and budget > 0:
+        spans = self.index.spans
+        ahead, budget, missing = [], READAHEAD_BYTES, 0
+        position = positions[-1] + 1
+        while position < len(spans) and budget > 0:
             if not self._ready(position) and position not in self._inflight:
                 ahead.append(position)
-            budget -= self.index.spans[position].size
+                missing += spans[position].blob_size
+            budget -= spans[position].size
             position += 1
-        self._readahead_until = position
-        if ahead:
+        urgent = bool(ahead) and ahead[0] == positions[-1] + 1
+        if ahead and (urgent or missing >= MAX_RUN_BYTES or position == len(spans)):
             self._spawn(lambda: self._prefetch(ahead))
 
     async def _prefetch(self, positions: list[int]) -> None:
@@ -238,6 +282,9 @@ class SpanReader:
                 data = bytes(buffer[:size])
                 del buffer[:size]
                 await self._accept(pending[done], data)
+                event = self._inflight.pop(pending[done], None)
+                if event is not None:
+                    event.set()  # readers waiting for this span go on while the run continues
                 done += 1
 
         start, end = spans[0].blob_offset, spans[-1].blob_end
@@ -270,6 +317,7 @@ class SpanReader:
             with open(temp, "wb") as out:
                 out.write(plain)
             self.cache.commit_span(temp, span.digest)
+            self._present.add(position)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()

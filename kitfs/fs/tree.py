@@ -95,6 +95,7 @@ class FileData:
     content: bytes | None = None
     slot: LayerSlot | None = None
     offset: int = 0
+    name: str = ""  # the entry's name in the layer's tar
 
 
 class NeedsLayers(Exception):
@@ -257,6 +258,7 @@ class _Found:
     mtime: int = 0
     slot: LayerSlot | None = None
     offset: int = 0
+    name: str = ""
 
 
 class _View:
@@ -454,7 +456,7 @@ class MountTree:
         if node.kind == "view":
             found = self._resolve(node)
             if found is not None and not found.is_dir:
-                return FileData(found.size, slot=found.slot, offset=found.offset)
+                return FileData(found.size, slot=found.slot, offset=found.offset, name=found.name)
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), node.name)
 
     @property
@@ -614,7 +616,13 @@ class MountTree:
                 continue
             if found is None or (not found.is_dir and not entry.is_dir):
                 found = _Found(
-                    entry.is_dir, entry.mode, entry.size, entry.mtime, slot, entry.offset
+                    entry.is_dir,
+                    entry.mode,
+                    entry.size,
+                    entry.mtime,
+                    slot,
+                    entry.offset,
+                    entry.name,
                 )
             elif found.is_dir != entry.is_dir:
                 log.warning(

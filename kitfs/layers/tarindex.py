@@ -74,6 +74,27 @@ def _checksum_ok(block: bytes) -> bool:
     return stored in (unsigned, signed)
 
 
+def header_mismatch(block: bytes, entry: TarEntry) -> str | None:
+    """Why the 512-byte header block just before ``entry``'s data is not that entry's (None when
+    it is): how a reader of a span index checks the index against the verified tar itself."""
+    if len(block) != BLOCK or not _checksum_ok(block):
+        return "no valid tar header precedes the data"
+    typeflag = block[156:157]
+    if entry.is_dir != (typeflag == b"5") or typeflag not in (b"0", b"\0", b"5"):
+        return f"the header is of type {typeflag!r}"
+    size = _parse_octal(block[124:136], "size")
+    if size != entry.size and not (size == 0 and entry.size > 0o77777777777):
+        return f"the header says {size} bytes, the index {entry.size}"
+    name = block[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+    prefix = block[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
+    full = f"{prefix}/{name}" if prefix else name
+    ascii_name = "".join(c for c in entry.name if ord(c) < 0x80)
+    # A name too long for USTAR is in a PAX record before this block, which carries its ASCII start.
+    if full.rstrip("/") != entry.name and not ascii_name.startswith(full.rstrip("/")):
+        return f"the header names {full!r}, the index {entry.name!r}"
+    return None
+
+
 def _parse_pax(data: bytes, where: str = "") -> dict[str, str]:
     records: dict[str, str] = {}
     pos = 0

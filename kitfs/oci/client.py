@@ -66,6 +66,14 @@ _DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 _LINK_NEXT_RE = re.compile(r'<([^>]*)>\s*;[^,]*\brel="?next"?', re.IGNORECASE)
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
+# httpcore reads HTTP/1.1 responses 64 KiB at a time, and per read the Python cost of h11 and the
+# event loop then caps a blob download near 100 MiB/s. Reading 1 MiB at a time lets a body arrive at
+# a few times that (measured on loopback: 94 -> 301 MiB/s for 16 MiB ranges).
+with contextlib.suppress(ImportError, AttributeError):
+    from httpcore._async.http11 import AsyncHTTP11Connection
+
+    AsyncHTTP11Connection.READ_NUM_BYTES = max(AsyncHTTP11Connection.READ_NUM_BYTES, IO_CHUNK)
+
 
 @dataclass(frozen=True)
 class RegistryOptions:

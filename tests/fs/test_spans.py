@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -330,6 +331,43 @@ def test_an_index_that_does_not_match_its_pin_is_refused_and_the_layer_read_whol
     asked = _ranges(fault_proxy, model.digest)
     assert (0, -1) in asked  # fetched whole, verified against the layer digest
     assert "span index refused" in mounter.log_path(mnt).read_text()
+
+
+def test_a_pinned_index_that_misplaces_a_file_is_refused_for_that_file(
+    spanned: Spanned, mounter: Mounter
+) -> None:
+    """A writer's own lie (the manifest pins it, so digests alone cannot catch it): the index says
+    src/train.py's data is where src/util/helpers.py's is. The tar header before those bytes
+    names another file, so opening train.py fails while the other files read."""
+    manifest = spanned.manifest("none")
+    layers = []
+    for desc in manifest.layers:
+        location = location_of(desc.annotations, desc.size)
+        assert location is not None and location.inline is not None
+        index = json.loads(location.inline)
+        by_name = {e[0]: e for e in index["entries"]}
+        if "src/train.py" in by_name:
+            victim, other = by_name["src/train.py"], by_name["src/util/helpers.py"]
+            victim[4], victim[3] = other[4], other[3]
+        body = json.dumps(index, separators=(",", ":")).encode()
+        annotations = {**desc.annotations, **spanindex.annotations_for(body, None)}
+        layers.append(Descriptor(desc.media_type, desc.digest, desc.size, annotations=annotations))
+    lying = Manifest(
+        config=manifest.config,
+        layers=tuple(layers),
+        annotations=manifest.annotations,
+        media_type=manifest.media_type,
+        artifact_type=manifest.artifact_type,
+    )
+    _push_manifest(spanned.home, spanned.ref("misplaced"), lying)
+    mnt = mounter.mount(spanned.ref("misplaced"))
+    with pytest.raises(OSError) as failure:
+        (mnt / "code" / "src" / "train.py").read_bytes()
+    assert failure.value.errno == errno.EIO
+    assert (mnt / "code" / "src" / "util" / "helpers.py").read_bytes() == (
+        spanned.context / "src" / "util" / "helpers.py"
+    ).read_bytes()
+    assert "does not hold the indexed entry" in mounter.log_path(mnt).read_text()
 
 
 def test_a_registry_that_ignores_range_still_serves_verified_bytes(
