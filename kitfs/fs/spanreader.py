@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 MAX_RUN_BYTES = 16 << 20  # one Range request fetches at most this much (runs go in parallel)
 READAHEAD_BYTES = 64 << 20  # a sequential reader gets this much fetched ahead of it
-NEAR = 4 << 20  # a read starting this close after where another ended continues that stream
 STREAMS = 16  # sequential streams remembered per layer (several readers of one layer)
 RUN_ATTEMPTS = 3  # a run that ends short is asked for again this many times
 OPEN_SPANS = 64  # span files held open per layer
@@ -214,8 +213,10 @@ class SpanReader:
     def _read_ahead(self, offset: int, size: int, positions: range) -> None:
         """For a reader going forward (it starts a large file, or continues where a read ended),
         fetch the next READAHEAD_BYTES in the background, in runs big enough to be worth a request."""
+        # The kernel keeps a read or two in flight ahead of a sequential reader: a read that starts
+        # where one ended, or up to two read sizes further, continues a stream.
         sequential = offset in self._file_starts or any(
-            end - NEAR <= offset <= end + NEAR for end in self._ends
+            end <= offset <= end + 2 * size for end in self._ends
         )
         self._ends.append(offset + size)
         if not sequential or self._spawn is None:
