@@ -31,6 +31,7 @@ from kitfs.layers.ignore import IgnoreRules, clean, is_within
 from kitfs.layers.tarwriter import TarWriter
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
+from kitfs.packformat import KIT_TAR, PackFormat, write_raw_layer
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.reference import DEFAULT_TAG, Reference, is_valid_tag
 from kitfs.reference import parse as parse_reference
@@ -39,7 +40,7 @@ from kitfs.storage.local import DEFAULT_REPOSITORY, LocalStore, display_reposito
 log = logging.getLogger(__name__)
 
 CLI_VERSION = f"kitfs-{__version__}"
-ARTIFACT_TYPE = "application/vnd.kitops.modelkit.manifest.v1+json"
+ARTIFACT_TYPE = media.KIT_ARTIFACT
 CREATED_ANNOTATION = "org.opencontainers.image.created"
 MAX_MODEL_REFERENCE_CHAIN = 10
 
@@ -186,8 +187,11 @@ def write_layer(
     store: LocalStore,
     scratch: Path,
     progress: ProgressSink,
+    fmt: PackFormat = KIT_TAR,
 ) -> Descriptor:
     """Write one layer blob into the store; return its descriptor (digest and diffId filled in)."""
+    if fmt.raw:
+        return write_raw_layer(context, entry, compression, fmt, store, scratch, progress)
     base = clean(entry.path)
     members = list(walk_layer(context, base, rules))
     total = sum(st.st_size for _, st in members if stat.S_ISREG(st.st_mode))
@@ -211,7 +215,7 @@ def write_layer(
             os.fsync(raw.fileno())
         diff_id = tar_out.digest
         desc = Descriptor(
-            media.layer_media_type(entry.kind, compression),
+            fmt.media_type(entry.kind, compression),
             blob.digest,
             blob.size,
             annotations={media.MODELPACK_FILEPATH_ANNOTATION: base},
@@ -308,12 +312,16 @@ def pack(
     tag: str | None = None,
     compression: str = "none",
     progress: ProgressSink | None = None,
+    fmt: PackFormat = KIT_TAR,
 ) -> PackResult:
-    """Pack ``context_dir`` into local storage and return the new ModelKit's digest and reference."""
+    """Pack ``context_dir`` into local storage and return the new ModelKit's digest and reference.
+
+    ``fmt`` selects raw layers and the ModelPack format (kitfs.packformat)."""
     if compression not in media.COMPRESSIONS:
         raise PackError(
             f"invalid compression type {compression!r}: must be one of 'none', 'gzip', 'gzip-fastest', or 'zstd'"
         )
+    fmt.check(compression)
     context = Path(context_dir).absolute()
     if not context.is_dir():
         raise PackError(f"context directory {context} does not exist or is not a directory")
@@ -329,8 +337,9 @@ def pack(
     entries = kitfile.entries()
     for entry in entries:
         check_entry_path(context, entry)
+        fmt.check_entry(context, entry)
     try:
-        return _pack_into(context, paths, kitfile, target, compression, progress)
+        return _pack_into(context, paths, kitfile, target, compression, progress, fmt)
     except OSError as exc:  # our own writes: storage or scratch space
         where = f"{exc.filename}: " if exc.filename else ""
         raise PackError(f"failed to write to local storage: {where}{exc.strerror}") from None
@@ -343,6 +352,7 @@ def _pack_into(
     target: Reference,
     compression: str,
     progress: ProgressSink | None,
+    fmt: PackFormat,
 ) -> PackResult:
     entries = kitfile.entries()
     store = LocalStore(paths.storage)
@@ -354,17 +364,23 @@ def _pack_into(
     scratch = paths.cache / "pack"
     scratch.mkdir(parents=True, exist_ok=True)
     sink = progress or NullProgress()
-    layers = [write_layer(context, e, rules, compression, store, scratch, sink) for e in entries]
+    layers = [
+        write_layer(context, e, rules, compression, store, scratch, sink, fmt) for e in entries
+    ]
     if not layers:
         log.warning("ModelKit contains no layers")
-    config = kitfile.to_config_json()
-    config_desc = Descriptor(media.KIT_CONFIG, store.put_blob(config), len(config))
+    annotations = _manifest_annotations()
+    created = annotations.get(CREATED_ANNOTATION)
+    config_type, config = fmt.config(
+        kitfile, datetime.strptime(created, "%Y-%m-%dT%H:%M:%S%z") if created else None
+    )
+    config_desc = Descriptor(config_type, store.put_blob(config), len(config))
     manifest = Manifest(
         config=config_desc,
         layers=tuple(layers),
-        annotations=_manifest_annotations(),
+        annotations=annotations | fmt.annotations(kitfile),
         media_type=media.OCI_MANIFEST,
-        artifact_type=ARTIFACT_TYPE,
+        artifact_type=fmt.artifact_type(),
     )
     body = manifest.to_bytes()
     digest = store.put_blob(body)

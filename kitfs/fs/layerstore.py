@@ -28,6 +28,7 @@ from kitfs.fs.source import Source
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.codec import inflate_limit
 from kitfs.layers.hashing import hash_file
+from kitfs.layers.raw import scan_raw
 from kitfs.layers.scan import ScanResult, check_blob, check_diff_id, scan_layer
 from kitfs.layers.tarindex import TarEntry
 from kitfs.progress import NullProgress, ProgressSink
@@ -272,6 +273,19 @@ class LayerStore:
         if limit is None:
             limit = inflate_limit(slot.descriptor.size, slot.compression)
         digest = expected or slot.digest
+        if slot.raw:
+            return await trio.to_thread.run_sync(
+                lambda: scan_raw(
+                    slot.descriptor,
+                    path,
+                    slot.compression,
+                    out,
+                    limit=limit,
+                    what=what,
+                    verified=verified,
+                    expected=digest,
+                )
+            )
         return await trio.to_thread.run_sync(
             lambda: scan_layer(
                 path,
