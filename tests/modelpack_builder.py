@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import zstandard
+from helpers import payload
 from registry import RegistryServer
 
 ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
@@ -182,3 +183,59 @@ def fetch_manifest(registry: RegistryServer, repository: str, tag: str) -> bytes
         answer = client.get(f"/v2/{repository}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
         assert answer.status_code == 200, answer.text
         return answer.content
+
+
+# -- the sample ModelPack the verb and mount tests read ---------------------------------------
+
+WEIGHTS = payload(300_000, "weights")
+ADAPTER = payload(40_000, "adapter")
+FILES = {
+    "model.safetensors": WEIGHTS,
+    "tokenizer/tokenizer.json": b'{"vocab": 3}\n',
+    "tokenizer/vocab.txt": b"a\nb\nc\n",
+    "generation_config.json": b'{"temperature": 0.7}\n',
+    "README.md": b"# a hand-made ModelPack\n",
+    "src/infer.py": b"print('infer')\n",
+    "src/lib/util.py": b"X = 1\n",
+    "data/eval.jsonl": b'{"q": 1}\n{"q": 2}\n',
+    "extra/adapter.bin": ADAPTER,
+}
+
+
+def modctl_style() -> ModelPack:
+    """A ModelPack as another tool writes it: no Kitfile annotation, every layer format, two
+    weight layers, layers in no kit order."""
+    return build(
+        [
+            raw_layer("weight", "model.safetensors", WEIGHTS, mode=0o640),
+            tar_layer(
+                "weight.config",
+                "tokenizer",
+                {k: v for k, v in FILES.items() if k.startswith("tokenizer/")},
+                "gzip",
+            ),
+            raw_layer("weight.config", "generation_config.json", FILES["generation_config.json"]),
+            tar_layer("doc", "README.md", {"README.md": FILES["README.md"]}),
+            tar_layer(
+                "code", "src", {k: v for k, v in FILES.items() if k.startswith("src/")}, "zstd"
+            ),
+            raw_layer("dataset", "data/eval.jsonl", FILES["data/eval.jsonl"]),
+            tar_layer("weight", "extra/adapter.bin", {"extra/adapter.bin": ADAPTER}),
+        ]
+    )
+
+
+DERIVED_KITFILE = {
+    "manifestVersion": "1.0.0",
+    "model": {
+        "path": "model.safetensors",
+        "parts": [
+            {"path": "tokenizer"},
+            {"path": "generation_config.json"},
+            {"path": "extra/adapter.bin"},
+        ],
+    },
+    "code": [{"path": "src"}],
+    "datasets": [{"path": "data/eval.jsonl"}],
+    "docs": [{"path": "README.md"}],
+}

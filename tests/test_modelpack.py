@@ -22,10 +22,14 @@ from helpers import blob, cli, fails, kitfs, make_tree, manifest_json, ok, paylo
 from modelpack_builder import (
     ARTIFACT_TYPE,
     CONFIG_TYPE,
+    DERIVED_KITFILE,
+    FILES,
     KITFILE_ANNOTATION,
+    WEIGHTS,
     ModelPack,
     build,
     fetch_manifest,
+    modctl_style,
     push,
     raw_layer,
     sha256,
@@ -35,59 +39,6 @@ from registry import RegistryServer
 
 PLAIN = "--plain-http"
 KIT = os.environ.get("KIT", "/work/shared/tools/kit")
-
-WEIGHTS = payload(300_000, "weights")
-ADAPTER = payload(40_000, "adapter")
-FILES = {
-    "model.safetensors": WEIGHTS,
-    "tokenizer/tokenizer.json": b'{"vocab": 3}\n',
-    "tokenizer/vocab.txt": b"a\nb\nc\n",
-    "generation_config.json": b'{"temperature": 0.7}\n',
-    "README.md": b"# a hand-made ModelPack\n",
-    "src/infer.py": b"print('infer')\n",
-    "src/lib/util.py": b"X = 1\n",
-    "data/eval.jsonl": b'{"q": 1}\n{"q": 2}\n',
-    "extra/adapter.bin": ADAPTER,
-}
-
-
-def modctl_style() -> ModelPack:
-    """A ModelPack as another tool writes it: no Kitfile annotation, every layer format, two
-    weight layers, layers in no kit order."""
-    return build(
-        [
-            raw_layer("weight", "model.safetensors", WEIGHTS, mode=0o640),
-            tar_layer(
-                "weight.config",
-                "tokenizer",
-                {k: v for k, v in FILES.items() if k.startswith("tokenizer/")},
-                "gzip",
-            ),
-            raw_layer("weight.config", "generation_config.json", FILES["generation_config.json"]),
-            tar_layer("doc", "README.md", {"README.md": FILES["README.md"]}),
-            tar_layer(
-                "code", "src", {k: v for k, v in FILES.items() if k.startswith("src/")}, "zstd"
-            ),
-            raw_layer("dataset", "data/eval.jsonl", FILES["data/eval.jsonl"]),
-            tar_layer("weight", "extra/adapter.bin", {"extra/adapter.bin": ADAPTER}),
-        ]
-    )
-
-
-DERIVED_KITFILE = {
-    "manifestVersion": "1.0.0",
-    "model": {
-        "path": "model.safetensors",
-        "parts": [
-            {"path": "tokenizer"},
-            {"path": "generation_config.json"},
-            {"path": "extra/adapter.bin"},
-        ],
-    },
-    "code": [{"path": "src"}],
-    "datasets": [{"path": "data/eval.jsonl"}],
-    "docs": [{"path": "README.md"}],
-}
 
 
 def tree_of(root: Path) -> dict[str, tuple[int, bytes]]:
