@@ -168,12 +168,14 @@ def _licenses(kitfile: Kitfile) -> list[str]:
     return sorted({str(x) for x in found if x})
 
 
-def go_time(moment: datetime) -> str:
-    """Go's ``time.Time`` JSON form (RFC 3339 with nanoseconds, trailing zeros dropped), in UTC."""
+def go_time(moment: datetime, nanoseconds: int | None = None) -> str:
+    """Go's ``time.Time`` JSON form (RFC 3339, fraction to the nanosecond with trailing zeros
+    dropped), in UTC; ``nanoseconds`` replaces the fraction of a second when given."""
     moment = moment.astimezone(UTC)
+    fraction = moment.microsecond * 1000 if nanoseconds is None else nanoseconds
     text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}".rstrip("0")
+    if fraction:
+        text += f".{fraction:09d}".rstrip("0")
     return text + "Z"
 
 
@@ -187,7 +189,10 @@ def file_metadata(name: str, st: os.stat_result) -> str:
         "uid": 0,
         "gid": 0,
         "size": st.st_size,
-        "mtime": go_time(datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC)),
+        "mtime": go_time(
+            datetime.fromtimestamp(st.st_mtime_ns // 1_000_000_000, UTC),
+            st.st_mtime_ns % 1_000_000_000,
+        ),
         "typeflag": ord("0"),
     }
     return go_json(meta)

@@ -53,9 +53,9 @@ class PackFormat:
         return media.layer_media_type(kind, compression, modelpack=self.modelpack, raw=self.raw)
 
     def check_entry(self, context: Path, entry: Entry) -> None:
-        """A raw layer holds one regular file: a directory is refused before anything is written
-        (kit's saveContentLayerAsRaw: "file ... is not a regular file")."""
-        if self.raw and not (context / clean(entry.path or ".")).is_file():
+        """A raw layer holds one regular file: a directory or symlink is refused before anything
+        is written (kit's saveContentLayerAsRaw lstats it: "file ... is not a regular file")."""
+        if self.raw and not stat.S_ISREG(os.lstat(context / clean(entry.path or ".")).st_mode):
             raise PackError(
                 f"{entry.kind} path {entry.path or '.'!r}: file is not a regular file "
                 "(--layer-format raw stores one file per layer)"
@@ -96,7 +96,8 @@ def write_raw_layer(
     fd, tmp_name = tempfile.mkstemp(prefix="kitops_layer_", dir=scratch)
     tmp = Path(tmp_name)
     try:
-        with open(source, "rb") as handle, os.fdopen(fd, "wb") as raw:
+        source_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(source_fd, "rb") as handle, os.fdopen(fd, "wb") as raw:
             st = os.fstat(handle.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise PackError(f"file {base} is not a regular file")

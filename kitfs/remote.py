@@ -21,7 +21,7 @@ import trio
 
 from kitfs.catalog import ListRow, Removed, row_for
 from kitfs.config import Paths
-from kitfs.errors import KitfsError, NotFoundError, RegistryError, UsageError
+from kitfs.errors import KitfileError, KitfsError, NotFoundError, RegistryError, UsageError
 from kitfs.kitfile import Kitfile, is_modelkit_reference
 from kitfs.modelpack import check_model_artifact, kitfile_for
 from kitfs.oci import media
@@ -236,7 +236,11 @@ def list_remote(ref: Reference, paths: Paths, options: RegistryOptions) -> list[
                 config = await client.fetch_blob(
                     ref.repository, manifest.config.digest, manifest.config.size
                 )
-                kitfile = kitfile_for(manifest, config, str(ref.with_tag(tag)))
+                try:
+                    kitfile: Kitfile | None = kitfile_for(manifest, config, str(ref.with_tag(tag)))
+                except KitfileError as exc:  # listed, as the local list shows a broken one
+                    log.warning("%s: %s", ref.with_tag(tag), exc)
+                    kitfile = None
                 rows.append(row_for(ref.repository, digest, (tag,), manifest, kitfile))
             return rows
 

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -193,6 +194,9 @@ def test_hostile_and_broken_modelpacks_are_refused(
         assert message in line, line
     assert not (tmp_path / "escape.bin").exists()
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    # ``list`` still lists them (they are ModelPacks), with no name, as a broken local one
+    rows = ok(cli(home, "list", base, PLAIN)).stdout.splitlines()[1:]
+    assert sorted(row.split()[1] for row in rows) == ["diffids", "escape", "nopath", "size"]
 
 
 def test_corrupted_raw_blob_in_local_storage_is_refused(
@@ -399,6 +403,12 @@ def test_pack_layer_format_raw_stores_each_file_as_its_layer(
         st = (context / path).stat()
         assert meta["name"] == path and meta["size"] == len(data) and meta["typeflag"] == 48
         assert meta["mode"] == st.st_mode & 0o777
+        seconds, nanos = divmod(st.st_mtime_ns, 10**9)
+        fraction = f".{nanos:09d}".rstrip("0") if nanos else ""
+        assert (
+            meta["mtime"]
+            == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + fraction + "Z"
+        )
         assert list(meta) == ["name", "mode", "uid", "gid", "size", "mtime", "typeflag"]
     assert config["model"]["diffId"] == sha256(CONTEXT["model.bin"])  # type: ignore[arg-type]
     out = tmp_path / "out"
