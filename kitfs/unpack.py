@@ -231,6 +231,7 @@ def _copy_entry(
 
 
 def extract_raw(
+    desc: Descriptor,
     entry: TarEntry,
     path: Path,
     compression: str,
@@ -244,7 +245,7 @@ def extract_raw(
     if options.ignore_existing and os.path.lexists(target):
         log.debug("%s already exists; skipping", target)
         return 0
-    _write_file(lambda out: copy_raw(path, compression, out, advance), entry, target)
+    _write_file(lambda out: copy_raw(desc, path, compression, out, advance), entry, target)
     return 1
 
 
@@ -410,11 +411,11 @@ def unpack_modelkit(
         try:
             if layer.layer_type.raw:
                 counts["files"] += extract_raw(
-                    entries[0], path, compression, root, options, task.advance
+                    layer.desc, entries[0], path, compression, root, options, task.advance
                 )
             else:
                 counts["files"] += extract_layer(
-                    path, layer.layer_type.compression, root, options, task.advance, layer.prefix
+                    path, compression, root, options, task.advance, layer.prefix
                 )
         except OSError as exc:  # disk full, permissions: name the file, not a traceback
             where = f"{exc.filename}: " if exc.filename else ""

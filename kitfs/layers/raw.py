@@ -122,13 +122,24 @@ def _corrupt_first(raw: HashingReader, expected: str, verified: bool) -> None:
         raise DigestMismatchError(expected, raw.digest, f"layer {expected}") from None
 
 
-def copy_raw(path: Path, compression: str, sink: BinaryIO, advance: Callable[[int], None]) -> int:
-    """Write a verified raw blob's file (decompressed) to ``sink``; return its size."""
+def copy_raw(
+    desc: Descriptor,
+    path: Path,
+    compression: str,
+    sink: BinaryIO,
+    advance: Callable[[int], None],
+) -> int:
+    """Write a raw blob's file (decompressed) to ``sink``, hashing the blob on the way: bytes that
+    changed since they were verified raise DigestMismatchError (the caller drops ``sink``)."""
     total = 0
     with open(path, "rb") as raw_file:
-        stream = decompressing_reader(raw_file, compression)  # type: ignore[arg-type]
+        raw = HashingReader(raw_file)  # type: ignore[arg-type]
+        stream = decompressing_reader(raw, compression)  # type: ignore[arg-type]
         while chunk := stream.read(CHUNK):
             sink.write(chunk)
             total += len(chunk)
             advance(len(chunk))
+        raw.drain()
+    if raw.digest != desc.digest:
+        raise DigestMismatchError(desc.digest, raw.digest, f"layer {desc.digest} in {path}")
     return total

@@ -9,6 +9,7 @@ installed here, and no signature is verified: only how the tags are listed is un
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -24,8 +25,10 @@ from modelpack_builder import (
     DERIVED_KITFILE,
     FILES,
     ModelPack,
+    build,
     modctl_style,
     put_manifest,
+    raw_layer,
     sha256,
     upload_blob,
 )
@@ -201,3 +204,28 @@ def test_raw_layers_from_local_storage_are_served(mounter: Mounter, tmp_path: Pa
         "m",
         "m/w.bin",
     ]
+
+
+def test_hostile_raw_layers_are_never_served(
+    registry: RegistryServer, mounter: Mounter, tmp_path: Path
+) -> None:
+    """A raw layer whose filepath climbs out, or whose size contradicts its metadata, reads as EIO:
+    the Kitfile (kit's annotation here, so it names safe paths) cannot vouch for the layer."""
+    escape = raw_layer("weight", "../../outside.bin", b"evil")
+    liar = raw_layer("doc", "README.md", b"short", size=4096)
+    kitfile = {
+        "manifestVersion": "1.0.0",
+        "model": {"path": "w.bin", "digest": sha256(escape.blob), "diffId": escape.diff_id},
+        "docs": [{"path": "README.md", "digest": sha256(liar.blob), "diffId": liar.diff_id}],
+    }
+    repository = f"modelpack-fs/{uuid.uuid4().hex[:10]}"
+    push_modelpack(registry, repository, "bad", build([escape, liar], kitfile=kitfile))
+    mnt = mounter.mount(f"{registry.host}/{repository}:bad")
+    for section in ("model", "docs"):
+        with pytest.raises(OSError) as caught:
+            os.listdir(mnt / section)
+        assert caught.value.errno == errno.EIO
+    assert not (tmp_path / "outside.bin").exists()
+    log = mounter.log_path(mnt).read_text()
+    assert "'..' would leave the target directory" in log
+    assert "metadata annotation says 4096" in log
