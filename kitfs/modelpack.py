@@ -72,7 +72,10 @@ def config_diff_ids(config: bytes, name: str) -> list[str] | None:
 
 
 def derive_kitfile(manifest: Manifest, config: bytes, name: str) -> Kitfile:
-    """A Kitfile for a ModelPack that carries none, as kit's GenerateKitfileForModelPack."""
+    """A Kitfile for a ModelPack that carries none, as kit's GenerateKitfileForModelPack (a config
+    without ``modelfs`` gives entries without diffIds, as kit's generation without a config)."""
+    if manifest.model_format != media.MODELPACK_FORMAT:
+        raise KitfileError(f"{name} is not a modelpack artifact")
     diff_ids = config_diff_ids(config, name)
     if diff_ids is not None and len(diff_ids) != len(manifest.layers):
         raise KitfileError(
@@ -89,7 +92,7 @@ def derive_kitfile(manifest: Manifest, config: bytes, name: str) -> Kitfile:
             )
         layer_type = media.parse_layer_media_type(desc.media_type)
         if layer_type is None:
-            raise KitfileError(f"{name}: unknown layer type: {desc.media_type}")
+            raise KitfileError(f"{name}: failed to parse media type {desc.media_type}")
         entry = {"path": path, "digest": desc.digest}
         if diff_ids is not None:
             entry["diffId"] = diff_ids[index]
