@@ -29,6 +29,7 @@ from kitfs.config import Paths
 from kitfs.errors import DigestMismatchError, KitfsError
 from kitfs.layers.codec import inflate_limit, open_decompressed
 from kitfs.layers.hashing import CHUNK
+from kitfs.layers.raw import raw_entry
 from kitfs.layers.scan import check_blob, check_diff_id, scan_layer
 from kitfs.layers.spanindex import (
     ANNOTATIONS,
@@ -37,6 +38,7 @@ from kitfs.layers.spanindex import (
     SpanWriter,
     annotations_for,
     location_of,
+    pin,
     trailing_allowance,
 )
 from kitfs.layers.tarindex import BLOCK, TarEntry
@@ -123,13 +125,15 @@ def _index_layer(
     store: LocalStore, desc: Descriptor, diff_id: str | None, span_size: int, scratch: Path
 ) -> LayerChange:
     layer_type = media.parse_layer_media_type(desc.media_type)
-    if layer_type is None or layer_type.raw:
+    if layer_type is None:
         raise IndexingError(
             f"layer {desc.digest} has media type {desc.media_type!r}: not a kit layer"
         )
     compression = layer_type.compression
     if location_of(desc.annotations, desc.size) is not None:
         return LayerChange(desc, desc, "kept", 0)
+    if layer_type.raw:
+        return _index_raw(store, desc, compression, span_size)
     path = store.blob_path(desc.digest)
     result = scan_layer(
         path,
@@ -147,6 +151,29 @@ def _index_layer(
     if compression == "none":
         return _index_plain(store, desc, plain, entries, span_size, scratch)
     return _reencode(store, desc, plain, compression, entries, span_size, scratch)
+
+
+def _index_raw(
+    store: LocalStore, desc: Descriptor, compression: str, span_size: int
+) -> LayerChange:
+    """A raw layer is its file: spans over the file's bytes, the index inline in the manifest (an
+    uncompressed one keeps its blob; a compressed one cannot be entered mid-stream and stays as it
+    is, verified whole)."""
+    if compression != "none":
+        return LayerChange(desc, desc, "raw-whole", 0)
+    path = store.blob_path(desc.digest)
+    writer = SpanWriter(_Null(), "none", span_size)  # type: ignore[arg-type]
+    with open(path, "rb") as stream:
+        while data := stream.read(CHUNK):
+            writer.write(data)
+    entry = raw_entry(desc, writer.position)
+    index = writer.finish([entry])
+    if writer.blob_digest != desc.digest or writer.blob_size != desc.size:
+        raise DigestMismatchError(desc.digest, writer.blob_digest, f"layer {desc.digest}")
+    pins = pin(index, writer, inline_allowed=True, inline_only=True)
+    if not pins:
+        return LayerChange(desc, desc, "raw-whole", 0)
+    return LayerChange(desc, replace(desc, annotations={**desc.annotations, **pins}), "inline", 0)
 
 
 def _segments(entries: tuple[TarEntry, ...]) -> list[int]:

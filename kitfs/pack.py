@@ -33,6 +33,7 @@ from kitfs.layers.tarindex import TarEntry, clean_entry_name
 from kitfs.layers.tarwriter import BLOCK, TarWriter, header_bytes
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
+from kitfs.packformat import KIT_TAR, PackFormat, write_raw_layer
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.reference import DEFAULT_TAG, Reference, is_valid_tag
 from kitfs.reference import parse as parse_reference
@@ -41,7 +42,7 @@ from kitfs.storage.local import DEFAULT_REPOSITORY, LocalStore, display_reposito
 log = logging.getLogger(__name__)
 
 CLI_VERSION = f"kitfs-{__version__}"
-ARTIFACT_TYPE = "application/vnd.kitops.modelkit.manifest.v1+json"
+ARTIFACT_TYPE = media.KIT_ARTIFACT
 CREATED_ANNOTATION = "org.opencontainers.image.created"
 MAX_MODEL_REFERENCE_CHAIN = 10
 
@@ -189,12 +190,17 @@ def write_layer(
     scratch: Path,
     progress: ProgressSink,
     span_size: int | None = DEFAULT_SPAN_SIZE,
+    fmt: PackFormat = KIT_TAR,
 ) -> Descriptor:
     """Write one layer blob into the store; return its descriptor (digest and diffId filled in).
 
-    With a ``span_size`` (the default) the layer gets a span index pinned by its annotations
+    With a ``span_size`` (the default) a tar layer gets a span index pinned by its annotations
     (kitfs/layers/spanindex.py); ``None`` writes the layer exactly as kit does, without one.
     """
+    if fmt.raw:
+        return write_raw_layer(
+            context, entry, compression, fmt, store, scratch, progress, span_size
+        )
     base = clean(entry.path)
     members = list(walk_layer(context, base, rules))
     total = sum(st.st_size for _, st in members if stat.S_ISREG(st.st_mode))
@@ -218,7 +224,7 @@ def write_layer(
             raw.flush()
             os.fsync(raw.fileno())
         desc = Descriptor(
-            media.layer_media_type(entry.kind, compression),
+            fmt.media_type(entry.kind, compression),
             blob_digest,
             blob_size,
             annotations=annotations,
@@ -367,12 +373,16 @@ def pack(
     compression: str = "none",
     progress: ProgressSink | None = None,
     span_size: int | None = DEFAULT_SPAN_SIZE,
+    fmt: PackFormat = KIT_TAR,
 ) -> PackResult:
-    """Pack ``context_dir`` into local storage and return the new ModelKit's digest and reference."""
+    """Pack ``context_dir`` into local storage and return the new ModelKit's digest and reference.
+
+    ``fmt`` selects raw layers and the ModelPack format (kitfs.packformat)."""
     if compression not in media.COMPRESSIONS:
         raise PackError(
             f"invalid compression type {compression!r}: must be one of 'none', 'gzip', 'gzip-fastest', or 'zstd'"
         )
+    fmt.check(compression)
     context = Path(context_dir).absolute()
     if not context.is_dir():
         raise PackError(f"context directory {context} does not exist or is not a directory")
@@ -388,8 +398,9 @@ def pack(
     entries = kitfile.entries()
     for entry in entries:
         check_entry_path(context, entry)
+        fmt.check_entry(context, entry)
     try:
-        return _pack_into(context, paths, kitfile, target, compression, progress, span_size)
+        return _pack_into(context, paths, kitfile, target, compression, progress, span_size, fmt)
     except OSError as exc:  # our own writes: storage or scratch space
         where = f"{exc.filename}: " if exc.filename else ""
         raise PackError(f"failed to write to local storage: {where}{exc.strerror}") from None
@@ -403,6 +414,7 @@ def _pack_into(
     compression: str,
     progress: ProgressSink | None,
     span_size: int | None,
+    fmt: PackFormat,
 ) -> PackResult:
     entries = kitfile.entries()
     store = LocalStore(paths.storage)
@@ -415,19 +427,23 @@ def _pack_into(
     scratch.mkdir(parents=True, exist_ok=True)
     sink = progress or NullProgress()
     layers = [
-        write_layer(context, e, rules, compression, store, scratch, sink, span_size)
+        write_layer(context, e, rules, compression, store, scratch, sink, span_size, fmt)
         for e in entries
     ]
     if not layers:
         log.warning("ModelKit contains no layers")
-    config = kitfile.to_config_json()
-    config_desc = Descriptor(media.KIT_CONFIG, store.put_blob(config), len(config))
+    annotations = _manifest_annotations()
+    created = annotations.get(CREATED_ANNOTATION)
+    config_type, config = fmt.config(
+        kitfile, datetime.strptime(created, "%Y-%m-%dT%H:%M:%S%z") if created else None
+    )
+    config_desc = Descriptor(config_type, store.put_blob(config), len(config))
     manifest = Manifest(
         config=config_desc,
         layers=tuple(layers),
-        annotations=_manifest_annotations(),
+        annotations=annotations | fmt.annotations(kitfile),
         media_type=media.OCI_MANIFEST,
-        artifact_type=ARTIFACT_TYPE,
+        artifact_type=fmt.artifact_type(),
     )
     body = manifest.to_bytes()
     digest = store.put_blob(body)

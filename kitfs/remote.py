@@ -21,12 +21,14 @@ import trio
 
 from kitfs.catalog import ListRow, Removed, row_for
 from kitfs.config import Paths
-from kitfs.errors import KitfsError, NotFoundError, RegistryError, UsageError
+from kitfs.errors import KitfileError, KitfsError, NotFoundError, RegistryError, UsageError
 from kitfs.kitfile import Kitfile, is_modelkit_reference
+from kitfs.modelpack import check_model_artifact, kitfile_for
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialStore
 from kitfs.oci.client import RegistryClient, RegistryOptions
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError
+from kitfs.oci.tags import is_attached_tag
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.reference import Reference
 from kitfs.reference import parse as parse_reference
@@ -60,10 +62,7 @@ async def fetch_manifest(client: RegistryClient, ref: Reference) -> tuple[str, b
     if media_type in (media.OCI_INDEX, media.DOCKER_MANIFEST_LIST):
         raise ManifestError(f"{ref} is an image index, not a ModelKit")
     manifest = Manifest.from_bytes(body, f"manifest of {ref}")
-    if not manifest.is_modelkit:
-        raise ManifestError(
-            f"{ref} is not a ModelKit: its config media type is {manifest.config.media_type!r}"
-        )
+    check_model_artifact(manifest, str(ref))
     return digest, body, manifest
 
 
@@ -205,7 +204,7 @@ def push(
 async def _fetch_modelkit(client: RegistryClient, ref: Reference) -> tuple[str, Manifest, Kitfile]:
     digest, _, manifest = await fetch_manifest(client, ref)
     config = await client.fetch_blob(ref.repository, manifest.config.digest, manifest.config.size)
-    return digest, manifest, Kitfile.from_config_json(config, f"config of {ref}")
+    return digest, manifest, kitfile_for(manifest, config, str(ref))
 
 
 def fetch_modelkit(
@@ -228,6 +227,8 @@ def list_remote(ref: Reference, paths: Paths, options: RegistryOptions) -> list[
             tags = [ref.tag] if ref.tag else await client.list_tags(ref.repository)
             rows = []
             for tag in tags:
+                if not ref.tag and is_attached_tag(tag):
+                    continue  # signatures, attestations, referrers fallback tags
                 try:
                     digest, _, manifest = await fetch_manifest(client, ref.with_tag(tag))
                 except ManifestError:
@@ -235,7 +236,11 @@ def list_remote(ref: Reference, paths: Paths, options: RegistryOptions) -> list[
                 config = await client.fetch_blob(
                     ref.repository, manifest.config.digest, manifest.config.size
                 )
-                kitfile = Kitfile.from_config_json(config, f"config of {ref.with_tag(tag)}")
+                try:
+                    kitfile: Kitfile | None = kitfile_for(manifest, config, str(ref.with_tag(tag)))
+                except KitfileError as exc:  # listed, as the local list shows a broken one
+                    log.warning("%s: %s", ref.with_tag(tag), exc)
+                    kitfile = None
                 rows.append(row_for(ref.repository, digest, (tag,), manifest, kitfile))
             return rows
 

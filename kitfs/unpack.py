@@ -9,6 +9,7 @@ never through a symbolic link. Filters follow kit (pkg/lib/kitfile/filter.go).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import posixpath
@@ -17,6 +18,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from kitfs.atomic import write_atomic
 from kitfs.errors import (
@@ -27,9 +29,11 @@ from kitfs.errors import (
 )
 from kitfs.kitfile import Kitfile
 from kitfs.layers.codec import decompressing_reader, inflate_limit
+from kitfs.layers.raw import copy_raw, scan_raw
 from kitfs.layers.scan import check_blob, check_diff_id, scan_layer
 from kitfs.layers.spanindex import trailing_allowance
 from kitfs.layers.tarindex import TarEntry, TarReader
+from kitfs.modelpack import layer_kinds
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
 from kitfs.progress import NullProgress, ProgressSink
@@ -101,20 +105,25 @@ def layer_selected(filters: list[Filter], kind: str, entry: dict[str, object] | 
 
 
 def verify_layer(
-    path: Path, desc: Descriptor, compression: str, diff_id: str | None
+    path: Path, desc: Descriptor, compression: str, diff_id: str | None, *, raw: bool = False
 ) -> list[TarEntry]:
     """Pass one: check digest, size, diffId and every entry; return the entries."""
     if not path.is_file():
         raise NotFoundError(f"layer {desc.digest} is missing from local storage")
-    result = scan_layer(
-        path,
-        compression,
-        None,
-        limit=inflate_limit(desc.size, compression),
-        what=f"layer {desc.digest[:19]}",
-        expected_digest=desc.digest,
-        trailing=trailing_allowance(desc.annotations, desc.size),
-    )
+    limit = inflate_limit(desc.size, compression)
+    what = f"layer {desc.digest[:19]}"
+    if raw:
+        result = scan_raw(desc, path, compression, None, limit=limit, what=what)
+    else:
+        result = scan_layer(
+            path,
+            compression,
+            None,
+            limit=limit,
+            what=what,
+            expected_digest=desc.digest,
+            trailing=trailing_allowance(desc.annotations, desc.size),
+        )
     check_blob(desc, result)
     check_diff_id(diff_id, desc, result)
     return list(result.entries)
@@ -213,26 +222,49 @@ def extract_layer(
             if options.ignore_existing and os.path.lexists(target):
                 log.debug("%s already exists; skipping", target)
                 continue
-            _write_file(reader, entry, target, advance)
+            _write_file(functools.partial(_copy_entry, reader, entry, advance), entry, target)
             written += 1
     return written
 
 
-def _write_file(
-    reader: TarReader, entry: TarEntry, target: Path, advance: Callable[[int], None]
+def _copy_entry(
+    reader: TarReader, entry: TarEntry, advance: Callable[[int], None], out: BinaryIO
 ) -> None:
+    def sink(data: bytes) -> None:
+        out.write(data)
+        advance(len(data))
+
+    reader.read_data(entry, sink)
+
+
+def extract_raw(
+    desc: Descriptor,
+    entry: TarEntry,
+    path: Path,
+    compression: str,
+    root: Path,
+    options: UnpackOptions,
+    advance: Callable[[int], None],
+) -> int:
+    """Pass two for a raw layer: write its one file (the entry pass one found) at its path."""
+    target = root / entry.name
+    _safe_parent(root, entry.name)
+    if options.ignore_existing and os.path.lexists(target):
+        log.debug("%s already exists; skipping", target)
+        return 0
+    _write_file(lambda out: copy_raw(desc, path, compression, out, advance), entry, target)
+    return 1
+
+
+def _write_file(fill: Callable[[BinaryIO], object], entry: TarEntry, target: Path) -> None:
+    """Write ``target`` through a temp file beside it that ``fill`` writes, then rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
     # Created with the entry's mode so that the umask applies, as for kit's os.OpenFile.
     tmp = target.parent / f".{target.name[:40]}.{secrets.token_hex(6)}.kitfs-tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, entry.mode & 0o777)
     try:
         with os.fdopen(fd, "wb") as out:
-
-            def sink(data: bytes) -> None:
-                out.write(data)
-                advance(len(data))
-
-            reader.read_data(entry, sink)
+            fill(out)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -310,11 +342,12 @@ def select_layers(
         "docs": kitfile.section("docs"),
     }
     selected = []
-    for desc in manifest.layers:
+    for desc, kind in zip(manifest.layers, layer_kinds(manifest), strict=True):
         layer_type = media.parse_layer_media_type(desc.media_type)
-        if layer_type is None or layer_type.raw:
+        if layer_type is None or kind is None:
             log.warning("unknown media type %s: skipping unpack", desc.media_type)
             continue
+        layer_type = replace(layer_type, kind=kind)
         if desc.annotations.get(PROMPT_SUBTYPE_ANNOTATION) == "prompt":
             # kit's prompts travel as code layers; they are not Kitfile code entries.
             if not filters:
@@ -332,7 +365,7 @@ def select_layers(
         if layer_selected(filters, layer_type.kind, entry):
             prefix = (
                 ""
-                if recorded or not entry
+                if recorded or not entry or layer_type.raw
                 else legacy_prefix(layer_type.kind, str(entry.get("path", "")))
             )
             selected.append(SelectedLayer(desc, layer_type.kind, entry, layer_type, prefix))
@@ -365,23 +398,32 @@ def unpack_modelkit(
     for layer in layers:
         path = fetch(layer.desc)
         diff_id = str(layer.entry.get("diffId") or "") or None
-        entries = verify_layer(path, layer.desc, layer.layer_type.compression, diff_id)
+        entries = verify_layer(
+            path, layer.desc, layer.layer_type.compression, diff_id, raw=layer.layer_type.raw
+        )
         if layer.prefix:
             entries = [replace(e, name=_under(layer.prefix, e.name)) for e in entries]
         claim_paths(claimed, entries, f"layer {layer.desc.digest[:19]}")
         check_conflicts(root, entries, options)
-        verified.append((layer, path, sum(e.size for e in entries)))
+        verified.append((layer, path, entries))
     counts = {"kitfile": 0, "layers": 0, "files": 0}
     if layer_selected(options.filters, "kitfile", None) and write_kitfile(
         kitfile, root, options.overwrite
     ):
         counts["kitfile"] = 1
-    for layer, path, total in verified:
+    for layer, path, entries in verified:
+        total = sum(e.size for e in entries)
         task = sink.task(f"unpack {layer.kind} {layer.entry.get('path', '')}", total)
+        compression = layer.layer_type.compression
         try:
-            counts["files"] += extract_layer(
-                path, layer.layer_type.compression, root, options, task.advance, layer.prefix
-            )
+            if layer.layer_type.raw:
+                counts["files"] += extract_raw(
+                    layer.desc, entries[0], path, compression, root, options, task.advance
+                )
+            else:
+                counts["files"] += extract_layer(
+                    path, compression, root, options, task.advance, layer.prefix
+                )
         except OSError as exc:  # disk full, permissions: name the file, not a traceback
             where = f"{exc.filename}: " if exc.filename else ""
             raise UnpackError(f"failed to unpack into {root}: {where}{exc.strerror}") from None

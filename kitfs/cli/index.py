@@ -26,6 +26,7 @@ _HOW = {
     "inline": "span index in the manifest, layer bytes unchanged",
     "appended": "span index appended to the layer (too large for the manifest)",
     "re-encoded": "re-encoded as independently readable spans with an appended index",
+    "raw-whole": "compressed raw layer (or index too large): left as is, read whole and verified",
 }
 
 

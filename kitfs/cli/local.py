@@ -22,6 +22,7 @@ from kitfs.errors import UsageError
 from kitfs.kitfile import go_json
 from kitfs.layers.spanindex import MAX_SPAN_SIZE, MIN_SPAN_SIZE
 from kitfs.pack import pack
+from kitfs.packformat import PackFormat
 from kitfs.progress import progress_for
 from kitfs.reference import DEFAULT_TAG, Reference, parse
 from kitfs.storage.local import LocalStore, display_repository
@@ -75,6 +76,17 @@ def _register_pack(subparsers: argparse._SubParsersAction) -> None:  # type: ign
         action="store_true",
         help="write layers exactly as kit does, without a span index (mounts then fetch whole layers)",
     )
+    p.add_argument(
+        "--layer-format",
+        default="tar",
+        choices=("tar", "raw"),
+        help="tar (default) or raw: each layer is its one regular file itself, as kit",
+    )
+    p.add_argument(
+        "--use-model-pack",
+        action="store_true",
+        help="write a CNCF ModelPack (model-spec media types and config) instead of a kit ModelKit",
+    )
     _json_flag(p)
     p.set_defaults(func=_cmd_pack)
 
@@ -104,6 +116,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
             compression=args.compression,
             progress=sink,
             span_size=span_size_flag(args),
+            fmt=PackFormat(modelpack=args.use_model_pack, layer_format=args.layer_format),
         )
     if args.json:
         ref = result.reference

@@ -23,12 +23,13 @@ from typing import TypeVar
 import trio
 from cachetools import TTLCache
 
-from kitfs.errors import DigestMismatchError, KitfsError
+from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError
 from kitfs.fs.source import Source
 from kitfs.fs.spanreader import SpanError, SpanReader
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.codec import inflate_limit
 from kitfs.layers.hashing import hash_file
+from kitfs.layers.raw import raw_entry, scan_raw
 from kitfs.layers.scan import ScanResult, check_blob, check_diff_id, scan_layer
 from kitfs.layers.spanindex import (
     SpanIndex,
@@ -151,7 +152,9 @@ class LayerStore:
             data = await self._fetch_index(slot, location.offset, location.size)
         try:
             index = parse_index(data, location, compression=slot.compression, blob_size=desc.size)
-        except SpanIndexError as exc:
+            if slot.raw and index.entries != (raw_entry(desc, index.tar_size),):
+                raise SpanIndexError("its entry is not the raw layer's file")
+        except (SpanIndexError, UnsafeContentError) as exc:
             log.warning(
                 "%s (layer %s): span index refused (%s): the layer will be fetched whole and "
                 "verified before it is served",
@@ -381,6 +384,19 @@ class LayerStore:
         if limit is None:
             limit = inflate_limit(slot.descriptor.size, slot.compression)
         digest = expected or slot.digest
+        if slot.raw:
+            return await trio.to_thread.run_sync(
+                lambda: scan_raw(
+                    slot.descriptor,
+                    path,
+                    slot.compression,
+                    out,
+                    limit=limit,
+                    what=what,
+                    verified=verified,
+                    expected=digest,
+                )
+            )
         return await trio.to_thread.run_sync(
             lambda: scan_layer(
                 path,

@@ -30,10 +30,12 @@ from kitfs.errors import (
     StorageError,
 )
 from kitfs.kitfile import Kitfile
+from kitfs.modelpack import kitfile_for
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialStore
 from kitfs.oci.client import RegistryClient, RegistryOptions
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
+from kitfs.oci.tags import model_tags
 from kitfs.reference import Reference, is_digest, is_valid_tag, parse
 from kitfs.storage.cache import BlobCache
 from kitfs.storage.local import LocalStore
@@ -77,14 +79,11 @@ def created_ns(manifest: Manifest) -> int | None:
 
 
 def modelkit_from(name: str, digest: str, manifest: Manifest, config: bytes) -> ResolvedModelKit:
-    """Check that a manifest is a kit ModelKit and read its Kitfile from the config blob."""
-    if not manifest.is_modelkit:
-        raise MountError(
-            f"{name} is not a ModelKit: its config media type is {manifest.config.media_type!r}"
-        )
-    if manifest.is_modelpack:
-        raise MountError(f"{name} is a CNCF ModelPack artifact: only kit ModelKits can be mounted")
-    kitfile = Kitfile.from_config_json(config, f"config of {name}")
+    """Check that a manifest is a ModelKit or ModelPack and read its Kitfile (kitfs.modelpack)."""
+    try:
+        kitfile = kitfile_for(manifest, config, name)
+    except ManifestError as exc:
+        raise MountError(str(exc)) from None
     return ResolvedModelKit(name, digest, manifest, kitfile, created_ns(manifest))
 
 
@@ -184,11 +183,19 @@ class LocalStorageSource(Source):
 
     async def list_tags(self) -> list[str]:
         tags = await trio.to_thread.run_sync(lambda: sorted(self.store.repo_for(self.ref).tags()))
+        tags = await model_tags(tags, self.manifest_of, self.description)
         if not tags:
             raise NotFoundError(
                 f"repository {self.ref.repository} has no tagged ModelKits in local storage"
             )
         return tags
+
+    async def manifest_of(self, tag: str) -> Manifest:
+        def load() -> Manifest:
+            _repo, desc = self.store.resolve(replace(self.ref, tag=tag, digest=None))
+            return self.store.load_manifest(desc)
+
+        return await trio.to_thread.run_sync(load)
 
     def local_blob(self, desc: Descriptor) -> Path | None:
         path = self.store.blob_path(desc.digest)
@@ -252,7 +259,15 @@ class RegistrySource(Source):
         tags = sorted(await self.client.list_tags(self.ref.repository))
         if not tags:
             raise NotFoundError(f"repository {self.ref.name} has no tags")
+        tags = await model_tags(tags, self.manifest_of, self.description)
+        if not tags:
+            raise NotFoundError(f"repository {self.ref.name} has no ModelKits or ModelPacks")
         return tags
+
+    async def manifest_of(self, tag: str) -> Manifest:
+        """The manifest a tag names (kept for TAG_TTL, as ``resolve`` uses it)."""
+        _digest, body = await self._manifest(tag)
+        return Manifest.from_bytes(body, f"manifest of {self.name_for(tag)}")
 
     def local_blob(self, desc: Descriptor) -> Path | None:
         path = self.store.blob_path(desc.digest)
@@ -327,12 +342,23 @@ class OciLayoutSource(Source):
             names = {d.annotations.get(REF_NAME_ANNOTATION, "") for d in self._index()}
             return sorted(n for n in names if n and is_valid_tag(n))
 
-        found = await trio.to_thread.run_sync(tags)
+        found = await model_tags(
+            await trio.to_thread.run_sync(tags), self.manifest_of, self.description
+        )
         if not found:
             raise NotFoundError(
-                f"{self.root} holds no tagged manifests (name one: oci:{self.root}:TAG)"
+                f"{self.root} holds no tagged ModelKits (name one: oci:{self.root}:TAG)"
             )
         return found
+
+    async def manifest_of(self, tag: str) -> Manifest:
+        def load() -> Manifest:
+            for desc in self._index():
+                if desc.annotations.get(REF_NAME_ANNOTATION) == tag:
+                    return Manifest.from_bytes(self._blob(desc.digest), f"manifest of {tag}")
+            raise NotFoundError(f"{self.name_for(tag)} not found")
+
+        return await trio.to_thread.run_sync(load)
 
     def local_blob(self, desc: Descriptor) -> Path | None:
         path = self._blob_path(desc.digest)

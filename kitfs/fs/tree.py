@@ -30,6 +30,7 @@ from cachetools import LRUCache
 from kitfs.errors import KitfsError
 from kitfs.kitfile import Kitfile, is_modelkit_reference
 from kitfs.layers.tarindex import TarEntry
+from kitfs.modelpack import layer_kinds
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
 
@@ -65,6 +66,7 @@ class LayerSlot:
     root: str  # the Kitfile path, cleaned ("" = the whole section)
     diff_id: str | None = None
     label: str = ""
+    raw: bool = False  # the blob is the one file itself (kitfs.layers.raw), not a tar
 
     @property
     def digest(self) -> str:
@@ -147,8 +149,8 @@ def _join(base: str, name: str) -> str:
 def layer_slots(manifest: Manifest, kitfile: Kitfile) -> list[LayerSlot]:
     """Pair each layer with its Kitfile entry, by kind and in order, as ``kit unpack`` does.
 
-    A layer whose media type is not a ModelKit tar (a ModelPack ``.raw`` layer, an unknown type) is
-    left out, as ``kit unpack`` skips it.
+    A layer whose media type is not a ModelKit or ModelPack layer is left out, as ``kit unpack``
+    skips it; several ModelPack weight layers pair with the model and then its parts.
     """
     model = kitfile.model or {}
     sections: dict[str, list[dict[str, object]]] = {
@@ -160,12 +162,13 @@ def layer_slots(manifest: Manifest, kitfile: Kitfile) -> list[LayerSlot]:
     }
     counters: dict[str, int] = {}
     slots = []
-    for position, desc in enumerate(manifest.layers):
+    for position, (desc, kind) in enumerate(
+        zip(manifest.layers, layer_kinds(manifest), strict=True)
+    ):
         layer_type = media.parse_layer_media_type(desc.media_type)
-        if layer_type is None or layer_type.raw:
+        if layer_type is None or kind is None:
             log.warning("layer %s has media type %s: not shown", desc.digest, desc.media_type)
             continue
-        kind = layer_type.kind
         number = counters.get(kind, 0)
         counters[kind] = number + 1
         entries = sections[kind]
@@ -182,19 +185,22 @@ def layer_slots(manifest: Manifest, kitfile: Kitfile) -> list[LayerSlot]:
                 descriptor=desc,
                 kind=kind,
                 compression=layer_type.compression,
-                root=clean_path(_entry_path(entry, desc)),
+                root=clean_path(_entry_path(entry, desc, layer_type.raw)),
                 diff_id=str(entry.get("diffId") or "") or None,
                 label=_label(kind, entry, number),
+                raw=layer_type.raw,
             )
         )
     return slots
 
 
-def _entry_path(entry: Mapping[str, object], desc: Descriptor) -> str:
+def _entry_path(entry: Mapping[str, object], desc: Descriptor, raw: bool = False) -> str:
+    """Where a layer's entries lie: the Kitfile path; a raw layer's file is at its annotation."""
+    annotated = desc.annotations.get(media.MODELPACK_FILEPATH_ANNOTATION, "")
     path = str(entry.get("path") or "")
-    if path and not is_modelkit_reference(path):
+    if path and not is_modelkit_reference(path) and not (raw and annotated):
         return path
-    return desc.annotations.get(media.MODELPACK_FILEPATH_ANNOTATION, "")
+    return annotated
 
 
 def _label(kind: str, entry: Mapping[str, object], number: int) -> str:

@@ -429,12 +429,18 @@ class SpanWriter:
         return "sha256:" + self.diff_hasher.hexdigest()
 
 
-def pin(index: SpanIndex, writer: SpanWriter, *, inline_allowed: bool) -> dict[str, str]:
+def pin(
+    index: SpanIndex, writer: SpanWriter, *, inline_allowed: bool, inline_only: bool = False
+) -> dict[str, str]:
     """Finish a layer written through ``writer``: carry the index inline (uncompressed layers whose
     index is small, so that the blob stays exactly the tar kit writes) or append it to the blob;
-    return the descriptor annotations that pin it."""
+    return the descriptor annotations that pin it. ``inline_only`` (raw layers: nothing may follow
+    the file in its blob) gives no index at all when it is too large for the manifest."""
     plain = index.to_json()
-    if inline_allowed and index.compression == "none" and len(plain) <= MAX_INLINE_SIZE:
+    fits = len(plain) <= MAX_INLINE_SIZE
+    if inline_only:
+        return annotations_for(plain, None) if fits else {}
+    if inline_allowed and index.compression == "none" and fits:
         return annotations_for(plain, None)
     stored, offset = writer.append_index(index)
     return annotations_for(stored, offset)

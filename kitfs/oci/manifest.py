@@ -109,12 +109,18 @@ class Manifest:
         return go_json(self.to_dict()).encode("utf-8")
 
     @property
+    def model_format(self) -> str | None:
+        """``kit``, ``modelpack`` or None (not a model artifact): see :func:`media.model_format`."""
+        return media.model_format(self.artifact_type, self.config.media_type)
+
+    @property
     def is_modelkit(self) -> bool:
-        return media.is_modelkit_config(self.config.media_type)
+        """A kit ModelKit or a ModelPack: an artifact kitfs reads."""
+        return self.model_format is not None
 
     @property
     def is_modelpack(self) -> bool:
-        return self.config.media_type == media.MODELPACK_CONFIG
+        return self.model_format == media.MODELPACK_FORMAT
 
     @property
     def cli_version(self) -> str:

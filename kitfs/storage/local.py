@@ -30,6 +30,7 @@ from kitfs.atomic import write_atomic
 from kitfs.errors import DigestMismatchError, NotFoundError, StorageError
 from kitfs.kitfile import Kitfile, go_json
 from kitfs.layers.hashing import hash_file
+from kitfs.modelpack import kitfile_for
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
 from kitfs.reference import LOCAL_REGISTRY, Reference, is_digest
@@ -376,7 +377,10 @@ class LocalStore:
         return Manifest.from_bytes(self.read_blob(desc.digest), f"manifest {desc.digest}")
 
     def load_kitfile(self, manifest: Manifest) -> Kitfile:
-        return Kitfile.from_config_json(self.read_blob(manifest.config.digest), "ModelKit config")
+        """The Kitfile of a stored ModelKit or ModelPack (see kitfs.modelpack)."""
+        return kitfile_for(
+            manifest, self.read_blob(manifest.config.digest), "ModelKit", "ModelKit config"
+        )
 
     def list_modelkits(self, repository: str | None = None) -> list[ModelKitInfo]:
         """Every manifest in local storage (or in one repository), as ``kit list`` sorts them."""

@@ -270,10 +270,17 @@ def test_repository_mount_resolves_each_tag_when_first_opened(
 ) -> None:
     mnt = mounter.mount(f"{fault_proxy.host}/{published.repository}")
     assert sorted(os.listdir(mnt)) == list(sorted(COMPRESSIONS))
-    assert not [r for r in fault_proxy.requests if "/manifests/" in r.path]
+    # Listing reads each tag's manifest (to leave out tags that are not models), and no blob.
+    listed = [r.path.rsplit("/", 1)[1] for r in fault_proxy.requests if "/manifests/" in r.path]
+    assert sorted(listed) == sorted(COMPRESSIONS)
+    assert not [r for r in fault_proxy.requests if "/blobs/" in r.path]
+    before = len(fault_proxy.requests)
     assert (mnt / "zstd" / "Kitfile").read_bytes() == (published.unpacked / "Kitfile").read_bytes()
-    manifests = [r.path for r in fault_proxy.requests if "/manifests/" in r.path]
-    assert manifests and all(p.endswith("/manifests/zstd") for p in manifests)
+    opened = fault_proxy.requests[before:]
+    assert all(r.path.endswith("/manifests/zstd") for r in opened if "/manifests/" in r.path)
+    store = LocalStore(Paths(published.home).storage)
+    config = store.load_manifest(store.resolve(parse(published.ref("zstd")))[1]).config.digest
+    assert {r.path.rsplit("/", 1)[1] for r in opened if "/blobs/" in r.path} == {config}
     assert (
         snapshot(mnt / "none" / "datasets").entries
         == snapshot(published.sections["datasets"]).entries

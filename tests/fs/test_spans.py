@@ -578,3 +578,36 @@ def test_kitfs_index_makes_a_kit_packed_modelkit_span_readable(
     assert (out / "models" / "weights.bin").read_bytes() == (
         spanned.context / "models" / "weights.bin"
     ).read_bytes()
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_raw_layers_are_read_by_spans_with_an_inline_index(
+    registry: RegistryServer, tmp_path: Path, fault_proxy: FaultProxy, compression: str
+) -> None:
+    home, context = tmp_path / "home", tmp_path / "context"
+    context.mkdir()
+    weights = random.Random(5).randbytes(BIG)
+    (context / "w.bin").write_bytes(weights)
+    (context / "Kitfile").write_text("manifestVersion: 1.0.0\nmodel:\n  path: w.bin\n")
+    ref = f"{registry.host}/kitfs-spans/raw-{compression}-{os.getpid()}:v1"
+    kitfs(home, "pack", str(context), "-t", ref, "--layer-format", "raw",
+          "--compression", compression, "--span-size", str(SPAN))  # fmt: skip
+    kitfs(home, "push", ref, "--plain-http")
+    store = LocalStore(Paths(home).storage)
+    _repo, mdesc = store.resolve(parse(ref))
+    layer = store.load_manifest(mdesc).layers[0]
+    location = location_of(layer.annotations, layer.size)
+    assert location is not None and location.inline is not None
+    index = parse_index(location.inline, location, compression=compression, blob_size=layer.size)
+    mounter = Mounter(tmp_path / "node", home)
+    mounter.base.mkdir()
+    try:
+        mnt = mounter.mount(ref.replace(registry.host, fault_proxy.host))
+        with open(mnt / "model" / "w.bin", "rb", buffering=0) as handle:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+            handle.seek(BIG // 2)
+            assert handle.read(4096) == weights[BIG // 2 : BIG // 2 + 4096]
+        assert _ranges(fault_proxy, layer.digest) == _span_ranges(index, BIG // 2, 4096)
+        assert (mnt / "model" / "w.bin").read_bytes() == weights
+    finally:
+        mounter.cleanup()
