@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from kitfs import __version__
+from kitfs import __version__, mcpb
 from kitfs.config import Paths
 from kitfs.errors import KitfileError, KitfsError, PackError
 from kitfs.kitfile import DEFAULT_NAMES, Entry, Kitfile, is_modelkit_reference
@@ -188,6 +188,8 @@ def write_layer(
     progress: ProgressSink,
 ) -> Descriptor:
     """Write one layer blob into the store; return its descriptor (digest and diffId filled in)."""
+    if entry.kind == "mcpserver":
+        return mcpb.write_layer(context, entry, store, scratch)
     base = clean(entry.path)
     members = list(walk_layer(context, base, rules))
     total = sum(st.st_size for _, st in members if stat.S_ISREG(st.st_mode))
@@ -211,10 +213,10 @@ def write_layer(
             os.fsync(raw.fileno())
         diff_id = tar_out.digest
         desc = Descriptor(
-            media.layer_media_type(entry.kind, compression),
+            media.layer_media_type(_LAYER_KIND.get(entry.kind, entry.kind), compression),
             blob.digest,
             blob.size,
-            annotations={media.MODELPACK_FILEPATH_ANNOTATION: base},
+            annotations={media.MODELPACK_FILEPATH_ANNOTATION: base, **_subtype(entry.kind)},
         )
         store.adopt_blob(tmp, desc.digest)
     finally:
@@ -223,6 +225,16 @@ def write_layer(
     entry.data["digest"] = desc.digest
     entry.data["diffId"] = diff_id
     return desc
+
+
+# kit packs prompts as code layers marked with a subtype annotation (local-storage.go).
+_LAYER_KIND = {"prompt": "code"}
+
+
+def _subtype(kind: str) -> dict[str, str]:
+    if kind == "prompt":
+        return {media.LAYER_SUBTYPE_ANNOTATION: media.LAYER_SUBTYPE_PROMPT}
+    return {}
 
 
 def _add_member(
@@ -355,6 +367,13 @@ def _pack_into(
     scratch.mkdir(parents=True, exist_ok=True)
     sink = progress or NullProgress()
     layers = [write_layer(context, e, rules, compression, store, scratch, sink) for e in entries]
+    for dataset in kitfile.remote_datasets():
+        # kit checks an s3:// object exists before packing; kitfs has no S3 client and says so.
+        log.warning(
+            "dataset %s is remote (%s): kept in the Kitfile, not packed and not checked",
+            dataset.get("name") or dataset.get("path", ""),
+            dataset["remotePath"],
+        )
     if not layers:
         log.warning("ModelKit contains no layers")
     config = kitfile.to_config_json()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kitfs.atomic import write_atomic
 from kitfs.errors import (
+    DigestMismatchError,
     KitfsError,
     NotFoundError,
     UnsafeContentError,
@@ -27,6 +28,7 @@ from kitfs.errors import (
 )
 from kitfs.kitfile import Kitfile
 from kitfs.layers.codec import decompressing_reader, inflate_limit
+from kitfs.layers.hashing import hash_file
 from kitfs.layers.scan import check_blob, check_diff_id, scan_layer
 from kitfs.layers.tarindex import TarEntry, TarReader
 from kitfs.oci import media
@@ -35,13 +37,16 @@ from kitfs.progress import NullProgress, ProgressSink
 
 log = logging.getLogger(__name__)
 
-FILTER_TYPES = ("kitfile", "model", "datasets", "code", "docs")
+# kit's filter types, in its order (pkg/lib/kitfile/filter.go validFilterTypes).
+FILTER_TYPES = ("kitfile", "model", "datasets", "code", "prompts", "docs", "mcpservers")
 _KIND_TO_FILTER = {
     "model": "model",
     "modelpart": "model",
     "dataset": "datasets",
     "code": "code",
     "docs": "docs",
+    "prompt": "prompts",
+    "mcpserver": "mcpservers",
 }
 
 
@@ -84,6 +89,7 @@ class UnpackOptions:
     filters: list[Filter] = field(default_factory=list)
     overwrite: bool = False
     ignore_existing: bool = False
+    notify: Callable[[str], None] | None = None  # status lines for people (remote datasets)
 
 
 def layer_selected(filters: list[Filter], kind: str, entry: dict[str, object] | None) -> bool:
@@ -94,9 +100,49 @@ def layer_selected(filters: list[Filter], kind: str, entry: dict[str, object] | 
         return any("kitfile" in f.types for f in filters)
     data = entry or {}
     path = str(data.get("path", ""))
-    name = str(data.get("name", ""))
+    name = str(data.get("name", "") or "")
     fields = (path,) if kind in ("code", "docs") else (name, path)
     return any(f.matches(_KIND_TO_FILTER[kind], *fields) for f in filters)
+
+
+def verify_raw_layer(path: Path, desc: Descriptor) -> None:
+    """A raw layer (an MCP bundle) is the file itself: its digest and size are all there is."""
+    if not path.is_file():
+        raise NotFoundError(f"layer {desc.digest} is missing from local storage")
+    digest, size = hash_file(path)
+    if digest != desc.digest:
+        raise DigestMismatchError(desc.digest, digest, f"layer {desc.digest}")
+    if size != desc.size:
+        raise DigestMismatchError(desc.digest, f"{size} bytes instead of {desc.size}", "layer")
+
+
+def raw_entry(layer: SelectedLayer) -> TarEntry:
+    """The one file a raw layer unpacks to, at its Kitfile path (else its filepath annotation)."""
+    path = str(layer.entry.get("path") or "") or layer.desc.annotations.get(
+        media.MODELPACK_FILEPATH_ANNOTATION, ""
+    )
+    name = posixpath.normpath(path) if path else ""
+    if not name or name == "." or name.startswith("/") or name == ".." or name.startswith("../"):
+        raise UnsafeContentError(
+            f"refused layer {layer.desc.digest[:19]}: its path {path!r} is not inside the target"
+        )
+    return TarEntry(name=name, size=layer.desc.size, mode=0o644, is_dir=False, offset=0)
+
+
+def _write_raw(path: Path, target: Path, advance: Callable[[int], None]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name[:40]}.{secrets.token_hex(6)}.kitfs-tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+                advance(len(chunk))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def verify_layer(
@@ -267,7 +313,7 @@ class SelectedLayer:
     prefix: str = ""  # where the tar's entries go, relative to the target ("" = the target)
 
 
-PROMPT_SUBTYPE_ANNOTATION = "ml.kitops.modelkit.layer-subtype"
+PROMPT_SUBTYPE_ANNOTATION = media.LAYER_SUBTYPE_ANNOTATION
 
 
 def legacy_prefix(kind: str, path: str) -> str:
@@ -304,20 +350,20 @@ def select_layers(
         "model": [model] if model else [],
         "modelpart": list(model.get("parts") or []),
         "code": kitfile.section("code"),
-        "dataset": kitfile.section("datasets"),
+        "dataset": [d for d in kitfile.section("datasets") if not d.get("remotePath")],
         "docs": kitfile.section("docs"),
+        "prompt": kitfile.section("prompts"),
+        "mcpserver": kitfile.section("mcpServers"),
     }
     selected = []
     for desc in manifest.layers:
         layer_type = media.parse_layer_media_type(desc.media_type)
-        if layer_type is None or layer_type.raw:
+        if layer_type is None or (layer_type.raw and layer_type.kind != "mcpserver"):
             log.warning("unknown media type %s: skipping unpack", desc.media_type)
             continue
-        if desc.annotations.get(PROMPT_SUBTYPE_ANNOTATION) == "prompt":
-            # kit's prompts travel as code layers; they are not Kitfile code entries.
-            if not filters:
-                selected.append(SelectedLayer(desc, "prompt", {}, layer_type))
-            continue
+        if desc.annotations.get(PROMPT_SUBTYPE_ANNOTATION) == media.LAYER_SUBTYPE_PROMPT:
+            # kit's prompts travel as code layers; they pair with the Kitfile's prompts.
+            layer_type = replace(layer_type, kind="prompt")
         index = counters.get(layer_type.kind, 0)
         counters[layer_type.kind] = index + 1
         entries = sections[layer_type.kind]
@@ -362,6 +408,13 @@ def unpack_modelkit(
     verified = []
     for layer in layers:
         path = fetch(layer.desc)
+        if layer.layer_type.raw:
+            verify_raw_layer(path, layer.desc)
+            entries = [raw_entry(layer)]
+            claim_paths(claimed, entries, f"layer {layer.desc.digest[:19]}")
+            check_conflicts(root, entries, options)
+            verified.append((layer, path, layer.desc.size))
+            continue
         diff_id = str(layer.entry.get("diffId") or "") or None
         entries = verify_layer(path, layer.desc, layer.layer_type.compression, diff_id)
         if layer.prefix:
@@ -377,6 +430,10 @@ def unpack_modelkit(
     for layer, path, total in verified:
         task = sink.task(f"unpack {layer.kind} {layer.entry.get('path', '')}", total)
         try:
+            if layer.layer_type.raw:
+                counts["files"] += _extract_raw(layer, path, root, options, task.advance)
+                counts["layers"] += 1
+                continue
             counts["files"] += extract_layer(
                 path, layer.layer_type.compression, root, options, task.advance, layer.prefix
             )
@@ -384,4 +441,32 @@ def unpack_modelkit(
             where = f"{exc.filename}: " if exc.filename else ""
             raise UnpackError(f"failed to unpack into {root}: {where}{exc.strerror}") from None
         counts["layers"] += 1
+    report_remote_datasets(kitfile, options)
     return counts
+
+
+def _extract_raw(
+    layer: SelectedLayer,
+    path: Path,
+    root: Path,
+    options: UnpackOptions,
+    advance: Callable[[int], None],
+) -> int:
+    name = raw_entry(layer).name
+    target = root / name
+    _safe_parent(root, name)
+    if options.ignore_existing and os.path.lexists(target):
+        return 0
+    _write_raw(path, target, advance)
+    return 1
+
+
+def report_remote_datasets(kitfile: Kitfile, options: UnpackOptions) -> None:
+    """Say plainly which selected datasets live outside the ModelKit and were not unpacked."""
+    for dataset in kitfile.remote_datasets():
+        if options.notify is not None and layer_selected(options.filters, "dataset", dataset):
+            name = dataset.get("name") or dataset.get("path", "")
+            options.notify(
+                f"Dataset {name} is remote ({dataset['remotePath']}): not unpacked to "
+                f"{dataset.get('path') or '.'}; kitfs does not fetch remote datasets"
+            )

@@ -109,7 +109,7 @@ def _register_unpack(subparsers: argparse._SubParsersAction) -> None:  # type: i
         action="append",
         default=[],
         metavar="TYPE[,TYPE][:NAME,...]",
-        help="what to unpack: kitfile, model, datasets, code, docs, optionally by name or path (repeatable)",
+        help="what to unpack: kitfile, model, datasets, code, prompts, docs, mcpservers, optionally by name or path (repeatable)",
     )
     for kind in ("kitfile", "model", "code", "datasets", "docs"):
         p.add_argument(
@@ -136,6 +136,7 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
         filters=_filters(args),
         overwrite=args.overwrite,
         ignore_existing=args.ignore_existing,
+        notify=info,
     )
     if args.overwrite and args.ignore_existing:
         raise UsageError("-o/--overwrite and -i/--ignore-existing cannot be used together")

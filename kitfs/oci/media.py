@@ -17,6 +17,11 @@ MODELPACK_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
 CLI_VERSION_ANNOTATION = "ml.kitops.modelkit.cli-version"
 MODELPACK_FILEPATH_ANNOTATION = "org.cncf.model.filepath"
 MODELPACK_FILE_METADATA_ANNOTATION = "org.cncf.model.file.metadata+json"
+# kit's prompts travel as code layers marked with this annotation (pkg/lib/constants/consts.go).
+LAYER_SUBTYPE_ANNOTATION = "ml.kitops.modelkit.layer-subtype"
+LAYER_SUBTYPE_PROMPT = "prompt"
+# An MCP bundle is stored verbatim, one raw uncompressed layer (pkg/lib/constants/mediatype).
+MCPB_LAYER = "application/vnd.kitops.modelkit.mcpb.v1.raw"
 
 # Kinds of Kitfile entry, in the order kit writes their layers.
 KINDS = ("model", "modelpart", "code", "dataset", "docs")
@@ -38,7 +43,7 @@ class LayerType:
     kind: str
     compression: str  # "none", "gzip" or "zstd"
     modelpack: bool = False
-    raw: bool = False  # ModelPack ``.raw``: the blob is the file itself, not a tar
+    raw: bool = False  # ``.raw``: the blob is the file itself, not a tar
 
 
 def layer_media_type(kind: str, compression: str) -> str:
@@ -56,6 +61,8 @@ def parse_layer_media_type(media_type: str) -> LayerType | None:
     compression = {"": "none", "gzip": "gzip", "zstd": "zstd"}.get(suffix)
     if compression is None:
         return None
+    if media_type == MCPB_LAYER:
+        return LayerType("mcpserver", "none", raw=True)
     prefix = "application/vnd.kitops.modelkit."
     if base.startswith(prefix) and base.endswith(".v1.tar"):
         kind = base[len(prefix) : -len(".v1.tar")]
