@@ -1,0 +1,319 @@
+"""Kitfile sections added after kit v1.7 (prompts, mcpServers, remote datasets), through the CLI.
+
+Expectations are quoted from current kit: pkg/artifact/kitfile.go (struct order and Validate),
+pkg/lib/filesystem/local-storage.go (layer order, the prompt subtype), raw.go and util.go (the mcpb
+layer and its model-spec file metadata), pkg/lib/kitfile/filter.go (filter types).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from helpers import cli, fails, ok, saved_digest, sha256
+
+from kitfs.reference import parse
+from kitfs.storage.local import LocalStore
+
+KITFILE = """\
+manifestVersion: 1.0.0
+package:
+  name: agent
+model:
+  path: model.bin
+code:
+  - path: src
+datasets:
+  - name: big
+    path: data/big
+    remotePath: s3://bucket/big.parquet
+    remoteHash: sha256:abcd
+  - name: small
+    path: data/small.csv
+prompts:
+  - name: sys
+    path: prompts
+    description: system prompt
+mcpServers:
+  - name: filesystem
+    path: servers/fs.mcpb
+    description: files
+"""
+
+
+def write_bundle(path: Path, entries: dict[str, bytes]) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as bundle:
+        for name, data in entries.items():
+            bundle.writestr(name, data)
+    return path.read_bytes()
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "prompts").mkdir()
+    (ctx / "data").mkdir()
+    (ctx / "model.bin").write_bytes(b"weights")
+    (ctx / "src" / "main.py").write_text("print('hi')\n")
+    (ctx / "prompts" / "system.prompt.md").write_text("You are terse.\n")
+    (ctx / "data" / "small.csv").write_text("a,b\n")
+    write_bundle(ctx / "servers" / "fs.mcpb", {"manifest.json": b'{"name":"fs"}', "s.js": b"x"})
+    (ctx / "Kitfile").write_text(KITFILE)
+    return ctx
+
+
+def pack(home: Path, ctx: Path, tag: str = "agent:1") -> str:
+    return saved_digest(ok(cli(home, "pack", str(ctx), "-t", tag)))
+
+
+def test_config_json_has_current_kit_field_order(tmp_path: Path, context: Path) -> None:
+    home = tmp_path / "home"
+    pack(home, context)
+    inspect = json.loads(ok(cli(home, "inspect", "agent:1")).stdout)
+    store = LocalStore(home / "storage")
+    manifest = store.load_manifest(store.resolve(parse("agent:1"))[1])
+    config = json.loads(store.read_blob(manifest.config.digest))
+    # KitFile struct order: ..., datasets, docs, prompts, mcpServers; DataSet: name, path,
+    # remotePath, remoteHash, description, license, parameters, digest, diffId.
+    assert list(config) == [
+        "manifestVersion",
+        "package",
+        "model",
+        "code",
+        "datasets",
+        "prompts",
+        "mcpServers",
+    ]
+    assert list(config["datasets"][0]) == ["name", "path", "remotePath", "remoteHash"]
+    assert "digest" not in config["datasets"][0]  # a remote dataset has no layer
+    assert list(config["prompts"][0]) == ["name", "path", "description", "digest", "diffId"]
+    assert inspect["kitfile"] == config
+
+
+def test_layers_are_written_in_kit_order_with_kit_annotations(
+    tmp_path: Path, context: Path
+) -> None:
+    home = tmp_path / "home"
+    pack(home, context)
+    manifest = json.loads(ok(cli(home, "inspect", "agent:1")).stdout)["manifest"]
+    layers = manifest["layers"]
+    assert [layer["mediaType"] for layer in layers] == [
+        "application/vnd.kitops.modelkit.model.v1.tar",
+        "application/vnd.kitops.modelkit.code.v1.tar",
+        "application/vnd.kitops.modelkit.dataset.v1.tar",
+        "application/vnd.kitops.modelkit.code.v1.tar",  # prompts are code layers ...
+        "application/vnd.kitops.modelkit.mcpb.v1.raw",
+    ]
+    assert layers[3]["annotations"] == {
+        "ml.kitops.modelkit.layer-subtype": "prompt",  # ... with the prompt subtype
+        "org.cncf.model.filepath": "prompts",
+    }
+    assert layers[1]["annotations"] == {"org.cncf.model.filepath": "src"}
+    bundle = (context / "servers" / "fs.mcpb").read_bytes()
+    assert layers[4]["digest"] == sha256(bundle) and layers[4]["size"] == len(bundle)
+    meta = json.loads(layers[4]["annotations"]["org.cncf.model.file.metadata+json"])
+    assert list(meta) == ["name", "mode", "uid", "gid", "size", "mtime", "typeflag"]
+    mode = (context / "servers" / "fs.mcpb").stat().st_mode & 0o777
+    assert (meta["name"], meta["mode"], meta["uid"], meta["gid"]) == ("fs.mcpb", mode, 0, 0)
+    assert (meta["size"], meta["typeflag"]) == (len(bundle), 0)
+    assert layers[4]["annotations"]["org.cncf.model.filepath"] == "servers/fs.mcpb"
+    assert list(manifest["annotations"]) == ["ml.kitops.modelkit.cli-version"]
+
+
+def test_unpack_writes_prompts_and_the_bundle_and_names_remote_datasets(
+    tmp_path: Path, context: Path
+) -> None:
+    home = tmp_path / "home"
+    pack(home, context)
+    out = tmp_path / "out"
+    result = ok(cli(home, "unpack", "agent:1", "-d", str(out)))
+    assert (
+        "Dataset big is remote (s3://bucket/big.parquet): not unpacked to data/big; "
+        "kitfs does not fetch remote datasets"
+    ) in result.stderr.splitlines()
+    assert (out / "servers" / "fs.mcpb").read_bytes() == (
+        context / "servers" / "fs.mcpb"
+    ).read_bytes()
+    assert (out / "prompts" / "system.prompt.md").read_text() == "You are terse.\n"
+    assert (out / "data" / "small.csv").read_text() == "a,b\n"
+    assert not (out / "data" / "big").exists()
+    assert "remotePath: s3://bucket/big.parquet" in (out / "Kitfile").read_text()
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ("prompts", ["prompts/system.prompt.md"]),
+        ("prompts:sys", ["prompts/system.prompt.md"]),
+        ("mcpservers:filesystem", ["servers/fs.mcpb"]),
+        ("mcpservers:servers/fs.mcpb", ["servers/fs.mcpb"]),
+        ("code", ["src/main.py"]),  # code does not pick up prompt layers
+        ("datasets:small", ["data/small.csv"]),
+    ],
+)
+def test_unpack_filters_name_prompts_and_mcpservers_as_kit(
+    tmp_path: Path, context: Path, flt: str, expected: list[str]
+) -> None:
+    home = tmp_path / "home"
+    pack(home, context)
+    out = tmp_path / "out"
+    ok(cli(home, "unpack", "agent:1", "-d", str(out), "--filter", flt))
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == expected
+
+
+def test_unpack_refuses_a_tampered_bundle_layer(tmp_path: Path, context: Path) -> None:
+    home = tmp_path / "home"
+    pack(home, context)
+    digest = sha256((context / "servers" / "fs.mcpb").read_bytes())
+    blob = home / "storage" / "blobs" / "sha256" / digest.split(":")[1]
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes()[:-1] + b"!")
+    out = tmp_path / "out"
+    message = fails(cli(home, "unpack", "agent:1", "-d", str(out), "--filter", "mcpservers"))
+    assert "failed verification" in message and digest in message
+    assert not (out / "servers").exists()
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ({"server/index.js": b"x"}, "does not contain a manifest.json at its root"),
+        ({"sub/manifest.json": b"{}"}, "does not contain a manifest.json at its root"),
+        ({"manifest.json": b"{}", "../evil": b"x"}, "would unzip outside its directory"),
+        ({"manifest.json": b"{}", "/etc/x": b"x"}, "would unzip outside its directory"),
+        (None, "is not a valid ZIP archive"),
+    ],
+    ids=[
+        "missing manifest.json",
+        "nested-only manifest.json",
+        "parent path",
+        "absolute path",
+        "not a zip archive",
+    ],
+)
+def test_pack_checks_mcp_bundles_as_kit_and_refuses_hostile_ones(
+    tmp_path: Path, context: Path, entries: dict[str, bytes] | None, message: str
+) -> None:
+    """Cases of kit's TestValidateMCPB (pkg/lib/filesystem/mcpb_test.go), plus hostile names."""
+    bundle = context / "servers" / "fs.mcpb"
+    if entries is None:
+        bundle.write_bytes(b"this is not a zip archive")
+    else:
+        write_bundle(bundle, entries)
+    home = tmp_path / "home"
+    line = fails(cli(home, "pack", str(context), "-t", "agent:1"))
+    assert message in line and "servers/fs.mcpb" in line
+    assert (
+        not (home / "storage" / "index.json").exists()
+        or "agent" not in ok(cli(home, "list")).stdout
+    )
+
+
+def test_pack_refuses_a_bundle_whose_manifest_inflates_without_bound(
+    tmp_path: Path, context: Path
+) -> None:
+    bundle = context / "servers" / "fs.mcpb"
+    with zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("manifest.json", b"{" + b" " * (2 << 20) + b"}")
+    line = fails(cli(tmp_path / "home", "pack", str(context), "-t", "agent:1"))
+    assert "manifest.json claims" in line
+
+
+# -- upstream validation cases (pkg/artifact/testdata/validation/*.yaml, by file name) ----------
+
+VALIDATION = [
+    (
+        "mcpserver-duplicate-name.yaml",
+        "mcpServers:\n  - name: filesystem\n    path: filesystem.mcpb\n  - name: filesystem\n    path: other.mcpb\n",
+        "duplicate mcpServer name filesystem",
+    ),
+    (
+        "mcpserver-missing-name.yaml",
+        "mcpServers:\n  - path: filesystem.mcpb\n",
+        "mcpServer with path filesystem.mcpb must have a name",
+    ),
+    (
+        "mcpserver-non-mcpb-path.yaml",
+        "mcpServers:\n  - name: fs\n    path: server.zip\n",
+        "path must point to a single .mcpb file",
+    ),
+    (
+        "s3-path-for-mcpserver.yaml",
+        "mcpServers:\n  - name: fs\n    path: s3://bucket/fs.mcpb\n",
+        "invalid path for mcpServer (s3://bucket/fs.mcpb): only local paths are permitted",
+    ),
+    (
+        "duplicate-path-with-mcpserver.yaml",
+        "code:\n  - path: fs.mcpb\nmcpServers:\n  - name: fs\n    path: fs.mcpb\n",
+        "code layer 0 and mcpServer layer 0 use the same path fs.mcpb",
+    ),
+    (
+        "remote-dataset-collides-with-code.yaml",
+        "datasets:\n  - path: data/train\n    remotePath: docker.io/kit-org/kit-repo:latest\ncode:\n  - path: data/train/code\n",
+        "uses a path (data/train/code) that is within the path for a remote dataset",
+    ),
+    (
+        "remote-dataset-requires-hash.yaml",
+        "datasets:\n  - path: data\n    remotePath: s3://bucket/data.csv\n",
+        "remoteHash is required when remote dataset paths are used (s3://bucket/data.csv)",
+    ),
+    (
+        "remote-dataset-must-use-s3.yaml",
+        "datasets:\n  - path: data\n    remotePath: gs://bucket/data.csv\n    remoteHash: abc\n",
+        "invalid remote path for dataset (gs://bucket/data.csv): unrecognized URL in path",
+    ),
+    (
+        "s3-path-for-prompts.yaml",
+        "prompts:\n  - path: s3://bucket/prompt.md\n",
+        "invalid path for prompt (s3://bucket/prompt.md): only local paths are permitted",
+    ),
+    (
+        "http-path-for-prompts.yaml",
+        "prompts:\n  - path: https://example.com/prompt.md\n",
+        "HTTP urls are not supported in paths (https://example.com/prompt.md)",
+    ),
+    (
+        "modelkit-ref-for-prompts.yaml",
+        "prompts:\n  - path: registry.example.com/org/kit:v1\n",
+        "invalid path for prompt (registry.example.com/org/kit:v1): only local paths are permitted",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "message"), VALIDATION, ids=[c[0] for c in VALIDATION])
+def test_kit_validation_cases_are_refused(
+    tmp_path: Path, case: str, body: str, message: str
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Kitfile").write_text("manifestVersion: 1.0.0\n" + body)
+    line = fails(cli(tmp_path / "home", "pack", str(ctx)))
+    assert message in line, line
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "mcpserver-valid.yaml",
+        "remote-datasets-supported.yaml",
+        "remote-dataset-sibling-paths-allowed.yaml",
+    ],
+)
+def test_kit_validation_cases_that_pass(tmp_path: Path, case: str) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "data").mkdir(parents=True)
+    (ctx / "data" / "local.csv").write_text("x\n")
+    write_bundle(ctx / "fs.mcpb", {"manifest.json": b"{}"})
+    bodies = {
+        "mcpserver-valid.yaml": "mcpServers:\n  - name: fs\n    path: fs.mcpb\n    description: d\n",
+        "remote-datasets-supported.yaml": "datasets:\n  - name: r\n    path: remote\n    remotePath: s3://b/k\n    remoteHash: sha256:00\n",
+        "remote-dataset-sibling-paths-allowed.yaml": "datasets:\n  - path: data/train\n    remotePath: reg.io/org/data:v1\n  - path: data/local.csv\n",
+    }
+    (ctx / "Kitfile").write_text("manifestVersion: 1.0.0\n" + bodies[case])
+    ok(cli(tmp_path / "home", "pack", str(ctx), "-t", "v:1"))
+    info = ok(cli(tmp_path / "home", "info", "v:1")).stdout
+    assert info == (ctx / "Kitfile").read_text()
