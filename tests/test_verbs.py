@@ -1,0 +1,276 @@
+"""kit's newer verbs (diff, init, version) and kit's persistent global flags, through the CLI.
+
+``kit diff`` is checked against the real kit v1.7.0 binary (``../shared/tools/kit``); ``kit init``
+against current kit's generation rules (pkg/lib/kitfile/generate), which differ from v1.7's.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import cli, fails, kitfs, ok, saved_digest
+
+from kitfs import __version__
+from kitfs.kitinit import CODE, DATASET, DOCS, METADATA, MODEL, PROMPT, UNKNOWN, file_type
+
+KIT = Path(__file__).resolve().parents[1].parent.parent / "shared" / "tools" / "kit"
+if not KIT.exists():
+    KIT = Path("/work/shared/tools/kit")
+needs_kit = pytest.mark.skipif(not KIT.exists(), reason=f"kit v1.7.0 binary not found at {KIT}")
+
+
+def run_kit(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KITOPS_HOME"}
+    return subprocess.run(
+        [str(KIT), "--config", str(home), *args],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=120,
+    )  # fmt: skip
+
+
+def two_versions(tmp_path: Path, home: Path, ref: str) -> Path:
+    ctx = tmp_path / "ctx"
+    (ctx / "data").mkdir(parents=True)
+    (ctx / "docs").mkdir()
+    (ctx / "model.bin").write_bytes(b"w" * 3000)
+    (ctx / "run.sh").write_text("echo 1\n")
+    (ctx / "data" / "train.csv").write_text("a,b\n" * 100)
+    (ctx / "docs" / "a.md").write_text("# a\n")
+    (ctx / "Kitfile").write_text(
+        "manifestVersion: 1.0.0\npackage:\n  name: n\nmodel:\n  path: model.bin\n"
+        "code:\n  - path: run.sh\ndatasets:\n  - path: data\ndocs:\n  - path: docs\n"
+    )
+    ok(cli(home, "pack", str(ctx), "-t", f"{ref}:1"))
+    (ctx / "run.sh").write_text("echo 2\n")
+    ok(cli(home, "pack", str(ctx), "-t", f"{ref}:2"))
+    return ctx
+
+
+@needs_kit
+def test_diff_prints_what_kit_prints(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ref = "127.0.0.1:5999/org/diffme"  # a registry-qualified name, so kit v1.7 parses it too
+    two_versions(tmp_path, home, ref)
+    theirs = run_kit(home, "diff", f"{ref}:1", f"{ref}:2")
+    assert theirs.returncode == 0, theirs.stderr
+    ours = ok(cli(home, "diff", f"local://{ref}:1", f"{ref}:2"))
+    # Current kit prints base types as mediatype.UserString() does ("model"); v1.7 capitalised
+    # them ("Model"). Everything else is byte for byte.
+    expected = theirs.stdout
+    for word in ("Model", "Code", "Dataset", "Docs"):
+        expected = expected.replace(
+            f"\n{word}{' ' * (7 - len(word))} |", f"\n{word.lower()}{' ' * (7 - len(word))} |"
+        )
+    assert ours.stdout.replace(f"local://{ref}", ref) == expected
+    assert "Unique Layers to ModelKit1 (127.0.0.1:5999/org/diffme:1)" in ours.stdout
+    assert ours.stdout.count("code    | sha256:") == 2
+
+
+@needs_kit
+def test_diff_of_a_modelkit_with_itself_says_identical_as_kit(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ref = "127.0.0.1:5999/org/same"
+    two_versions(tmp_path, home, ref)
+    theirs = run_kit(home, "diff", f"{ref}:1", f"{ref}:1")
+    assert (
+        ok(cli(home, "diff", f"{ref}:1", f"{ref}:1")).stdout
+        == theirs.stdout
+        == "ModelKits are identical\n"
+    )
+
+
+def test_diff_names_the_side_it_cannot_find(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    two_versions(tmp_path, home, "m")
+    line = fails(cli(home, "diff", "m:1", "local://m:9"))
+    assert line.startswith("kitfs: Failed to get manifest for ModelKit2: ")
+
+
+def test_diff_reads_a_registry(tmp_path: Path, registry: object) -> None:
+    home = tmp_path / "home"
+    host = registry.host  # type: ignore[attr-defined]
+    ref = f"{host}/kitfs-diff/m"
+    two_versions(tmp_path, home, ref)
+    ok(cli(home, "push", f"{ref}:1", "--plain-http"))
+    out = ok(cli(home, "diff", f"remote://{ref}:1", f"local://{ref}:2", "--plain-http")).stdout
+    assert out.startswith(f"Comparing:\n  ModelKit1: {ref}:1\n  ModelKit2: {ref}:2\n")
+
+
+# -- init -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "filename", "expected"),
+    [
+        # pkg/lib/kitfile/generate/generate_test.go TestDetermineFileType; current kit classifies
+        # prompt files as prompts (fileTypePrompt), where that table's older rows said code.
+        ("prompt file without extension", "system.prompt", PROMPT),
+        ("prompt file with .md extension", "chain.prompt.md", PROMPT),
+        ("prompt file with .yaml extension", "my.prompt.yaml", PROMPT),
+        ("prompt file with .txt extension", "instruction.prompt.txt", PROMPT),
+        ("prompt file in subdirectory", "prompts/user.prompt", PROMPT),
+        ("AGENTS.md file", "AGENTS.md", PROMPT),
+        ("agents.md lowercase", "agents.md", PROMPT),
+        ("SKILL.md file", "SKILL.md", PROMPT),
+        ("skill.md lowercase", "skill.md", PROMPT),
+        ("AGENTS.md in subdirectory", "docs/AGENTS.md", PROMPT),
+        ("prompt without dot prefix (no leading dot)", "prompt.txt", METADATA),
+        ("prompt with underscore", "my_prompt.md", DOCS),
+        ("file containing prompt in name", "prompter.py", UNKNOWN),
+        ("model file .gguf", "model.gguf", MODEL),
+        ("dataset file .csv", "data.csv", DATASET),
+        ("docs file .md", "README.md", DOCS),
+        ("metadata file .json", "config.json", METADATA),
+        ("unknown file .sh", "script.sh", UNKNOWN),
+    ],
+)
+def test_file_types_as_kit_determines_them(name: str, filename: str, expected: int) -> None:
+    assert file_type(filename) == expected, name
+    assert expected != CODE
+
+
+def make_tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_init_writes_current_kits_kitfile(tmp_path: Path) -> None:
+    ctx = make_tree(
+        tmp_path / "ctx",
+        {
+            "m.safetensors": "w" * 100,
+            "config.json": "{}",
+            "README.md": "# hi",
+            "LICENSE": "Apache License\nVersion 2.0, January 2004\n",
+            "data/x.csv": "a,b",
+            "docs/a.md": "d",
+            "src/main.py": "x",
+            "run.sh": "s",
+            "system.prompt.md": "p",
+            ".DS_Store": "junk",
+        },
+    )
+    result = ok(
+        cli(tmp_path / "home", "init", str(ctx), "--name", "n", "--desc", "d", "--author", "me")
+    )
+    expected = """\
+manifestVersion: 1.0.0
+package:
+  name: "n"
+  description: d
+  authors: [me]
+model:
+  name: m
+  path: m.safetensors
+  license: Apache-2.0
+  parts:
+    - path: config.json
+code:
+  - path: src/
+  - path: run.sh
+datasets:
+  - path: data/
+docs:
+  - path: LICENSE
+    description: License file
+  - path: README.md
+    description: Readme file
+  - path: docs/
+prompts:
+  - path: system.prompt.md
+"""
+    assert (ctx / "Kitfile").read_text() == expected
+    assert result.stdout == f"Generated Kitfile:\n\n{expected}Saved to path '{ctx / 'Kitfile'}'\n"
+    ok(cli(tmp_path / "home", "pack", str(ctx)))  # what init writes, pack accepts
+
+
+def test_init_makes_a_skill_directory_one_prompt(tmp_path: Path) -> None:
+    ctx = make_tree(
+        tmp_path / "skill",
+        {
+            "SKILL.md": "---\nname: pdf-tools\ndescription: Work with PDFs\nlicense: MIT\n---\nbody\n",
+            "run.py": "x",
+        },
+    )
+    ok(cli(tmp_path / "home", "init", str(ctx)))
+    assert (ctx / "Kitfile").read_text() == (
+        "manifestVersion: 1.0.0\npackage:\n  name: pdf-tools\n  description: Work with PDFs\n"
+        "  license: MIT\nprompts:\n  - name: pdf-tools\n    path: .\n    description: Work with PDFs\n"
+    )
+
+
+def test_init_puts_many_unknown_files_in_one_code_layer_and_splits_model_parts(
+    tmp_path: Path,
+) -> None:
+    files = {f"s{i}.sh": "x" for i in range(6)}
+    files |= {"big.gguf": "w" * 1000, "lora.gguf": "w" * 10, "extra.gguf": "w" * 10}
+    ctx = make_tree(tmp_path / "ctx", files)
+    ok(cli(tmp_path / "home", "init", str(ctx)))
+    assert (ctx / "Kitfile").read_text() == (
+        "manifestVersion: 1.0.0\nmodel:\n  name: big\n  path: big.gguf\n  parts:\n"
+        "    - path: extra.gguf\n    - path: lora.gguf\ncode:\n  - path: .\n"
+    )
+
+
+def test_init_refuses_to_replace_a_kitfile_without_force(tmp_path: Path) -> None:
+    ctx = make_tree(tmp_path / "ctx", {"Kitfile": "keep me", "a.csv": "x"})
+    line = fails(cli(tmp_path / "home", "init", str(ctx)))
+    assert line == f"kitfs: Kitfile already exists at {ctx / 'Kitfile'}. Use '--force' to overwrite"
+    assert (ctx / "Kitfile").read_text() == "keep me"
+    ok(cli(tmp_path / "home", "init", str(ctx), "-f"))
+    assert (ctx / "Kitfile").read_text() == "manifestVersion: 1.0.0\ndatasets:\n  - path: a.csv\n"
+
+
+@needs_kit
+def test_init_matches_kit_where_v1_7_and_current_kit_agree(tmp_path: Path) -> None:
+    """Top-level files of known types: v1.7 and current kit generate the same Kitfile."""
+    files = {"m.safetensors": "w", "config.json": "{}", "README.md": "r", "t.csv": "a"}
+    theirs = make_tree(tmp_path / "theirs", files)
+    ours = make_tree(tmp_path / "ours", files)
+    assert (
+        run_kit(tmp_path / "kh", "init", str(theirs), "--name", "x", "--desc", "y").returncode == 0
+    )
+    ok(cli(tmp_path / "home", "init", str(ours), "--name", "x", "--desc", "y"))
+    assert (ours / "Kitfile").read_text() == (theirs / "Kitfile").read_text()
+
+
+# -- version and global flags -----------------------------------------------------------------
+
+
+def test_version_has_kits_shape(tmp_path: Path) -> None:
+    lines = ok(cli(tmp_path, "version")).stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "Version",
+        "Commit",
+        "Built",
+        "Python version",
+    ]
+    assert lines[0] == f"Version: {__version__}"
+
+
+def test_global_flags_are_accepted_after_the_verb(tmp_path: Path) -> None:
+    ctx = make_tree(
+        tmp_path / "ctx", {"Kitfile": "manifestVersion: 1.0.0\ncode:\n  - path: a\n", "a": "x"}
+    )
+    other = tmp_path / "other-home"
+    result = kitfs(
+        tmp_path / "home",
+        "pack",
+        str(ctx),
+        "--progress",
+        "none",
+        "-v",
+        "--config",
+        str(other),
+        "-t",
+        "g:1",
+    )
+    digest = saved_digest(ok(result))
+    assert "g" in ok(kitfs(other, "list")).stdout  # --config after the verb chose the home
+    assert digest in ok(cli(tmp_path / "x", "list", "--config", str(other))).stdout
+    assert ok(cli(tmp_path / "x", "list", "--debug", "--config", str(other), "--progress", "plain"))
