@@ -274,3 +274,25 @@ def test_global_flags_are_accepted_after_the_verb(tmp_path: Path) -> None:
     assert "g" in ok(kitfs(other, "list")).stdout  # --config after the verb chose the home
     assert digest in ok(cli(tmp_path / "x", "list", "--config", str(other))).stdout
     assert ok(cli(tmp_path / "x", "list", "--debug", "--config", str(other), "--progress", "plain"))
+
+
+@needs_kit
+def test_kit_v1_7_lists_unpacks_and_pushes_what_kitfs_packs(
+    tmp_path: Path, registry: object
+) -> None:
+    home = tmp_path / "home"
+    host = registry.host  # type: ignore[attr-defined]
+    ref = f"{host}/kitfs-compat/m"
+    ctx = two_versions(tmp_path, home, ref)
+    listed = run_kit(home, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert f"{ref}" in listed.stdout and " 1 " in listed.stdout
+    out = tmp_path / "kit-out"
+    unpacked = run_kit(home, "unpack", f"{ref}:2", "-d", str(out))
+    assert unpacked.returncode == 0, unpacked.stderr
+    for rel in ("model.bin", "run.sh", "data/train.csv", "docs/a.md"):
+        assert (out / rel).read_bytes() == (ctx / rel).read_bytes()
+    pushed = run_kit(home, "push", f"{ref}:2", "--plain-http")
+    assert pushed.returncode == 0, pushed.stderr
+    theirs = ok(cli(tmp_path / "fresh", "inspect", f"{ref}:2", "--remote", "--plain-http")).stdout
+    assert theirs == ok(cli(home, "inspect", f"{ref}:2")).stdout
