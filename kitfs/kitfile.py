@@ -231,9 +231,9 @@ class Kitfile:
                 path = item.get("path", "")
                 add(path, f"{label} {i}", f"{what} ({path})")
         remote_paths = _check_remote_datasets(self.section("datasets"), errors)
-        for prompt in self.section("prompts"):
+        for i, prompt in enumerate(self.section("prompts")):
             path = prompt.get("path", "")
-            _check_local(path, f"prompt ({path})", errors)
+            add(path, f"prompt layer {i}", f"prompt ({path})")
         _check_mcp_servers(self.section("mcpServers"), errors, add)
         for path, labels in paths.items():
             for remote in remote_paths:
@@ -330,14 +330,6 @@ def _clean_path(path: str) -> str:
 def is_within_path(path: str, root: str) -> bool:
     """Whether cleaned ``path`` is ``root`` or below it (Go's filepath.Rel does not climb)."""
     return root == "." or path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _check_local(path: str, what: str, errors: list[str]) -> None:
-    kind, problem = path_type(path)
-    if problem:
-        errors.append(f"invalid path for {what}: {problem}")
-    if kind != "local":
-        errors.append(f"invalid path for {what}: only local paths are permitted")
 
 
 def _check_remote_datasets(datasets: list[dict[str, Any]], errors: list[str]) -> list[str]:
