@@ -50,6 +50,8 @@ OS_FILES = (
 )  # fmt: skip
 
 MODEL, DATASET, CODE, DOCS, METADATA, PROMPT, UNKNOWN = range(7)  # kit's fileType iota order
+MCPB = 7  # an MCP bundle: always its own mcpServers entry (testing/testdata/kitfile-generation)
+MCPB_SUFFIX = ".mcpb"
 
 
 class InitError(KitfsError):
@@ -101,6 +103,8 @@ def file_type(filename: str) -> int:
     base = posixpath.basename(filename).lower()
     if base in PROMPT_NAMES or ".prompt" in base:
         return PROMPT
+    if filename.endswith(MCPB_SUFFIX):
+        return MCPB
     if filename.endswith(MODEL_SUFFIXES):
         return MODEL
     if any(fnmatch.fnmatchcase(filename, p) for p in MODEL_PATTERNS):
@@ -183,6 +187,8 @@ def _classify_files(
             data.setdefault("datasets", []).append({"path": f.path})
         elif kind == PROMPT:
             data.setdefault("prompts", []).append({"path": f.path})
+        elif kind == MCPB:
+            _add_bundle(data, f)
         else:
             unknown.append(f)
     for sub in listing.subdirs:
@@ -208,7 +214,15 @@ def _add_directory(data: dict[str, Any], listing: DirectoryListing) -> list[File
         contents.setdefault(UNKNOWN, []).append(sub.path)
     models: list[FileListing] = []
     metadata: list[FileListing] = []
+    files = []
     for f in listing.files:
+        if file_type(f.name) == MCPB:
+            _add_bundle(data, f)  # a bundle is one file: it never joins a directory entry
+        else:
+            files.append(f)
+    if not files and not listing.subdirs and listing.files:
+        return []  # a directory of bundles only
+    for f in files:
         kind = file_type(f.name)
         if kind == MODEL:
             models.append(f)
@@ -225,6 +239,10 @@ def _add_directory(data: dict[str, Any], listing: DirectoryListing) -> list[File
     section = {DATASET: "datasets", DOCS: "docs", PROMPT: "prompts"}.get(overall, "code")
     data.setdefault(section, []).append({"path": path})
     return models
+
+
+def _add_bundle(data: dict[str, Any], f: FileListing) -> None:
+    data.setdefault("mcpServers", []).append({"name": f.path[: -len(MCPB_SUFFIX)], "path": f.path})
 
 
 def _add_model(data: dict[str, Any], files: list[FileListing]) -> None:
