@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from helpers import cli, fails, ok, saved_digest, sha256
 
+from kitfs.errors import UsageError
 from kitfs.reference import parse
 from kitfs.storage.local import LocalStore
+from kitfs.unpack import Filter, layer_selected
 
 KITFILE = """\
 manifestVersion: 1.0.0
@@ -221,3 +223,78 @@ def test_pack_refuses_a_bundle_whose_manifest_inflates_without_bound(
         z.writestr("manifest.json", b"{" + b" " * (2 << 20) + b"}")
     line = fails(cli(tmp_path / "home", "pack", str(context), "-t", "agent:1"))
     assert "manifest.json claims" in line
+
+
+# -- kit's filter cases (pkg/lib/kitfile/filter_test.go) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "types", "names"),
+    [
+        ("simple model filter", "model", ("model",), ()),
+        ("model with specific filters", "model:llama-7b,gpt-3", ("model",), ("llama-7b", "gpt-3")),
+        ("multiple types", "model,datasets,code", ("model", "datasets", "code"), ()),
+        ("multiple types with filters", "datasets:training-data,validation", ("datasets",), ("training-data", "validation")),
+    ],
+)  # fmt: skip
+def test_parse_filter(name: str, text: str, types: tuple[str, ...], names: tuple[str, ...]) -> None:
+    """TestParseFilter_EdgeCases, the valid rows."""
+    assert Filter.parse(text) == Filter(types, names), name
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("too many colons", "model:filter1:filter2:extra", "should be in format <type1>,<type2>[:<filter1>,<filter2>]"),
+        ("invalid type", "invalidtype", "invalid filter type"),
+        ("empty filter", "", "invalid filter"),
+        ("filter with empty type", ":filter1,filter2", "invalid filter type"),
+    ],
+)  # fmt: skip
+def test_parse_filter_errors(name: str, text: str, message: str) -> None:
+    """TestParseFilter_EdgeCases, the error rows."""
+    with pytest.raises(UsageError) as info:
+        Filter.parse(text)
+    assert message in str(info.value), name
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "entry", "text", "expected"),
+    [
+        ("match by name", "prompt", {"name": "docx", "path": "skills/docx"}, "prompts:docx", True),
+        ("match by path fallback", "prompt", {"path": "skills/docx"}, "prompts:skills/docx", True),
+        ("no match", "prompt", {"name": "docx", "path": "skills/docx"}, "prompts:xlsx", False),
+        ("prompts type without specific filter matches all", "prompt", {"name": "docx", "path": "skills/docx"}, "prompts", True),
+        ("empty name matches by path", "prompt", {"path": "SKILL.md"}, "prompts:SKILL.md", True),
+        ("match by name", "mcpserver", {"name": "filesystem", "path": "filesystem.mcpb"}, "mcpservers:filesystem", True),
+        ("match by path", "mcpserver", {"name": "filesystem", "path": "filesystem.mcpb"}, "mcpservers:filesystem.mcpb", True),
+        ("no match", "mcpserver", {"name": "filesystem", "path": "filesystem.mcpb"}, "mcpservers:postgres", False),
+        ("mcpservers type without specific filter matches all", "mcpserver", {"name": "filesystem", "path": "filesystem.mcpb"}, "mcpservers", True),
+        ("other type does not match", "mcpserver", {"name": "filesystem", "path": "filesystem.mcpb"}, "datasets", False),
+    ],
+)  # fmt: skip
+def test_should_unpack_layer_by_name(
+    name: str, kind: str, entry: dict[str, object], text: str, expected: bool
+) -> None:
+    """TestShouldUnpackLayer_PromptByName and TestShouldUnpackLayer_MCPServerByName."""
+    assert layer_selected([Filter.parse(text)], kind, entry) is expected, name
+
+
+def test_remote_dataset_paths_stay_out_of_other_layers(tmp_path: Path) -> None:
+    """kit's LayerPathsFromKitfile lists remote datasets too: code at . does not pack them."""
+    ctx = tmp_path / "ctx"
+    (ctx / "data" / "big").mkdir(parents=True)
+    (ctx / "data" / "big" / "local-copy.parquet").write_bytes(b"not for the ModelKit")
+    (ctx / "main.py").write_text("x\n")
+    (ctx / "Kitfile").write_text(
+        "manifestVersion: 1.0.0\ncode:\n  - path: .\ndatasets:\n  - name: big\n    path: data/big\n"
+        "    remotePath: s3://bucket/big\n    remoteHash: sha256:00\n"
+    )
+    home = tmp_path / "home"
+    pack(home, ctx, "r:1")
+    out = tmp_path / "out"
+    ok(cli(home, "unpack", "r:1", "-d", str(out)))
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "Kitfile",
+        "main.py",
+    ]
