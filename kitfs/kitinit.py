@@ -367,11 +367,16 @@ _LICENSE_MARKERS = (
 )
 
 
+LICENSE_READ_LIMIT = 1 << 20
+
+
 def detect_license(path: Path) -> str:
     try:
-        text = " ".join(path.read_text(encoding="utf-8", errors="replace").lower().split())
+        with open(path, "rb") as handle:  # a license is a few KiB; read no more than 1 MiB
+            raw = handle.read(LICENSE_READ_LIMIT)
     except OSError:
         return ""
+    text = " ".join(raw.decode("utf-8", errors="replace").lower().split())
     for spdx, markers in _LICENSE_MARKERS:
         if all(m in text for m in markers):
             return spdx

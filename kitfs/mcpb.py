@@ -33,9 +33,11 @@ _CHUNK = 1 << 20
 
 
 def validate_bundle(path: Path, shown: str) -> None:
-    """Raise PackError unless ``path`` is a regular file holding a ZIP with a root manifest.json."""
+    """Raise PackError unless ``path`` is a regular file holding a ZIP with a root manifest.json.
+
+    A symbolic link is refused, as kit's raw layer writer refuses anything but a regular file."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError as exc:
         raise PackError(f"failed to read MCP bundle {shown}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
@@ -44,7 +46,14 @@ def validate_bundle(path: Path, shown: str) -> None:
         with zipfile.ZipFile(path) as bundle:
             _check_names(bundle, shown)
             _check_manifest(bundle, shown)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        EOFError,
+        ValueError,
+        RuntimeError,  # an encrypted manifest.json
+    ) as exc:
         raise PackError(f"MCP bundle {shown} is not a valid ZIP archive: {exc}") from None
     except OSError as exc:
         raise PackError(f"failed to read MCP bundle {shown}: {exc.strerror or exc}") from None
@@ -87,12 +96,13 @@ def write_layer(context: Path, entry: Entry, store: LocalStore, scratch: Path) -
     """
     rel = clean(entry.path)
     source = context / rel
-    validate_bundle(source, rel)
+    validate_bundle(source, rel)  # a clear message for a directory, a link, a missing file
     fd, tmp_name = tempfile.mkstemp(prefix="kitops_layer_", dir=scratch)
     tmp = Path(tmp_name)
     try:
         hasher = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+        src_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "wb") as out, os.fdopen(src_fd, "rb") as src:
             st = os.fstat(src.fileno())
             size = 0
             while chunk := src.read(_CHUNK):
@@ -103,6 +113,7 @@ def write_layer(context: Path, entry: Entry, store: LocalStore, scratch: Path) -
             os.fsync(out.fileno())
         if size != st.st_size:
             raise PackError(f"{rel} changed while it was being packed")
+        validate_bundle(tmp, rel)  # the bytes stored are the bytes checked
         digest = "sha256:" + hasher.hexdigest()
         store.adopt_blob(tmp, digest)
     finally:

@@ -365,7 +365,9 @@ def _pack_into(
     # kit's LayerPathsFromKitfile lists every dataset, remote ones too: their paths stay out of
     # other layers (pkg/lib/repo/util/kitfile.go).
     remote_paths = [str(d.get("path", "")) for d in kitfile.remote_datasets()]
-    rules = IgnoreRules.from_context(context, [e.path for e in entries] + remote_paths + extra_paths)
+    rules = IgnoreRules.from_context(
+        context, [e.path for e in entries] + remote_paths + extra_paths
+    )
     scratch = paths.cache / "pack"
     scratch.mkdir(parents=True, exist_ok=True)
     sink = progress or NullProgress()

@@ -298,3 +298,30 @@ def test_remote_dataset_paths_stay_out_of_other_layers(tmp_path: Path) -> None:
         "Kitfile",
         "main.py",
     ]
+
+
+def test_pack_refuses_a_symlinked_bundle(tmp_path: Path, context: Path) -> None:
+    bundle = context / "servers" / "fs.mcpb"
+    real = context / "servers" / "real.zip"
+    bundle.rename(real)
+    bundle.symlink_to(real.name)
+    line = fails(cli(tmp_path / "home", "pack", str(context), "-t", "agent:1"))
+    assert line == "kitfs: MCP bundle path servers/fs.mcpb must be a single .mcpb file"
+
+
+def test_push_pull_and_remote_unpack_carry_prompts_and_bundles(
+    tmp_path: Path, context: Path, registry: object
+) -> None:
+    home = tmp_path / "home"
+    ref = f"{registry.host}/kitfs-sections/agent:1"  # type: ignore[attr-defined]
+    digest = pack(home, context, ref)
+    ok(cli(home, "push", ref, "--plain-http"))
+    direct = tmp_path / "direct"  # straight from the registry, nothing stored
+    ok(cli(tmp_path / "empty", "unpack", ref, "-d", str(direct), "--plain-http"))
+    assert (direct / "servers" / "fs.mcpb").read_bytes() == (
+        context / "servers" / "fs.mcpb"
+    ).read_bytes()
+    assert (direct / "prompts" / "system.prompt.md").read_text() == "You are terse.\n"
+    other = tmp_path / "other"
+    assert f"Pulled {digest}" in ok(cli(other, "pull", ref, "--plain-http")).stdout
+    assert ok(cli(other, "info", ref)).stdout == ok(cli(home, "info", ref)).stdout
