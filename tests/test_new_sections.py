@@ -325,3 +325,41 @@ def test_push_pull_and_remote_unpack_carry_prompts_and_bundles(
     other = tmp_path / "other"
     assert f"Pulled {digest}" in ok(cli(other, "pull", ref, "--plain-http")).stdout
     assert ok(cli(other, "info", ref)).stdout == ok(cli(home, "info", ref)).stdout
+
+
+def test_mcpb_pack_unpack_as_kits_integration_test(tmp_path: Path) -> None:
+    """testing/mcpb_test.go TestMCPBPackUnpack and TestMCPBUnpackFilter."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Kitfile").write_text(
+        "manifestVersion: 1.0.0\npackage:\n  name: agent-mcp-bundle\n  version: 1.0.0\n"
+        "mcpServers:\n  - name: filesystem\n    path: ./filesystem.mcpb\n"
+        "  - name: postgres\n    path: ./postgres.mcpb\ndocs:\n  - path: ./README.md\n"
+    )
+    (ctx / "README.md").write_text("readme\n")
+    fs = write_bundle(
+        ctx / "filesystem.mcpb",
+        {
+            "manifest.json": b'{"name": "filesystem-server"}',
+            "server/index.js": b"console.log('fs')",
+        },
+    )
+    pg = write_bundle(
+        ctx / "postgres.mcpb",
+        {"manifest.json": b'{"name": "postgres-server"}', "server/index.js": b"console.log('pg')"},
+    )
+    home = tmp_path / "home"
+    packed = ok(cli(home, "pack", str(ctx), "-t", "mcpb:test"))
+    assert f"Saved mcpb layer: {sha256(fs)}" in packed.stderr
+    assert f"Saved mcpb layer: {sha256(pg)}" in packed.stderr
+    inspected = ok(cli(home, "inspect", "mcpb:test")).stdout
+    assert "application/vnd.kitops.modelkit.mcpb.v1.raw" in inspected
+    assert sha256(fs) in inspected and sha256(pg) in inspected
+    out = tmp_path / "out"
+    ok(cli(home, "unpack", "mcpb:test", "-d", str(out)))
+    assert (out / "filesystem.mcpb").read_bytes() == fs and (
+        out / "postgres.mcpb"
+    ).read_bytes() == pg
+    only = tmp_path / "only"
+    ok(cli(home, "unpack", "mcpb:test", "--filter=mcpservers:postgres", "-d", str(only)))
+    assert sorted(p.name for p in only.iterdir()) == ["postgres.mcpb"]

@@ -87,6 +87,10 @@ def _cmd_pack(args: argparse.Namespace) -> int:
             }
         )
     else:
+        from kitfs.diff import user_media_type
+
+        for layer in result.manifest.layers:  # kit's per-layer lines, as status on stderr
+            info(f"Saved {user_media_type(layer.media_type)} layer: {layer.digest}")
         print(f"Model saved: {result.digest}")
     return 0
 
