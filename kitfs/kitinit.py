@@ -89,7 +89,12 @@ def list_directory(context: Path, rel: str = ".") -> DirectoryListing:
         if any(name.lower() == os_file.lower() for os_file in OS_FILES):
             continue
         child = name if rel == "." else f"{rel}/{name}"
-        st = os.lstat(context / child)
+        try:
+            st = os.lstat(context / child)
+        except OSError as exc:
+            raise InitError(
+                f"Error processing directory: cannot read {child}: {exc.strerror}"
+            ) from None
         if stat.S_ISDIR(st.st_mode):
             listing.subdirs.append(list_directory(context, child))
         elif stat.S_ISREG(st.st_mode):

@@ -363,3 +363,46 @@ def test_mcpb_pack_unpack_as_kits_integration_test(tmp_path: Path) -> None:
     only = tmp_path / "only"
     ok(cli(home, "unpack", "mcpb:test", "--filter=mcpservers:postgres", "-d", str(only)))
     assert sorted(p.name for p in only.iterdir()) == ["postgres.mcpb"]
+
+
+def _store_bundle_kit(home: Path, annotation: str, config: dict[str, object]) -> None:
+    from kitfs.oci import media
+    from kitfs.oci.manifest import Descriptor, Manifest
+
+    store = LocalStore(home / "storage")
+    store.ensure()
+    bundle = b"PK\x05\x06" + b"\0" * 18  # an empty ZIP: the bytes do not matter here
+    layer = Descriptor(
+        media.MCPB_LAYER,
+        store.put_blob(bundle),
+        len(bundle),
+        {"org.cncf.model.filepath": annotation},
+    )
+    body = json.dumps(config).encode()
+    cfg = Descriptor(media.KIT_CONFIG, store.put_blob(body), len(body))
+    manifest = Manifest(config=cfg, layers=(layer,))
+    data = manifest.to_bytes()
+    store.put_blob(data)
+    store.repo("localhost/hostile").add(manifest.descriptor(data), ["v1"])
+
+
+@pytest.mark.parametrize(
+    ("annotation", "config", "message"),
+    [
+        ("../escape.mcpb", {"manifestVersion": "1.0.0"}, "its path '../escape.mcpb' is not inside the target"),
+        ("/etc/escape.mcpb", {"manifestVersion": "1.0.0"}, "its path '/etc/escape.mcpb' is not inside the target"),
+        ("ok.mcpb", {"manifestVersion": "1.0.0", "mcpServers": [{"name": "x", "path": "a/../../escape.mcpb"}]}, "outside the context directory"),
+    ],
+)  # fmt: skip
+def test_unpack_refuses_bundle_layers_that_would_land_outside(
+    tmp_path: Path, annotation: str, config: dict[str, object], message: str
+) -> None:
+    home = tmp_path / "home"
+    _store_bundle_kit(home, annotation, config)
+    out = tmp_path / "sub" / "out"
+    line = fails(cli(home, "unpack", "hostile:v1", "-d", str(out)))
+    assert message in line
+    assert (
+        not (tmp_path / "sub" / "escape.mcpb").exists() and not (tmp_path / "escape.mcpb").exists()
+    )
+    assert not out.exists() or list(out.iterdir()) == []
