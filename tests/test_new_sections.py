@@ -102,6 +102,18 @@ def test_layers_are_written_in_kit_order_with_kit_annotations(
     home = tmp_path / "home"
     pack(home, context)
     manifest = json.loads(ok(cli(home, "inspect", "agent:1")).stdout)["manifest"]
+    # pkg/lib/filesystem/local-storage.go createManifest (KitFormat)
+    assert list(manifest) == [
+        "schemaVersion",
+        "mediaType",
+        "artifactType",
+        "config",
+        "layers",
+        "annotations",
+    ]
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["artifactType"] == "application/vnd.kitops.modelkit.manifest.v1+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.kitops.modelkit.config.v1+json"
     layers = manifest["layers"]
     assert [layer["mediaType"] for layer in layers] == [
         "application/vnd.kitops.modelkit.model.v1.tar",

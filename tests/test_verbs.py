@@ -6,6 +6,7 @@ against current kit's generation rules (pkg/lib/kitfile/generate), which differ 
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 from pathlib import Path
@@ -424,3 +425,30 @@ def test_upstream_compare_manifest_case(
     assert _digests_and_paths(result.shared) == shared  # type: ignore[arg-type]
     assert _digests_and_paths(result.only_a) == only_a  # type: ignore[arg-type]
     assert _digests_and_paths(result.only_b) == only_b  # type: ignore[arg-type]
+
+
+def _verbs() -> dict[str, list[str]]:
+    """Every verb with placeholder values for its required positional arguments."""
+    from kitfs.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    out = {}
+    for name, verb in sub.choices.items():
+        args = [a for a in verb._actions if not a.option_strings and a.nargs is None]
+        required = [a for a in verb._actions if a.option_strings and a.required]
+        out[name] = ["x" for _ in args] + [v for a in required for v in (a.option_strings[0], "x")]
+    return out
+
+
+@pytest.mark.parametrize("verb", sorted(_verbs()))
+def test_every_verb_takes_the_global_flags_after_it(verb: str) -> None:
+    from kitfs.cli import build_parser
+
+    positional = _verbs()[verb]
+    args = build_parser().parse_args(
+        [verb, *positional, "--config", "/h", "--progress", "none", "-v", "--debug"]
+    )
+    assert (args.config, args.progress, args.verbose, args.debug) == ("/h", "none", 1, True)
+    before = build_parser().parse_args(["--config", "/h", "--progress", "plain", verb, *positional])
+    assert (before.config, before.progress) == ("/h", "plain")  # the verb does not reset them
