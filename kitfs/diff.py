@@ -7,6 +7,7 @@ the layers unique to each side, each table sorted by media type.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 
 from kitfs.catalog import format_bytes
@@ -34,12 +35,6 @@ def split_prefix(arg: str) -> tuple[str | None, str]:
         if arg.startswith(prefix):
             return where, arg[len(prefix) :]
     return None, arg
-
-
-def _clean(path: str) -> str:
-    import posixpath
-
-    return posixpath.normpath(path)
 
 
 def compare(a: Manifest, b: Manifest) -> DiffResult:
@@ -74,7 +69,7 @@ def compare(a: Manifest, b: Manifest) -> DiffResult:
 
 
 def _paths_agree(a: str, b: str) -> bool:
-    return not a or not b or _clean(a) == _clean(b)
+    return not a or not b or posixpath.normpath(a) == posixpath.normpath(b)
 
 
 def user_media_type(media_type: str) -> str:
