@@ -47,12 +47,17 @@ CODE = {"path": STR, "description": STR, "license": STR, **_LAYER_INFO}
 DATASET = {
     "name": STR,
     "path": STR,
+    "remotePath": STR,
+    "remoteHash": STR,
     "description": STR,
     "license": STR,
     "parameters": ANY,
     **_LAYER_INFO,
 }
 DOCS = {"path": STR, "description": STR, **_LAYER_INFO}
+# Sections added after kit v1.7 (kitops-ml pkg/artifact/kitfile.go: Prompt, MCPServer).
+PROMPT = {"name": STR, "path": STR, "description": STR, **_LAYER_INFO}
+MCPSERVER = {"name": STR, "path": STR, "description": STR, **_LAYER_INFO}
 KITFILE: dict[str, Any] = {
     "manifestVersion": STR,
     "package": PACKAGE,
@@ -60,6 +65,8 @@ KITFILE: dict[str, Any] = {
     "code": [CODE],
     "datasets": [DATASET],
     "docs": [DOCS],
+    "prompts": [PROMPT],
+    "mcpServers": [MCPSERVER],
 }
 # Go type names, used in error messages the way yaml.v3 names them.
 _TYPE_NAMES = {
@@ -70,6 +77,8 @@ _TYPE_NAMES = {
     id(CODE): "code",
     id(DATASET): "dataset",
     id(DOCS): "docs",
+    id(PROMPT): "prompt",
+    id(MCPSERVER): "mcpServer",
 }
 # Fields emitted even when empty (no ``omitempty`` in kit's struct tags).
 _ALWAYS = {id(KITFILE): ("manifestVersion", "package"), id(DOCS): ("path",)}
@@ -83,7 +92,7 @@ _MODEL_PATHS = ("local", "reference")
 class Entry:
     """One layer-producing Kitfile entry: its kind, the index within its section, path and name."""
 
-    kind: str  # model, modelpart, code, dataset, docs
+    kind: str  # model, modelpart, code, dataset, docs, prompt, mcpserver
     index: int
     path: str
     name: str
@@ -142,7 +151,8 @@ class Kitfile:
         return list(self.data.get(name) or [])
 
     def entries(self) -> list[Entry]:
-        """The layer-producing entries, in kit's layer order: model, parts, code, datasets, docs."""
+        """The layer-producing entries, in kit's layer order: model, parts, code, datasets, docs,
+        prompts, MCP servers (pkg/lib/filesystem/local-storage.go). A remote dataset has no layer."""
         out: list[Entry] = []
         model = self.model
         if model is not None:
@@ -153,10 +163,22 @@ class Kitfile:
         for i, code in enumerate(self.section("code")):
             out.append(Entry("code", i, code.get("path", ""), code.get("path", ""), code))
         for i, ds in enumerate(self.section("datasets")):
-            out.append(Entry("dataset", i, ds.get("path", ""), ds.get("name", ""), ds))
+            if not ds.get("remotePath"):
+                out.append(Entry("dataset", i, ds.get("path", ""), ds.get("name", ""), ds))
         for i, doc in enumerate(self.section("docs")):
             out.append(Entry("docs", i, doc.get("path", ""), doc.get("path", ""), doc))
+        for i, prompt in enumerate(self.section("prompts")):
+            path = prompt.get("path", "")
+            out.append(Entry("prompt", i, path, prompt.get("name", "") or path, prompt))
+        for i, server in enumerate(self.section("mcpServers")):
+            out.append(
+                Entry("mcpserver", i, server.get("path", ""), server.get("name", ""), server)
+            )
         return out
+
+    def remote_datasets(self) -> list[dict[str, Any]]:
+        """Datasets kept outside the ModelKit (``remotePath``): in the Kitfile, with no layer."""
+        return [ds for ds in self.section("datasets") if ds.get("remotePath")]
 
     def copy(self) -> Kitfile:
         return Kitfile(copy.deepcopy(self.data))
@@ -208,7 +230,17 @@ class Kitfile:
             for i, item in enumerate(self.section(section)):
                 path = item.get("path", "")
                 add(path, f"{label} {i}", f"{what} ({path})")
+        remote_paths = _check_remote_datasets(self.section("datasets"), errors)
+        for i, prompt in enumerate(self.section("prompts")):
+            path = prompt.get("path", "")
+            add(path, f"prompt layer {i}", f"prompt ({path})")
+        _check_mcp_servers(self.section("mcpServers"), errors, add)
         for path, labels in paths.items():
+            for remote in remote_paths:
+                if path != remote and is_within_path(path, remote):
+                    errors.append(
+                        f"{labels[0]} uses a path ({path}) that is within the path for a remote dataset"
+                    )
             if len(labels) > 1:
                 errors.append(f"{', '.join(labels[:-1])} and {labels[-1]} use the same path {path}")
             if posixpath.isabs(path):
@@ -293,6 +325,58 @@ def _clean_path(path: str) -> str:
     """Go's filepath.Clean for slash paths."""
     cleaned = posixpath.normpath(path)
     return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
+
+
+def is_within_path(path: str, root: str) -> bool:
+    """Whether cleaned ``path`` is ``root`` or below it (Go's filepath.Rel does not climb)."""
+    return root == "." or path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _check_remote_datasets(datasets: list[dict[str, Any]], errors: list[str]) -> list[str]:
+    """kit's checks on ``remotePath``/``remoteHash``; returns the paths of datasets that name
+    another ModelKit, inside which no other layer may lie (pkg/artifact/kitfile.go)."""
+    remote_paths = []
+    for dataset in datasets:
+        remote = dataset.get("remotePath", "")
+        if not remote:
+            if dataset.get("remoteHash"):
+                errors.append("remote hash is only applicable when remotePath is set")
+            continue
+        kind, problem = path_type(remote)
+        if problem:
+            errors.append(f"invalid remote path for dataset ({remote}): {problem}")
+        if kind == "s3":
+            if not dataset.get("remoteHash"):
+                errors.append(
+                    f"remoteHash is required when remote dataset paths are used ({remote})"
+                )
+        elif kind == "reference":
+            remote_paths.append(_clean_path(dataset.get("path", "") or "."))
+        else:
+            errors.append(
+                "only S3 URLs and ModelKit references are supported for remote dataset paths "
+                f"({remote})"
+            )
+    return remote_paths
+
+
+def _check_mcp_servers(servers: list[dict[str, Any]], errors: list[str], add: Any) -> None:
+    """Each MCP server names one ``.mcpb`` file and a name unique in the section."""
+    names: set[str] = set()
+    for i, server in enumerate(servers):
+        path = server.get("path", "")
+        paths_before = len(errors)
+        add(path, f"mcpServer layer {i}", f"mcpServer ({path})")
+        if len(errors) == paths_before and not path.endswith(".mcpb"):
+            errors.append(
+                f"invalid path for mcpServer ({path}): path must point to a single .mcpb file"
+            )
+        name = server.get("name", "")
+        if not name:
+            errors.append(f"mcpServer with path {path} must have a name")
+        elif name in names:
+            errors.append(f"duplicate mcpServer name {name}: names must be unique")
+        names.add(name)
 
 
 def _check_part_type(part: dict[str, Any], errors: list[str]) -> None:

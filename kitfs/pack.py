@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from kitfs import __version__
+from kitfs import __version__, mcpb
 from kitfs.config import Paths
 from kitfs.errors import KitfileError, KitfsError, PackError
 from kitfs.kitfile import DEFAULT_NAMES, Entry, Kitfile, is_modelkit_reference
@@ -197,6 +197,8 @@ def write_layer(
     With a ``span_size`` (the default) a tar layer gets a span index pinned by its annotations
     (kitfs/layers/spanindex.py); ``None`` writes the layer exactly as kit does, without one.
     """
+    if entry.kind == "mcpserver":
+        return mcpb.write_layer(context, entry, store, scratch)
     if fmt.raw:
         return write_raw_layer(
             context, entry, compression, fmt, store, scratch, progress, span_size
@@ -224,10 +226,10 @@ def write_layer(
             raw.flush()
             os.fsync(raw.fileno())
         desc = Descriptor(
-            fmt.media_type(entry.kind, compression),
+            fmt.media_type(_LAYER_KIND.get(entry.kind, entry.kind), compression),
             blob_digest,
             blob_size,
-            annotations=annotations,
+            annotations={**annotations, **_subtype(entry.kind)},
         )
         store.adopt_blob(tmp, desc.digest)
     finally:
@@ -287,6 +289,16 @@ def _write_spanned(
     index = spans.finish(entries)
     pins = pin(index, spans, inline_allowed=True)
     return spans.blob_digest, spans.blob_size, spans.diff_id, pins
+
+
+# kit packs prompts as code layers marked with a subtype annotation (local-storage.go).
+_LAYER_KIND = {"prompt": "code"}
+
+
+def _subtype(kind: str) -> dict[str, str]:
+    if kind == "prompt":
+        return {media.LAYER_SUBTYPE_ANNOTATION: media.LAYER_SUBTYPE_PROMPT}
+    return {}
 
 
 def _add_member(
@@ -422,7 +434,12 @@ def _pack_into(
     extra_paths = parent_layer_paths(
         store, kitfile, display_repository(str(target.with_tag(target.tag)))
     )
-    rules = IgnoreRules.from_context(context, [e.path for e in entries] + extra_paths)
+    # kit's LayerPathsFromKitfile lists every dataset, remote ones too: their paths stay out of
+    # other layers (pkg/lib/repo/util/kitfile.go).
+    remote_paths = [str(d.get("path", "")) for d in kitfile.remote_datasets()]
+    rules = IgnoreRules.from_context(
+        context, [e.path for e in entries] + remote_paths + extra_paths
+    )
     scratch = paths.cache / "pack"
     scratch.mkdir(parents=True, exist_ok=True)
     sink = progress or NullProgress()
@@ -430,6 +447,13 @@ def _pack_into(
         write_layer(context, e, rules, compression, store, scratch, sink, span_size, fmt)
         for e in entries
     ]
+    for dataset in kitfile.remote_datasets():
+        # kit checks an s3:// object exists before packing; kitfs has no S3 client and says so.
+        log.warning(
+            "dataset %s is remote (%s): kept in the Kitfile, not packed and not checked",
+            dataset.get("name") or dataset.get("path", ""),
+            dataset["remotePath"],
+        )
     if not layers:
         log.warning("ModelKit contains no layers")
     annotations = _manifest_annotations()

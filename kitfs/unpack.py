@@ -40,13 +40,16 @@ from kitfs.progress import NullProgress, ProgressSink
 
 log = logging.getLogger(__name__)
 
-FILTER_TYPES = ("kitfile", "model", "datasets", "code", "docs")
+# kit's filter types, in its order (pkg/lib/kitfile/filter.go validFilterTypes).
+FILTER_TYPES = ("kitfile", "model", "datasets", "code", "prompts", "docs", "mcpservers")
 _KIND_TO_FILTER = {
     "model": "model",
     "modelpart": "model",
     "dataset": "datasets",
     "code": "code",
     "docs": "docs",
+    "prompt": "prompts",
+    "mcpserver": "mcpservers",
 }
 
 
@@ -89,6 +92,7 @@ class UnpackOptions:
     filters: list[Filter] = field(default_factory=list)
     overwrite: bool = False
     ignore_existing: bool = False
+    notify: Callable[[str], None] | None = None  # status lines for people (remote datasets)
 
 
 def layer_selected(filters: list[Filter], kind: str, entry: dict[str, object] | None) -> bool:
@@ -99,7 +103,7 @@ def layer_selected(filters: list[Filter], kind: str, entry: dict[str, object] | 
         return any("kitfile" in f.types for f in filters)
     data = entry or {}
     path = str(data.get("path", ""))
-    name = str(data.get("name", ""))
+    name = str(data.get("name", "") or "")
     fields = (path,) if kind in ("code", "docs") else (name, path)
     return any(f.matches(_KIND_TO_FILTER[kind], *fields) for f in filters)
 
@@ -301,7 +305,7 @@ class SelectedLayer:
     prefix: str = ""  # where the tar's entries go, relative to the target ("" = the target)
 
 
-PROMPT_SUBTYPE_ANNOTATION = "ml.kitops.modelkit.layer-subtype"
+PROMPT_SUBTYPE_ANNOTATION = media.LAYER_SUBTYPE_ANNOTATION
 
 
 def legacy_prefix(kind: str, path: str) -> str:
@@ -338,8 +342,10 @@ def select_layers(
         "model": [model] if model else [],
         "modelpart": list(model.get("parts") or []),
         "code": kitfile.section("code"),
-        "dataset": kitfile.section("datasets"),
+        "dataset": [d for d in kitfile.section("datasets") if not d.get("remotePath")],
         "docs": kitfile.section("docs"),
+        "prompt": kitfile.section("prompts"),
+        "mcpserver": kitfile.section("mcpServers"),
     }
     selected = []
     for desc, kind in zip(manifest.layers, layer_kinds(manifest), strict=True):
@@ -348,11 +354,9 @@ def select_layers(
             log.warning("unknown media type %s: skipping unpack", desc.media_type)
             continue
         layer_type = replace(layer_type, kind=kind)
-        if desc.annotations.get(PROMPT_SUBTYPE_ANNOTATION) == "prompt":
-            # kit's prompts travel as code layers; they are not Kitfile code entries.
-            if not filters:
-                selected.append(SelectedLayer(desc, "prompt", {}, layer_type))
-            continue
+        if desc.annotations.get(PROMPT_SUBTYPE_ANNOTATION) == media.LAYER_SUBTYPE_PROMPT:
+            # kit's prompts travel as code layers; they pair with the Kitfile's prompts.
+            layer_type = replace(layer_type, kind="prompt")
         index = counters.get(layer_type.kind, 0)
         counters[layer_type.kind] = index + 1
         entries = sections[layer_type.kind]
@@ -428,4 +432,16 @@ def unpack_modelkit(
             where = f"{exc.filename}: " if exc.filename else ""
             raise UnpackError(f"failed to unpack into {root}: {where}{exc.strerror}") from None
         counts["layers"] += 1
+    report_remote_datasets(kitfile, options)
     return counts
+
+
+def report_remote_datasets(kitfile: Kitfile, options: UnpackOptions) -> None:
+    """Say plainly which selected datasets live outside the ModelKit and were not unpacked."""
+    for dataset in kitfile.remote_datasets():
+        if options.notify is not None and layer_selected(options.filters, "dataset", dataset):
+            name = dataset.get("name") or dataset.get("path", "")
+            options.notify(
+                f"Dataset {name} is remote ({dataset['remotePath']}): not unpacked to "
+                f"{dataset.get('path') or '.'}; kitfs does not fetch remote datasets"
+            )

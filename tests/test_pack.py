@@ -354,6 +354,38 @@ CASES = {
             )
         ],
     ),
+    # testing/testdata/pack-unpack/test_pack-model-with-prompts.yaml (current kit): prompts are
+    # code layers with the prompt subtype, written after the docs; ./code/SKILL.md goes only to
+    # its prompt layer, not to the code layer that contains it.
+    "pack-model-with-prompts": Case(
+        kitfile="model:\n  name: test-model\n  path: ./model\ndatasets:\n  - name: test-dataset\n"
+        "    path: ./datasets\ncode:\n  - path: ./code\nprompts:\n  - path: CLAUDE.md\n"
+        "  - path: AGENTS.md\n  - path: prompts/sample.prompt.txt\n"
+        "  - path: prompts/another.prompt.txt\n  - path: prompts-dir/\n  - path: ./code/SKILL.md\n",
+        files=[
+            "model/my-model.bin",
+            "datasets/my-dataset.bin",
+            "code/my-code.py",
+            "CLAUDE.md",
+            "AGENTS.md",
+            "prompts/sample.prompt.txt",
+            "prompts/another.prompt.txt",
+            "prompts-dir/test.prompt.one",
+            "prompts-dir/test.prompt.two",
+            "code/SKILL.md",
+        ],
+        layers=[
+            (MODEL, ["model", "model/my-model.bin"]),
+            (CODE, ["code", "code/my-code.py"]),
+            (DATASET, ["datasets", "datasets/my-dataset.bin"]),
+            (CODE, ["CLAUDE.md"]),
+            (CODE, ["AGENTS.md"]),
+            (CODE, ["prompts", "prompts/sample.prompt.txt"]),
+            (CODE, ["prompts", "prompts/another.prompt.txt"]),
+            (CODE, ["prompts-dir", "prompts-dir/test.prompt.one", "prompts-dir/test.prompt.two"]),
+            (CODE, ["code", "code/SKILL.md"]),
+        ],
+    ),
     "pack-modelkit-parts": Case(
         kitfile="model:\n  name: m\n  path: ./model\n  parts:\n    - path: ./model/part1\n"
         "    - path: model/part2\n    - path: ./part3\n",
@@ -424,8 +456,17 @@ def test_upstream_pack_unpack_case(tmp_path: Path, name: str) -> None:
     assert [(media_type, layer_names(tar)) for media_type, tar in layers] == case.layers
     manifest = manifest_json(home, digest)
     assert [layer["annotations"] for layer in manifest["layers"]] == [
-        {"org.cncf.model.filepath": _cleaned(case, i)} for i in range(len(case.layers))
+        _annotations(case, i) for i in range(len(case.layers))
     ]
+
+
+def _annotations(case: Case, index: int) -> dict[str, str]:
+    """kit's layer annotations: the path, and the prompt subtype on prompt layers."""
+    from kitfs.kitfile import Kitfile
+
+    entry = Kitfile.from_yaml("manifestVersion: 1.0.0\n" + case.kitfile).entries()[index]
+    subtype = {"ml.kitops.modelkit.layer-subtype": "prompt"} if entry.kind == "prompt" else {}
+    return {**subtype, "org.cncf.model.filepath": _cleaned(case, index)}
 
 
 def _cleaned(case: Case, index: int) -> str:

@@ -139,12 +139,12 @@ def test_unpacked_kitfile_is_kits_yaml_of_the_config(home: Path, tmp_path: Path)
         (
             "weights",
             "kitfs: invalid filter 'weights': invalid filter type weights "
-            "(must be one of kitfile, model, datasets, code, docs)",
+            "(must be one of kitfile, model, datasets, code, prompts, docs, mcpservers)",
         ),
         (
             "model,dataset",
             "kitfs: invalid filter 'model,dataset': invalid filter type dataset "
-            "(must be one of kitfile, model, datasets, code, docs)",
+            "(must be one of kitfile, model, datasets, code, prompts, docs, mcpservers)",
         ),
         (
             "model:a:b",

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kitfs import __version__
-from kitfs.cli import index, local, mount, registry
+from kitfs.cli import index, local, mount, registry, verbs
 from kitfs.errors import KitfsError
 
 log = logging.getLogger("kitfs")
@@ -25,28 +25,57 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mount KitOps ModelKits as read-only filesystems; kit-compatible verbs around the mount.",
     )
     parser.add_argument("--version", action="version", version=f"kitfs {__version__}")
-    parser.add_argument(
-        "--config",
-        metavar="DIR",
-        help="kit's configuration directory (default: $KITOPS_HOME, else $XDG_DATA_HOME/kitops, else ~/.local/share/kitops)",
-    )
-    parser.add_argument("--debug", action="store_true", help="show debug logs and tracebacks")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (repeatable)"
-    )
-    parser.add_argument(
-        "--progress",
-        choices=("auto", "plain", "none"),
-        default="auto",
-        help="progress display: bars on a terminal (auto), log lines (plain) or nothing",
-    )
+    add_global_flags(parser, {"config": None, "debug": False, "verbose": 0, "progress": "auto"})
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     local.register(subparsers)
     registry.register(subparsers)
     mount.register(subparsers)
     index.register(subparsers)
+    verbs.register(subparsers)
+    for verb in subparsers.choices.values():
+        # kit's global flags are persistent (cobra): accepted after the verb too. There they
+        # default to "not given", so a flag before the verb is not reset by the verb's parser.
+        add_global_flags(verb, None)
     return parser
+
+
+def add_global_flags(parser: argparse.ArgumentParser, defaults: dict[str, object] | None) -> None:
+    """``--config``, ``--debug``, ``-v`` and ``--progress`` on ``parser``; ``defaults`` None means
+    argparse.SUPPRESS (a verb's parser). Options a verb defines itself are left to it."""
+
+    def default(name: str) -> object:
+        return argparse.SUPPRESS if defaults is None else defaults[name]
+
+    def add(*flags: str, **kwargs: object) -> None:
+        if not any(flag in parser._option_string_actions for flag in flags):
+            parser.add_argument(*flags, **kwargs)  # type: ignore[arg-type]
+
+    add(
+        "--config",
+        metavar="DIR",
+        default=default("config"),
+        help="kit's configuration directory (default: $KITOPS_HOME, else $XDG_DATA_HOME/kitops, else ~/.local/share/kitops)",
+    )
+    add(
+        "--debug",
+        action="store_true",
+        default=default("debug"),
+        help="show debug logs and tracebacks",
+    )
+    add(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default("verbose"),
+        help="more log output (repeatable)",
+    )
+    add(
+        "--progress",
+        choices=("auto", "plain", "none", "fancy"),
+        default=default("progress"),
+        help="progress display: bars on a terminal (auto, or kit's fancy), log lines (plain) or nothing",
+    )
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

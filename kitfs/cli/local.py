@@ -129,6 +129,10 @@ def _cmd_pack(args: argparse.Namespace) -> int:
             }
         )
     else:
+        from kitfs.diff import user_media_type
+
+        for layer in result.manifest.layers:  # kit's per-layer lines, as status on stderr
+            info(f"Saved {user_media_type(layer.media_type)} layer: {layer.digest}")
         print(f"Model saved: {result.digest}")
     return 0
 
@@ -151,7 +155,7 @@ def _register_unpack(subparsers: argparse._SubParsersAction) -> None:  # type: i
         action="append",
         default=[],
         metavar="TYPE[,TYPE][:NAME,...]",
-        help="what to unpack: kitfile, model, datasets, code, docs, optionally by name or path (repeatable)",
+        help="what to unpack: kitfile, model, datasets, code, prompts, docs, mcpservers, optionally by name or path (repeatable)",
     )
     for kind in ("kitfile", "model", "code", "datasets", "docs"):
         p.add_argument(
@@ -178,6 +182,7 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
         filters=_filters(args),
         overwrite=args.overwrite,
         ignore_existing=args.ignore_existing,
+        notify=info,
     )
     if args.overwrite and args.ignore_existing:
         raise UsageError("-o/--overwrite and -i/--ignore-existing cannot be used together")

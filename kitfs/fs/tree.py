@@ -47,7 +47,12 @@ SECTION_OF_KIND = {
     "code": "code",
     "dataset": "datasets",
     "docs": "docs",
+    "prompt": "prompts",
+    "mcpserver": "mcpservers",  # MCP bundles, as `kitfs unpack --filter=mcpservers` writes them
 }
+# In the sections layout, a ModelKit with datasets kept outside it (``remotePath``) shows this
+# file at its root, naming each one, rather than an empty or missing datasets/ directory.
+REMOTE_NOTE_NAME = "REMOTE-DATASETS.txt"
 ATTR_CACHE_SIZE = 100_000
 
 
@@ -157,8 +162,10 @@ def layer_slots(manifest: Manifest, kitfile: Kitfile) -> list[LayerSlot]:
         "model": [model] if model else [],
         "modelpart": list(model.get("parts") or []),
         "code": kitfile.section("code"),
-        "dataset": kitfile.section("datasets"),
+        "dataset": [d for d in kitfile.section("datasets") if not d.get("remotePath")],
         "docs": kitfile.section("docs"),
+        "prompt": kitfile.section("prompts"),
+        "mcpserver": kitfile.section("mcpServers"),
     }
     counters: dict[str, int] = {}
     slots = []
@@ -169,6 +176,8 @@ def layer_slots(manifest: Manifest, kitfile: Kitfile) -> list[LayerSlot]:
         if layer_type is None or kind is None:
             log.warning("layer %s has media type %s: not shown", desc.digest, desc.media_type)
             continue
+        if desc.annotations.get(media.LAYER_SUBTYPE_ANNOTATION) == media.LAYER_SUBTYPE_PROMPT:
+            kind = "prompt"  # kit's prompts are code layers marked as such
         number = counters.get(kind, 0)
         counters[kind] = number + 1
         entries = sections[kind]
@@ -192,6 +201,19 @@ def layer_slots(manifest: Manifest, kitfile: Kitfile) -> list[LayerSlot]:
             )
         )
     return slots
+
+
+def remote_note(kitfile: Kitfile) -> bytes:
+    """A few lines naming each dataset kept outside the ModelKit, or nothing."""
+    lines = [
+        f"dataset {d.get('name') or d.get('path', '')}: path {d.get('path') or '.'} is remote, "
+        f"at {d['remotePath']}" + (f" (hash {d['remoteHash']})" if d.get("remoteHash") else "")
+        for d in kitfile.remote_datasets()
+    ]
+    if not lines:
+        return b""
+    lines.append("kitfs does not fetch remote datasets; the ModelKit holds no layer for them.")
+    return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def _entry_path(entry: Mapping[str, object], desc: Descriptor, raw: bool = False) -> str:
@@ -302,6 +324,7 @@ class _Kit:
     views: dict[str, _View]  # section name -> view; the unpack layout has one view, ""
     mtime_ns: int
     layout: str
+    note: bytes = b""  # REMOTE_NOTE_NAME's content (sections layout), empty when none
 
 
 @dataclass
@@ -311,7 +334,7 @@ class _Node:
     inode: int
     parent: int
     name: str
-    kind: str  # "kitroot", "kitfile", "view", "repo", "tag"
+    kind: str  # "kitroot", "kitfile", "note", "view", "repo", "tag"
     kit: _Kit | None = None
     view: str = ""
     path: str = ""
@@ -378,7 +401,11 @@ class MountTree:
             for slot in slots:
                 grouped.setdefault(SECTION_OF_KIND[slot.kind], []).append(slot)
             views = {name: _View(group) for name, group in grouped.items()}
-        return _Kit(key, kitfile.to_yaml().encode("utf-8"), views, mtime_ns, self.layout)
+        note = remote_note(kitfile)
+        if note and self.layout == "unpack":
+            log.warning("%s", note.decode().strip().replace("\n", "; "))
+            note = b""
+        return _Kit(key, kitfile.to_yaml().encode("utf-8"), views, mtime_ns, self.layout, note)
 
     def set_tags(self, tags: Iterable[str]) -> None:
         """The repository's current tags (a repository mount lists these)."""
@@ -459,6 +486,9 @@ class MountTree:
         if node.kind == "kitfile":
             assert node.kit is not None
             return FileData(len(node.kit.kitfile), content=node.kit.kitfile)
+        if node.kind == "note":
+            assert node.kit is not None
+            return FileData(len(node.kit.note), content=node.kit.note)
         if node.kind == "view":
             found = self._resolve(node)
             if found is not None and not found.is_dir:
@@ -511,12 +541,14 @@ class MountTree:
         """The inode of ``name`` in ``node`` (allocated on first sight), None when absent."""
         if node.kind == "repo":
             return self._tag_child(node, name)
-        if node.kind == "kitfile":
+        if node.kind in ("kitfile", "note"):
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), node.name)
         kit = self._kit_of(node)
         if node.kind in ("kitroot", "tag"):
             if name == KITFILE_NAME:
                 return self._new_node(("kitfile", kit.key), node.inode, name, "kitfile", kit=kit)
+            if name == REMOTE_NOTE_NAME and kit.note:
+                return self._new_node(("note", kit.key), node.inode, name, "note", kit=kit)
             if kit.layout == "sections":
                 if name not in kit.views:
                     return None
@@ -559,12 +591,12 @@ class MountTree:
             if self._tags is None:
                 raise NeedsTags()
             return sorted(set(self._tags) | set(self._kits))
-        if node.kind == "kitfile":
+        if node.kind in ("kitfile", "note"):
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), node.name)
         kit = self._kit_of(node)
         if node.kind in ("kitroot", "tag"):
             if kit.layout == "sections":
-                return sorted({KITFILE_NAME, *kit.views})
+                return sorted({KITFILE_NAME, *kit.views, *([REMOTE_NOTE_NAME] if kit.note else [])})
             return sorted({KITFILE_NAME, *self._listing_names(kit.views[""], "")})
         found = self._resolve(node)
         if found is None or not found.is_dir:
@@ -669,6 +701,8 @@ class MountTree:
         kit = self._kit_of(node)
         if node.kind == "kitfile":
             return Attributes(node.inode, False, KITFILE_MODE, len(kit.kitfile), 1, kit.mtime_ns)
+        if node.kind == "note":
+            return Attributes(node.inode, False, KITFILE_MODE, len(kit.note), 1, kit.mtime_ns)
         if node.kind in ("kitroot", "tag"):
             if kit.layout == "sections":
                 return Attributes(node.inode, True, DIR_MODE, 0, 2 + len(kit.views), kit.mtime_ns)

@@ -31,6 +31,12 @@ KIT_FORMAT = "kit"
 MODELPACK_FORMAT = "modelpack"
 LAYER_FORMATS = ("tar", "raw")
 
+# kit's prompts travel as code layers marked with this annotation (pkg/lib/constants/consts.go).
+LAYER_SUBTYPE_ANNOTATION = "ml.kitops.modelkit.layer-subtype"
+LAYER_SUBTYPE_PROMPT = "prompt"
+# An MCP bundle is stored verbatim, one raw uncompressed layer (pkg/lib/constants/mediatype).
+MCPB_LAYER = "application/vnd.kitops.modelkit.mcpb.v1.raw"
+
 # Kinds of Kitfile entry, in the order kit writes their layers.
 KINDS = ("model", "modelpart", "code", "dataset", "docs")
 COMPRESSIONS = ("none", "gzip", "gzip-fastest", "zstd")
@@ -78,6 +84,8 @@ def parse_layer_media_type(media_type: str) -> LayerType | None:
     compression = {"": "none", "gzip": "gzip", "zstd": "zstd"}.get(suffix)
     if compression is None:
         return None
+    if media_type == MCPB_LAYER:
+        return LayerType("mcpserver", "none", raw=True)
     prefix = "application/vnd.kitops.modelkit."
     if base.startswith(prefix):
         for ending, raw in ((".v1.tar", False), (".v1.raw", True)):
