@@ -141,6 +141,8 @@ def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
 def parse_public_key(data: bytes, name: str) -> PublicKey:
     """A public key from PEM text; ``name`` says where it came from in messages."""
     blocks = [der for kind, der in pem_blocks(data) if kind == PUBLIC_PEM_TYPE]
+    if not blocks and f"-----BEGIN {PUBLIC_PEM_TYPE}-----".encode() in data:
+        raise SigningKeyError(f"{name}: the public key does not parse (truncated or damaged)")
     if not blocks:
         raise SigningKeyError(f"{name} holds no PEM 'PUBLIC KEY' block: not a cosign public key")
     try:

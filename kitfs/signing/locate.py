@@ -27,6 +27,7 @@ from kitfs.signing.bundle import BUNDLE_MEDIA_TYPES, BUNDLE_V03
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 MAX_SIGNATURE_BLOB = 1024 * 1024
 MAX_SIGNATURES = 32  # signatures examined per place: enough for key rotation, bounded for hostility
 
@@ -164,7 +165,9 @@ async def bundle_signatures(client: RegistryClient, repository: str, digest: str
         listed = [Descriptor.from_dict(m, f"an entry of {source}") for m in manifests]
     except ManifestError as exc:
         return [Found(source, problem=str(exc))]
-    bundles = [d for d in listed if d.artifact_type in BUNDLE_MEDIA_TYPES]
+    # cosign 2.5 lists its bundles in the fallback index with the artifactType of their empty
+    # config (go-containerregistry takes config.mediaType): look into those too.
+    bundles = [d for d in listed if d.artifact_type in (*BUNDLE_MEDIA_TYPES, EMPTY_CONFIG, None)]
     return [
         await _bundle_referrer(client, repository, d, f"bundle referrer {d.digest} ({source})")
         for d in bundles[:MAX_SIGNATURES]

@@ -84,9 +84,10 @@ def parse(data: bytes) -> SimpleSigning:
     if kind != PAYLOAD_TYPE:
         raise PayloadError(f"the payload type is {kind!r}, not {PAYLOAD_TYPE!r}")
     digest = _get(raw, "critical", "image", "docker-manifest-digest")
-    identity = _get(raw, "critical", "identity", "docker-reference")
     if not isinstance(digest, str) or not digest:
         raise PayloadError("the payload names no docker-manifest-digest")
+    named = _get(raw, "critical", "identity")
+    identity = named.get("docker-reference") if isinstance(named, dict) else None
     optional = _get(raw, "optional")
     annotations = (
         {str(k): str(v) for k, v in optional.items()} if isinstance(optional, dict) else {}
