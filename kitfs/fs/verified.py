@@ -8,6 +8,7 @@ when a reader first enters it (a tag that failed is checked again at the next ac
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from kitfs.fs.source import (
@@ -19,7 +20,10 @@ from kitfs.fs.source import (
     Source,
 )
 from kitfs.oci.manifest import Descriptor
+from kitfs.signing import SignatureError
 from kitfs.signing.enforce import Enforcer
+
+log = logging.getLogger(__name__)
 
 
 class VerifiedSource(Source):
@@ -36,7 +40,11 @@ class VerifiedSource(Source):
 
     async def resolve(self, reference: str) -> ResolvedModelKit:
         kit = await self.inner.resolve(reference)
-        await self._check(kit)
+        try:
+            await self._check(kit)
+        except SignatureError as exc:
+            log.warning("refusing %s: %s", kit.name, exc)
+            raise
         return kit
 
     async def _check(self, kit: ResolvedModelKit) -> None:
