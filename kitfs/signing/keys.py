@@ -231,16 +231,17 @@ def _go_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def encrypt_private_key(der: bytes, password: bytes) -> bytes:
-    """``der`` (PKCS#8) as the encrypted PEM ``cosign generate-key-pair`` writes."""
+def encrypt_private_key(der: bytes, password: bytes, *, scrypt_n: int = SCRYPT_N) -> bytes:
+    """``der`` (PKCS#8) as the encrypted PEM ``cosign generate-key-pair`` writes (a smaller
+    ``scrypt_n`` makes cheaper keys, for tests: readers take N from the file)."""
     salt = os.urandom(SALT_SIZE)
     nonce = os.urandom(nacl.secret.SecretBox.NONCE_SIZE)
-    key = _derive(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    key = _derive(password, salt, scrypt_n, SCRYPT_R, SCRYPT_P)
     sealed = nacl.secret.SecretBox(key).encrypt(der, nonce).ciphertext
     envelope = {
         "kdf": {
             "name": "scrypt",
-            "params": {"N": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P},
+            "params": {"N": scrypt_n, "r": SCRYPT_R, "p": SCRYPT_P},
             "salt": base64.b64encode(salt).decode(),
         },
         "cipher": {"name": "nacl/secretbox", "nonce": base64.b64encode(nonce).decode()},
@@ -256,7 +257,7 @@ def public_pem(key: VerifyingKey) -> bytes:
     return pem_encode(PUBLIC_PEM_TYPE, der)
 
 
-def generate_key_pair(password: bytes) -> tuple[bytes, bytes]:
+def generate_key_pair(password: bytes, *, scrypt_n: int = SCRYPT_N) -> tuple[bytes, bytes]:
     """A new ECDSA P-256 key pair as (cosign.key, cosign.pub) file contents, as cosign makes them."""
     key = ec.generate_private_key(ec.SECP256R1())
     der = key.private_bytes(
@@ -264,4 +265,4 @@ def generate_key_pair(password: bytes) -> tuple[bytes, bytes]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    return encrypt_private_key(der, password), public_pem(key.public_key())
+    return encrypt_private_key(der, password, scrypt_n=scrypt_n), public_pem(key.public_key())

@@ -39,9 +39,14 @@ def cosign(*args: str, password: str = PASSWORD) -> subprocess.CompletedProcess[
     )
 
 
-def write_key_pair(directory: Path, name: str = "cosign", password: str = PASSWORD) -> Path:
-    """``name.key`` and ``name.pub`` made by kitfs's generator; returns the private key path."""
-    private_pem, public_pem = generate_key_pair(password.encode())
+def write_key_pair(
+    directory: Path, name: str = "cosign", password: str = PASSWORD, *, cheap: bool = False
+) -> Path:
+    """``name.key`` and ``name.pub`` made by kitfs's generator; returns the private key path.
+    ``cheap`` keys cost 1/64 of cosign's scrypt work (fast tests; cosign refuses such keys)."""
+    private_pem, public_pem = generate_key_pair(
+        password.encode(), **({"scrypt_n": 1024} if cheap else {})
+    )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{name}.key").write_bytes(private_pem)
     (directory / f"{name}.pub").write_bytes(public_pem)

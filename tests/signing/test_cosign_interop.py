@@ -48,7 +48,7 @@ def cosign_verify(kit: Kit, key: Path) -> object:
 def test_cosign_signs_kitfs_verifies_and_mounts(
     make,
     cosign_keys: Path,
-    key_dir: Path,
+    strong_key_dir: Path,
     tmp_path: Path,
     mounts: Mounts,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -65,13 +65,13 @@ def test_cosign_signs_kitfs_verifies_and_mounts(
         "model/weights.bin"
     ]
     refused, answer = mounts.try_mount(
-        kit.ref(), "refused", "--verify-key", str(key_dir / "good.pub")
+        kit.ref(), "refused", "--verify-key", str(strong_key_dir / "good.pub")
     )
     assert answer.returncode == 1 and "none verifies with" in answer.stderr
     assert not is_mounted(refused)
 
 
-def test_kitfs_signs_cosign_verifies(make, key_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_kitfs_signs_cosign_verifies(make, strong_key_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     kit = make()
     ok(
         cli(
@@ -79,13 +79,13 @@ def test_kitfs_signs_cosign_verifies(make, key_dir: Path, tmp_path: Path) -> Non
             "sign",
             kit.ref(),
             "--key",
-            str(key_dir / "good.key"),
+            str(strong_key_dir / "good.key"),
             "--plain-http",
             "-a",
             "team=ml",
         )
     )
-    verified = cosign_verify(kit, key_dir / "good.pub")
+    verified = cosign_verify(kit, strong_key_dir / "good.pub")
     assert verified.returncode == 0, verified.stderr  # type: ignore[attr-defined]
     claims = json.loads(verified.stdout)  # type: ignore[attr-defined]
     assert claims == [
@@ -98,7 +98,7 @@ def test_kitfs_signs_cosign_verifies(make, key_dir: Path, tmp_path: Path) -> Non
             "optional": {"team": "ml"},
         }
     ]
-    assert cosign_verify(kit, key_dir / "other.pub").returncode != 0  # type: ignore[attr-defined]
+    assert cosign_verify(kit, strong_key_dir / "other.pub").returncode != 0  # type: ignore[attr-defined]
 
 
 def test_kitfs_key_pair_works_with_cosign_and_back(
@@ -113,11 +113,11 @@ def test_kitfs_key_pair_works_with_cosign_and_back(
     assert cosign_verify(kit, cosign_keys / "cosign.pub").returncode == 0  # type: ignore[attr-defined]
 
 
-def test_kitfs_writes_the_bytes_cosign_writes(make, key_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_kitfs_writes_the_bytes_cosign_writes(make, strong_key_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     kit = make()
-    cosign_sign(kit, key_dir / "good.key")
-    ok(cli(tmp_path, "sign", kit.ref(), "--key", str(key_dir / "good.key"), "--plain-http"))
-    cosign_sign(kit, key_dir / "other.key")  # cosign appends to what kitfs wrote
+    cosign_sign(kit, strong_key_dir / "good.key")
+    ok(cli(tmp_path, "sign", kit.ref(), "--key", str(strong_key_dir / "good.key"), "--plain-http"))
+    cosign_sign(kit, strong_key_dir / "other.key")  # cosign appends to what kitfs wrote
     stored = get_manifest(kit.registry, kit.repository, legacy_tag(kit.digest))
     layers = json.loads(stored)["layers"]
     assert len(layers) == 3
@@ -127,10 +127,10 @@ def test_kitfs_writes_the_bytes_cosign_writes(make, key_dir: Path, tmp_path: Pat
     config, manifest = signature_manifest(layers)
     assert manifest == stored  # the manifest (and so its config) kitfs builds is cosign's
     assert json.loads(stored)["config"]["size"] == len(config)
-    assert cosign_verify(kit, key_dir / "good.pub").returncode == 0  # type: ignore[attr-defined]
+    assert cosign_verify(kit, strong_key_dir / "good.pub").returncode == 0  # type: ignore[attr-defined]
 
 
-def test_cosign_bundle_is_verified_by_kitfs(make, key_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cosign_bundle_is_verified_by_kitfs(make, strong_key_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # cosign 2.5 writes sigstore bundles v0.3 as OCI referrers with `attest --new-bundle-format`;
     # with the predicate type of an image signature that is what cosign 3 writes for `sign`.
     kit = make()
@@ -140,7 +140,7 @@ def test_cosign_bundle_is_verified_by_kitfs(make, key_dir: Path, tmp_path: Path)
         "attest",
         "--new-bundle-format",
         "--key",
-        str(key_dir / "good.key"),
+        str(strong_key_dir / "good.key"),
         "--tlog-upload=false",
         "--type",
         SIGN_PREDICATE,
@@ -153,21 +153,32 @@ def test_cosign_bundle_is_verified_by_kitfs(make, key_dir: Path, tmp_path: Path)
     index = json.loads(get_manifest(kit.registry, kit.repository, fallback_tag(kit.digest)))
     assert len(index["manifests"]) == 1
     result = ok(
-        cli(tmp_path, "verify", kit.ref(), "--key", str(key_dir / "good.pub"), "--plain-http")
+        cli(
+            tmp_path, "verify", kit.ref(), "--key", str(strong_key_dir / "good.pub"), "--plain-http"
+        )
     )
     assert result.stdout.startswith(
-        f"Verified {kit.digest}: sigstore bundle by {key_dir / 'good.pub'}"
+        f"Verified {kit.digest}: sigstore bundle by {strong_key_dir / 'good.pub'}"
     )
     assert "none verifies with" in fails(
-        cli(tmp_path, "verify", kit.ref(), "--key", str(key_dir / "other.pub"), "--plain-http")
+        cli(
+            tmp_path,
+            "verify",
+            kit.ref(),
+            "--key",
+            str(strong_key_dir / "other.pub"),
+            "--plain-http",
+        )
     )
 
 
-def test_cosign_accepts_the_bundle_layout_kitfs_reads(make, key_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cosign_accepts_the_bundle_layout_kitfs_reads(
+    make, strong_key_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     # The hand-built DSSE bundle referrer of the kitfs tests is one cosign verifies too (an empty
     # trusted root keeps cosign offline; keys need none).
     kit = make()
-    bundle = dsse_bundle(private_key(key_dir / "good.key"), kit.digest)
+    bundle = dsse_bundle(private_key(strong_key_dir / "good.key"), kit.digest)
     attach_bundle(kit.registry, kit.repository, kit.digest, bundle, tmp_path / "blobs")
     root = tmp_path / "trusted_root.json"
     root.write_text('{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}')
@@ -177,7 +188,7 @@ def test_cosign_accepts_the_bundle_layout_kitfs_reads(make, key_dir: Path, tmp_p
         "--trusted-root",
         str(root),
         "--key",
-        str(key_dir / "good.pub"),
+        str(strong_key_dir / "good.pub"),
         "--insecure-ignore-tlog",
         "--type",
         SIGN_PREDICATE,

@@ -166,8 +166,7 @@ def test_policy_from_the_environment(
     home = tmp_path / "h"
     ok(cli(home, "pull", signed.ref(), "--plain-http"))
     assert "no signature found" in fails(cli(home, "pull", unsigned.ref(), "--plain-http"))
-    elsewhere = f"{signed.registry}/other/{signed.repository}:v1"
-    ok(cli(signed.home, "push", signed.ref(), elsewhere, "--plain-http"))
+    elsewhere = make("v1", repository=f"other/{signed.repository}").ref()
     line = fails(cli(home, "pull", elsewhere, "--plain-http"))
     assert line.endswith(f"policy {policy} rejects scope default")
     accept = tmp_path / "accept.json"
@@ -238,7 +237,7 @@ def test_repository_mount_checks_each_tag_when_resolved(
     assert refused.value.errno == errno.EIO
     assert f"{repo}@{unsigned.digest}: no signature found" in mounts.log(mountpoint)
     sign(unsigned, key_dir / "good.key", tmp_path)  # the tag is checked again at the next access
-    expected = (tmp_path / "ctx-v2" / "model" / "weights.bin").read_bytes()
+    expected = unsigned.files["model/weights.bin"]
     assert (mountpoint / "v2" / "model" / "model" / "weights.bin").read_bytes() == expected
 
 
