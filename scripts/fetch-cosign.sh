@@ -30,6 +30,7 @@ SOURCES
 APT_OPTS=(
     -o "Dir::Etc::SourceList=$APT/trixie.sources"
     -o "Dir::Etc::SourceParts=/nonexistent"
+    -o "Dir::Etc::Preferences=$APT/etc/preferences"
     -o "Dir::Etc::PreferencesParts=$APT/etc/preferences.d"
     -o "Dir::State=$APT/state"
     -o "Dir::State::status=/var/lib/dpkg/status"
@@ -50,4 +51,4 @@ if ! (cd "$APT" && apt-get "${APT_OPTS[@]}" -qq download cosign >>"$APT/log" 2>&
 fi
 mkdir -p "$DEST"
 dpkg -x "$APT"/cosign_*.deb "$DEST"
-"$BIN" version 2>/dev/null | grep -m1 GitVersion || true
+echo "fetch-cosign: cosign $(dpkg-deb -f "$APT"/cosign_*.deb Version) is $BIN"
