@@ -107,12 +107,12 @@ async def pull_async(
     gate: Enforcer | None = None,
 ) -> str:
     store = LocalStore(paths.storage)
+    store.ensure()
+    scratch = scratch_dir(paths, "pull")
     async with _client(ref, paths, options) as client:
         digest, body, manifest = await fetch_manifest(client, ref)
-        if gate is not None:  # the digest about to be pulled, before anything is written
+        if gate is not None:  # the digest about to be pulled, before any blob is fetched
             await gate.check(ref.name, digest, client, ref.repository)
-        store.ensure()
-        scratch = scratch_dir(paths, "pull")
         missing = [d for d in (manifest.config, *manifest.layers) if not store.has_blob(d.digest)]
         unique = list({d.digest: d for d in missing}.values())
         task = progress.task(f"pull {display_repository(str(ref))}", sum(d.size for d in unique))

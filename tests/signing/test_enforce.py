@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from faultproxy import FaultProxy
 from helpers import cli, fails, ok
-from reliability.helpers import Kit, Mounts, is_mounted, run_kitfs
+from reliability.helpers import Kit, Mounts, fresh_home, is_mounted, run_kitfs, storage_state
 
 from kitfs.fs.source import Source
 from kitfs.fs.verified import VerifiedSource
@@ -43,7 +43,8 @@ def test_pull_refuses_unsigned_before_fetching_or_writing(
     fault_proxy: FaultProxy,  # type: ignore[no-untyped-def]
 ) -> None:
     kit = make()
-    home = tmp_path / "fresh"
+    home = fresh_home(tmp_path)
+    before = storage_state(home)
     ref = f"{fault_proxy.host}/{kit.repository}:{kit.tag}"
     line = fails(cli(home, "pull", ref, "--plain-http", "--verify-key", str(key_dir / "good.pub")))
     assert line.endswith(
@@ -51,7 +52,7 @@ def test_pull_refuses_unsigned_before_fetching_or_writing(
         + legacy_tag(kit.digest)
         + ", no sigstore bundle referring to it)"
     )
-    assert not home.exists()
+    assert storage_state(home) == before  # no blob, no manifest, no tag
     assert layer_requests(fault_proxy, kit) == []
 
 
