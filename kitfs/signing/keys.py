@@ -35,7 +35,7 @@ MAX_KEY_FILE = 64 * 1024
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 65536, 8, 1
 SALT_SIZE = 32
 # A key file is input too: its KDF parameters may not make us spend more than this much memory.
-MAX_SCRYPT_MEMORY = 512 * 1024 * 1024
+MAX_SCRYPT_MEMORY = 256 * 1024 * 1024  # 4x what cosign's own keys take
 
 VerifyingKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey

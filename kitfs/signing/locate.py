@@ -169,7 +169,7 @@ async def bundle_signatures(client: RegistryClient, repository: str, digest: str
     # config (go-containerregistry takes config.mediaType): look into those too.
     bundles = [d for d in listed if d.artifact_type in (*BUNDLE_MEDIA_TYPES, EMPTY_CONFIG, None)]
     return [
-        await _bundle_referrer(client, repository, d, f"bundle referrer {d.digest} ({source})")
+        await _bundle_referrer(client, repository, d, f"bundle referrer {d.digest} via {source}")
         for d in bundles[:MAX_SIGNATURES]
     ]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -123,9 +122,9 @@ def test_truncated_public_key_is_refused(key_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cosign_and_kitfs_read_each_others_keys(
-    cosign_binary: Path, key_dir: Path, tmp_path: Path
+    cosign_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     made = cosign("generate-key-pair")
     assert made.returncode == 0, made.stderr
     theirs = load_private_key(tmp_path / "cosign.key", PASSWORD.encode())

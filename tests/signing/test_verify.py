@@ -218,7 +218,7 @@ def test_dsse_bundle_through_the_fallback_tag_verifies(make, key_dir: Path, tmp_
     result = ok(verify(tmp_path, kit.ref(), key_dir / "good.pub"))  # type: ignore[arg-type]
     assert result.stdout == (  # type: ignore[attr-defined]
         f"Verified {kit.digest}: sigstore bundle by {key_dir / 'good.pub'} (bundle referrer "
-        f"{referrer} (referrers tag {fallback_tag(kit.digest)}))\n"
+        f"{referrer} via referrers tag {fallback_tag(kit.digest)})\n"
     )
     line = fails(verify(tmp_path, kit.ref(), key_dir / "other.pub"))  # type: ignore[arg-type]
     assert "1 signature found, none verifies with" in line
@@ -272,7 +272,7 @@ def test_bundle_through_the_referrers_api_verifies(
     result = ok(
         verify(tmp_path, f"{fault_proxy.host}/{kit.repository}:{kit.tag}", key_dir / "good.pub")
     )  # type: ignore[arg-type]
-    assert f"(bundle referrer {referrer} (the referrers API))" in result.stdout  # type: ignore[attr-defined]
+    assert f"(bundle referrer {referrer} via the referrers API)" in result.stdout  # type: ignore[attr-defined]
     paths = [r.path for r in fault_proxy.requests]
     assert (
         f"{referrers_path}?artifactType=application%2Fvnd.dev.sigstore.bundle.v0.3%2Bjson" in paths
