@@ -172,11 +172,3 @@ async def bundle_signatures(client: RegistryClient, repository: str, digest: str
         await _bundle_referrer(client, repository, d, f"bundle referrer {d.digest} via {source}")
         for d in bundles[:MAX_SIGNATURES]
     ]
-
-
-async def find_signatures(client: RegistryClient, repository: str, digest: str) -> list[Found]:
-    """Every signature of ``digest`` in ``repository``: legacy ones first, then bundles."""
-    return [
-        *await legacy_signatures(client, repository, digest),
-        *await bundle_signatures(client, repository, digest),
-    ]

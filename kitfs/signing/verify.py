@@ -8,13 +8,14 @@ digest (copied here), signatures by other keys (or altered payloads), malformed 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kitfs.oci.client import RegistryClient
 from kitfs.signing import SignatureError, bundle, payload
 from kitfs.signing.keys import PublicKey
-from kitfs.signing.locate import Found, find_signatures, legacy_tag
+from kitfs.signing.locate import Found, bundle_signatures, legacy_signatures, legacy_tag
 
 
 @dataclass(frozen=True)
@@ -119,5 +120,10 @@ async def verify_digest(
     """Find the signatures of ``repository@digest`` in ``client``'s registry and judge them."""
     if not keys:
         raise SignatureError("no public key to verify signatures with")
-    signatures = await find_signatures(client, repository, digest)
-    return judge(signatures, f"{client.registry}/{repository}", digest, keys)
+    name = f"{client.registry}/{repository}"
+    legacy = await legacy_signatures(client, repository, digest)
+    if legacy:  # the common case (cosign 2.x): no need to look for bundles when one verifies
+        with contextlib.suppress(SignatureError):
+            return judge(legacy, name, digest, keys)
+    bundles = await bundle_signatures(client, repository, digest)
+    return judge([*legacy, *bundles], name, digest, keys)

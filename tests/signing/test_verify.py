@@ -67,6 +67,23 @@ def test_sign_then_verify_names_the_digest(make, key_dir: Path, tmp_path: Path) 
     assert by_digest.stdout.startswith(f"Verified {kit.digest}:")
 
 
+def test_verifying_a_legacy_signature_takes_three_requests(
+    make,
+    key_dir: Path,
+    tmp_path: Path,
+    fault_proxy: FaultProxy,  # type: ignore[no-untyped-def]
+) -> None:
+    kit = make()
+    sign(tmp_path, kit, key_dir / "good.key")
+    payload_digest = sig_manifest(kit.registry, kit.repository, kit.digest)["layers"][0]["digest"]
+    ok(verify(tmp_path, f"{fault_proxy.host}/{kit.repository}:{kit.tag}", key_dir / "good.pub"))  # type: ignore[arg-type]
+    assert [(r.method, r.path) for r in fault_proxy.requests] == [
+        ("GET", f"/v2/{kit.repository}/manifests/{kit.tag}"),
+        ("GET", f"/v2/{kit.repository}/manifests/{legacy_tag(kit.digest)}"),
+        ("GET", f"/v2/{kit.repository}/blobs/{payload_digest}"),
+    ]
+
+
 def test_a_second_signature_is_appended(make, key_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     kit = make()
     sign(tmp_path, kit, key_dir / "good.key")
