@@ -32,6 +32,7 @@ from kitfs.oci.tags import is_attached_tag
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.reference import Reference
 from kitfs.reference import parse as parse_reference
+from kitfs.signing.enforce import Enforcer
 from kitfs.storage.cache import process_gone
 from kitfs.storage.local import LocalStore, display_repository
 from kitfs.unpack import (
@@ -98,13 +99,19 @@ def _leaves(group: BaseExceptionGroup[KitfsError]) -> list[KitfsError]:
 
 
 async def pull_async(
-    ref: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink
+    ref: Reference,
+    paths: Paths,
+    options: RegistryOptions,
+    progress: ProgressSink,
+    gate: Enforcer | None = None,
 ) -> str:
     store = LocalStore(paths.storage)
     store.ensure()
     scratch = scratch_dir(paths, "pull")
     async with _client(ref, paths, options) as client:
         digest, body, manifest = await fetch_manifest(client, ref)
+        if gate is not None:  # the digest about to be pulled, before any blob is fetched
+            await gate.check(ref.name, digest, client, ref.repository)
         missing = [d for d in (manifest.config, *manifest.layers) if not store.has_blob(d.digest)]
         unique = list({d.digest: d for d in missing}.values())
         task = progress.task(f"pull {display_repository(str(ref))}", sum(d.size for d in unique))
@@ -142,10 +149,15 @@ def scratch_dir(paths: Paths, kind: str) -> Path:
 
 
 def pull(
-    ref: Reference, paths: Paths, options: RegistryOptions, progress: ProgressSink | None = None
+    ref: Reference,
+    paths: Paths,
+    options: RegistryOptions,
+    progress: ProgressSink | None = None,
+    gate: Enforcer | None = None,
 ) -> str:
-    """Copy a ModelKit from its registry into local storage, skipping blobs already there."""
-    return trio.run(pull_async, ref, paths, options, progress or NullProgress())
+    """Copy a ModelKit from its registry into local storage, skipping blobs already there
+    (refused before any blob is fetched when ``gate``'s signature policy is not met)."""
+    return trio.run(pull_async, ref, paths, options, progress or NullProgress(), gate)
 
 
 # -- push -------------------------------------------------------------------------------------
@@ -264,13 +276,14 @@ def _unpack_remote(
     reg_options: RegistryOptions,
     options: UnpackOptions,
     progress: ProgressSink,
+    gate: Enforcer | None = None,
 ) -> tuple[dict[str, int], Kitfile]:
     """``unpack_remote``, also giving the Kitfile of what it unpacked: the manifest is resolved
     once, so a tag that moves meanwhile cannot mix two ModelKits."""
     scratch = Path(tempfile.mkdtemp(prefix="unpack-", dir=scratch_dir(paths, "unpack")))
     try:
         manifest, kitfile = trio.run(
-            _fetch_selected, ref, paths, reg_options, options.filters, scratch, progress
+            _fetch_selected, ref, paths, reg_options, options.filters, scratch, progress, gate
         )
         counts = unpack_modelkit(manifest, kitfile, lambda d: scratch / d.hex, options, progress)
         return counts, kitfile
@@ -285,11 +298,14 @@ async def _fetch_selected(
     filters: list[Filter],
     scratch: Path,
     progress: ProgressSink,
+    gate: Enforcer | None = None,
 ) -> tuple[Manifest, Kitfile]:
     """A remote ModelKit's manifest and Kitfile, with the layers ``filters`` select downloaded
     (verified) into ``scratch``, named by their hex digests; one client, so one auth handshake."""
     async with _client(ref, paths, reg_options) as client:
-        _, manifest, kitfile = await _fetch_modelkit(client, ref)
+        digest, manifest, kitfile = await _fetch_modelkit(client, ref)
+        if gate is not None:
+            await gate.check(ref.name, digest, client, ref.repository)
         wanted = [layer.desc for layer in select_layers(manifest, kitfile, filters)]
         task = progress.task(f"fetch {display_repository(str(ref))}", sum(d.size for d in wanted))
 
@@ -332,18 +348,22 @@ def unpack_reference(
     options: UnpackOptions,
     progress: ProgressSink,
     chain: tuple[str, ...] = (),
+    gate: Enforcer | None = None,
 ) -> dict[str, int]:
     """Unpack a ModelKit from local storage, else straight from its registry; then, when its model
     path names another ModelKit, that ModelKit's model layers too (kit's model references, at most
-    ten deep, loops refused)."""
+    ten deep, loops refused). With ``gate``, each ModelKit's signatures are checked before any of
+    its layers is fetched or written."""
     store = LocalStore(paths.storage)
     try:
         _, desc = store.resolve(ref)
     except NotFoundError:
         if ref.is_local:
             raise
-        counts, kitfile = _unpack_remote(ref, paths, reg_options, options, progress)
+        counts, kitfile = _unpack_remote(ref, paths, reg_options, options, progress, gate)
     else:
+        if gate is not None:  # stored here, but its signatures are the registry's
+            trio.run(gate.check_reference, ref, desc.digest, paths, reg_options)
         manifest = store.load_manifest(desc)
         kitfile = store.load_kitfile(manifest)
         counts = unpack_modelkit(
@@ -362,7 +382,7 @@ def unpack_reference(
     log.info("unpacking referenced modelkit %s", parent)
     parent_options = replace(options, filters=[Filter(("model",))], ignore_existing=True)
     parent_counts = unpack_reference(
-        parse_reference(parent), paths, reg_options, parent_options, progress, here
+        parse_reference(parent), paths, reg_options, parent_options, progress, here, gate
     )
     return {k: counts[k] + (parent_counts[k] if k != "kitfile" else 0) for k in counts}
 

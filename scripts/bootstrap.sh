@@ -28,3 +28,6 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     .venv/bin/pip install -q -e ".[dev]"
     touch "$stamp"
 fi
+
+# cosign for the signature interoperability tests (never fatal: those tests skip without it).
+bash scripts/fetch-cosign.sh

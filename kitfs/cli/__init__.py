@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kitfs import __version__
-from kitfs.cli import index, local, mount, registry, verbs
+from kitfs.cli import index, local, mount, registry, signing, verbs
 from kitfs.errors import KitfsError
 
 log = logging.getLogger("kitfs")
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry.register(subparsers)
     mount.register(subparsers)
     index.register(subparsers)
+    signing.register(subparsers)
     verbs.register(subparsers)
     for verb in subparsers.choices.values():
         # kit's global flags are persistent (cobra): accepted after the verb too. There they

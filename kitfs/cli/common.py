@@ -15,8 +15,11 @@ def paths(args: argparse.Namespace) -> Paths:
     return Paths.resolve(getattr(args, "config", None))
 
 
-def add_network_flags(parser: argparse.ArgumentParser) -> None:
-    """kit's network flags (pkg/cmd/options/network.go), plus a CA bundle option."""
+def add_network_flags(
+    parser: argparse.ArgumentParser, client_tls: tuple[str, str] = ("--cert", "--key")
+) -> None:
+    """kit's network flags (pkg/cmd/options/network.go), plus a CA bundle option; ``client_tls``
+    names the client certificate and key flags (``sign``/``verify`` keep ``--key`` for cosign's)."""
     group = parser.add_argument_group("network")
     group.add_argument("--plain-http", action="store_true", help="use plain HTTP instead of HTTPS")
     group.add_argument(
@@ -29,8 +32,10 @@ def add_network_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--ca-file", "--tls-cert", dest="ca_file", metavar="PEM", help="extra CA bundle to trust"
     )
-    group.add_argument("--cert", metavar="PEM", help="client certificate for mutual TLS")
-    group.add_argument("--key", metavar="PEM", help="client key for mutual TLS")
+    group.add_argument(
+        client_tls[0], dest="cert", metavar="PEM", help="client certificate for mutual TLS"
+    )
+    group.add_argument(client_tls[1], dest="key", metavar="PEM", help="client key for mutual TLS")
     group.add_argument(
         "--concurrency",
         type=int,

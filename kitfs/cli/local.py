@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kitfs import catalog
+from kitfs.cli import signing
 from kitfs.cli.common import (
     add_network_flags,
     info,
@@ -162,6 +163,7 @@ def _register_unpack(subparsers: argparse._SubParsersAction) -> None:  # type: i
             f"--{kind}", action="store_true", help=f"unpack only {kind} (same as --filter={kind})"
         )
     add_network_flags(p)
+    signing.add_policy_flags(p)
     _json_flag(p)
     p.set_defaults(func=_cmd_unpack)
 
@@ -189,7 +191,9 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
     from kitfs import remote
 
     with progress_for(show_progress(args)) as sink:
-        counts = remote.unpack_reference(ref, paths(args), registry_options(args), options, sink)
+        counts = remote.unpack_reference(
+            ref, paths(args), registry_options(args), options, sink, gate=signing.enforcer(args)
+        )
     if args.json:
         print_json({"directory": str(options.target.resolve()), **counts})
     else:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from kitfs.cli.common import add_network_flags
+from kitfs.cli.signing import add_policy_flags
 from kitfs.fs.mount import build_options, mount, parse_option_list, unmount
 from kitfs.fs.tree import LAYOUTS
 
@@ -64,6 +65,7 @@ def _register_mount(subparsers: argparse._SubParsersAction) -> None:  # type: ig
         help="mount options: allow_other (let other users read), nonempty, and the long flags as key=value",
     )
     add_network_flags(p)
+    add_policy_flags(p)
     p.set_defaults(func=_cmd_mount)
 
 
@@ -82,6 +84,8 @@ def _cmd_mount(args: argparse.Namespace) -> int:
         "key": args.key,
         "proxy": args.proxy,
         "concurrency": args.concurrency,
+        "verify_key": args.verify_key,
+        "policy": args.policy,
     }
     settings.update({k: v for k, v in parse_option_list(args.options).items()})
     foreground = bool(settings["foreground"])

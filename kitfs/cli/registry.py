@@ -9,6 +9,7 @@ import sys
 import trio
 
 from kitfs import remote
+from kitfs.cli import signing
 from kitfs.cli.common import (
     add_network_flags,
     info,
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("pull", help="download a ModelKit from a registry into local storage")
     p.add_argument("reference", metavar="REF")
     add_network_flags(p)
+    signing.add_policy_flags(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_pull)
 
@@ -93,7 +95,7 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     if ref.extra_tags:
         raise UsageError("can not pull multiple tags")
     with progress_for(show_progress(args)) as sink:
-        digest = remote.pull(ref, paths(args), registry_options(args), sink)
+        digest = remote.pull(ref, paths(args), registry_options(args), sink, signing.enforcer(args))
     if args.json:
         print_json({"digest": digest, "reference": str(ref)})
     else:

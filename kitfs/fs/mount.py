@@ -32,8 +32,11 @@ from kitfs.fs.layerstore import LayerStore
 from kitfs.fs.operations import KitfsOperations
 from kitfs.fs.source import Source, absolute_reference, open_source
 from kitfs.fs.tree import LAYOUTS, MountTree
+from kitfs.fs.verified import VerifiedSource
 from kitfs.oci.client import RegistryOptions
 from kitfs.progress import ProgressSink, progress_for
+from kitfs.signing.enforce import Enforcer
+from kitfs.signing.policy import Policy, resolve_policy
 from kitfs.storage.cache import BlobCache
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ class MountOptions:
     progress: bool = False
     paths: Paths = field(default_factory=Paths.resolve)
     registry: RegistryOptions = field(default_factory=RegistryOptions)
+    signatures: Policy | None = None  # what --verify-key / --policy / $KITFS_POLICY require
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -126,6 +130,8 @@ VALUE_OPTIONS = frozenset(
         "key",
         "proxy",
         "concurrency",
+        "verify_key",
+        "policy",
     }
 )
 
@@ -210,6 +216,7 @@ def build_options(
         progress=_as_bool(settings.get("progress", False), "progress"),
         paths=Paths.resolve(text("config")),
         registry=registry,
+        signatures=resolve_policy(path("verify_key"), path("policy")),
     )
 
 
@@ -387,6 +394,8 @@ async def serve(
 ) -> None:
     """Resolve, mount, tell ``notify("ready")``, and serve until unmounted or signalled."""
     source = open_source(options.reference, options.paths, cache, options.registry)
+    if options.signatures is not None:
+        source = VerifiedSource(source, Enforcer(options.signatures))
     async with source:
         tree = await build_tree(source, options.layout)
         layers = LayerStore(

@@ -1037,3 +1037,23 @@ class RegistryClient:
             if match:
                 return str(response.url.join(match.group(1)))
         return None
+
+    # --- referrers -------------------------------------------------------------------------------
+
+    async def list_referrers(
+        self, repository: str, digest: str, artifact_type: str | None = None
+    ) -> bytes | None:
+        """The referrers API's image index for ``digest`` (OCI distribution 1.1), unparsed; None
+        when the registry has no referrers API (it answers 404: use the ``sha256-<hex>`` tag)."""
+        target = _Target(repository, f"referrers of {repository}@{digest}", "listing")
+        url = self._url(repository, "referrers", digest)
+        if artifact_type:
+            url = _with_query(url, "artifactType", artifact_type)
+        response, body = await self._exchange(
+            "GET",
+            url,
+            scopes=[Scope(repository)],
+            headers={"Accept": media.OCI_INDEX},
+            handle=self._expect((200, 404), target, MAX_MANIFEST_SIZE),
+        )
+        return body if response.status_code == 200 else None
