@@ -337,7 +337,24 @@ def select_layers(
     return selected
 
 
-BlobFetcher = Callable[[Descriptor], Path]
+@dataclass(frozen=True)
+class VerifiedTar:
+    """A layer's uncompressed tar held elsewhere (the mount cache), to be checked against the
+    ``diff_id`` that the ModelKit's config records for the layer."""
+
+    path: Path
+    diff_id: str
+
+
+BlobFetcher = Callable[[Descriptor], Path | VerifiedTar]
+
+
+def _layer_file(located: Path | VerifiedTar, layer: SelectedLayer) -> tuple[Path, Descriptor, str]:
+    """(file, what it must hash to, its compression) for a located layer."""
+    if isinstance(located, Path):
+        return located, layer.desc, layer.layer_type.compression
+    size = located.path.stat().st_size
+    return located.path, Descriptor(layer.desc.media_type, located.diff_id, size), "none"
 
 
 def unpack_modelkit(
@@ -361,24 +378,24 @@ def unpack_modelkit(
         claimed["Kitfile"] = (False, "the ModelKit's Kitfile")
     verified = []
     for layer in layers:
-        path = fetch(layer.desc)
+        path, desc, compression = _layer_file(fetch(layer.desc), layer)
         diff_id = str(layer.entry.get("diffId") or "") or None
-        entries = verify_layer(path, layer.desc, layer.layer_type.compression, diff_id)
+        entries = verify_layer(path, desc, compression, diff_id)
         if layer.prefix:
             entries = [replace(e, name=_under(layer.prefix, e.name)) for e in entries]
         claim_paths(claimed, entries, f"layer {layer.desc.digest[:19]}")
         check_conflicts(root, entries, options)
-        verified.append((layer, path, sum(e.size for e in entries)))
+        verified.append((layer, path, compression, sum(e.size for e in entries)))
     counts = {"kitfile": 0, "layers": 0, "files": 0}
     if layer_selected(options.filters, "kitfile", None) and write_kitfile(
         kitfile, root, options.overwrite
     ):
         counts["kitfile"] = 1
-    for layer, path, total in verified:
+    for layer, path, compression, total in verified:
         task = sink.task(f"unpack {layer.kind} {layer.entry.get('path', '')}", total)
         try:
             counts["files"] += extract_layer(
-                path, layer.layer_type.compression, root, options, task.advance, layer.prefix
+                path, compression, root, options, task.advance, layer.prefix
             )
         except OSError as exc:  # disk full, permissions: name the file, not a traceback
             where = f"{exc.filename}: " if exc.filename else ""

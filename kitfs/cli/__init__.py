@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kitfs import __version__
-from kitfs.cli import local, mount, registry
+from kitfs.cli import cache, local, mount, registry
 from kitfs.errors import KitfsError
 
 log = logging.getLogger("kitfs")
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.register(subparsers)
     registry.register(subparsers)
     mount.register(subparsers)
+    cache.register(subparsers)
     return parser
 
 

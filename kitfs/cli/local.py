@@ -10,7 +10,9 @@ from typing import Any
 
 from kitfs import catalog
 from kitfs.cli.common import (
+    add_cache_flags,
     add_network_flags,
+    cache_policy,
     info,
     paths,
     print_json,
@@ -116,6 +118,7 @@ def _register_unpack(subparsers: argparse._SubParsersAction) -> None:  # type: i
             f"--{kind}", action="store_true", help=f"unpack only {kind} (same as --filter={kind})"
         )
     add_network_flags(p)
+    add_cache_flags(p)
     _json_flag(p)
     p.set_defaults(func=_cmd_unpack)
 
@@ -142,7 +145,9 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
     from kitfs import remote
 
     with progress_for(show_progress(args)) as sink:
-        counts = remote.unpack_reference(ref, paths(args), registry_options(args), options, sink)
+        counts = remote.unpack_reference(
+            ref, paths(args), registry_options(args), options, sink, cached=cache_policy(args)
+        )
     if args.json:
         print_json({"directory": str(options.target.resolve()), **counts})
     else:
@@ -160,6 +165,7 @@ def _register_info(subparsers: argparse._SubParsersAction) -> None:  # type: ign
         "-r", "--remote", action="store_true", help="read from the registry, not local storage"
     )
     add_network_flags(p)
+    add_cache_flags(p)
     _json_flag(p)
     p.set_defaults(func=_cmd_info)
 
@@ -196,7 +202,8 @@ def _load(args: argparse.Namespace) -> tuple[str, Any, Any]:
             )
         from kitfs import remote
 
-        return remote.fetch_modelkit(ref, paths(args), registry_options(args))
+        cached = cache_policy(args) if hasattr(args, "refresh") else None
+        return remote.fetch_modelkit(ref, paths(args), registry_options(args), cached)
     store = _store(args)
     _, desc = store.resolve(ref)
     manifest = store.load_manifest(desc)

@@ -84,6 +84,7 @@ class RegistryOptions:
     backoff_cap: float = 30.0
     chunked_threshold: int = 64 * 1024 * 1024
     chunk_size: int = 16 * 1024 * 1024
+    registries_conf: str | None = None  # read by kitfs.oci.endpoints, not by this client
 
 
 @dataclass(frozen=True)
