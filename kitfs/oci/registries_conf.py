@@ -54,7 +54,7 @@ _REGISTRY_KEYS = frozenset(
 )
 _MIRROR_KEYS = frozenset({"location", "insecure", "pull-from-mirror"})
 _LINE_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
-_HEADER_RE = re.compile(r"^\s*\[\[\s*registry\s*\]\]", re.MULTILINE)
+_HEADER_RE = re.compile(r"^[ \t]*\[\[[ \t]*registry(?:\.mirror)?[ \t]*\]\]", re.MULTILINE)
 
 
 class RegistriesConfError(UsageError):
@@ -151,7 +151,11 @@ def parse(text: str, path: Path) -> RegistriesConf:
         where = f"line {match.group(1)}" if match else "somewhere"
         reason = _LINE_RE.sub("", message).strip()
         raise RegistriesConfError(f"{path}: {where}: {reason} (not valid TOML)") from None
-    headers = [text.count("\n", 0, m.start()) + 1 for m in _HEADER_RE.finditer(text)]
+    registry_lines = [
+        text.count("\n", 0, m.start()) + 1
+        for m in _HEADER_RE.finditer(text)
+        if ".mirror" not in m.group(0)
+    ]
     for key in raw:
         if key == "registries":
             raise RegistriesConfError(
@@ -164,7 +168,7 @@ def parse(text: str, path: Path) -> RegistriesConf:
         raise RegistriesConfError(f"{path}: 'registry' must be [[registry]] tables")
     entries = []
     for index, table in enumerate(tables):
-        line = headers[index] if index < len(headers) else None
+        line = registry_lines[index] if index < len(registry_lines) else None
         where = f"{path}: line {line}" if line else f"{path}: [[registry]] number {index + 1}"
         entries.append(_entry(table, where))
     return RegistriesConf(path, tuple(entries))
