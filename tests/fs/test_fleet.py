@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import pullthrough
+import pytest
 from fs_mounting import Mounter, wait_for
 from helpers import cli, make_tree, ok, payload
 from registry import RegistryServer
