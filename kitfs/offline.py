@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from kitfs.errors import (
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, ManifestError
 from kitfs.reference import is_digest
-from kitfs.storage.cache import BlobCache, PinnedTar
+from kitfs.storage.cache import BlobCache, PinnedTar, digest_hex
 from kitfs.storage.tagrecords import TagRecords
 from kitfs.unpack import VerifiedTar
 
@@ -87,7 +88,7 @@ class CachedResolver:
     async def manifest(self, repository: str, reference: str) -> tuple[str, bytes]:
         """(digest, body) of the manifest ``reference`` names; the body is not parsed here."""
         if is_digest(reference):
-            cached = await trio.to_thread.run_sync(self.cache.read_blob, reference)
+            cached = await trio.to_thread.run_sync(self._read, reference)
             if cached is not None:
                 return reference, cached
             if self.refresh == "never":
@@ -118,6 +119,14 @@ class CachedResolver:
         await trio.to_thread.run_sync(self._remember, repository, reference, digest, body)
         return digest, body
 
+    def _read(self, digest: str) -> bytes | None:
+        """A cached manifest or config (verified by the cache), marked as used for ``cache prune``."""
+        data = self.cache.read_blob(digest)
+        if data is not None:
+            with contextlib.suppress(OSError, StorageError):
+                os.utime(self.cache.blobs / digest_hex(digest))
+        return data
+
     def _remember(self, repository: str, reference: str, digest: str, body: bytes) -> None:
         with contextlib.suppress(StorageError, OSError):
             self.cache.write_blob(digest, body)  # only sha256 manifests are cached
@@ -129,7 +138,7 @@ class CachedResolver:
             found = self.records.lookup(self.registry, repository, tag)
             if found is None:
                 return None
-            body = self.cache.read_blob(found[0])
+            body = self._read(found[0])
             return None if body is None else (found[0], body, found[1])
 
         return await trio.to_thread.run_sync(lookup)
@@ -152,7 +161,7 @@ class CachedResolver:
             raise ManifestError(
                 f"the config of {self.registry}/{repository} is {desc.size} bytes: too large"
             )
-        data = await trio.to_thread.run_sync(self.cache.read_blob, desc.digest)
+        data = await trio.to_thread.run_sync(self._read, desc.digest)
         if data is not None:
             return data
         if self.refresh == "never":

@@ -127,6 +127,27 @@ def _rewritten_prefix(entry: RegistryEntry, matched: str, location: str) -> str:
     return location if not entry.wildcard else (location or matched)
 
 
+class _HighWater:
+    """Reports each byte of a blob once to ``callback`` across attempts at several endpoints (one
+    that failed half-way had reported bytes that the next one sends again)."""
+
+    def __init__(self, callback: Progress) -> None:
+        self.callback = callback
+        self.reported = 0
+
+    def attempt(self) -> Progress:
+        position = 0
+
+        def advance(amount: int) -> None:
+            nonlocal position
+            position += amount
+            if position > self.reported:
+                self.callback(position - self.reported)
+                self.reported = position
+
+        return advance
+
+
 class MirroredClient:
     """The reading half of ``RegistryClient`` over several endpoints, tried in order."""
 
@@ -197,7 +218,13 @@ class MirroredClient:
         dest: Path,
         progress: Progress | None = None,
     ) -> None:
-        await self._first(repository, lambda c, r: c.download_blob(r, descriptor, dest, progress))
+        water = _HighWater(progress) if progress is not None else None
+        await self._first(
+            repository,
+            lambda c, r: c.download_blob(
+                r, descriptor, dest, water.attempt() if water is not None else None
+            ),
+        )
 
     async def read_blob_range(
         self, repository: str, digest: str, offset: int, length: int

@@ -11,6 +11,7 @@ after the first node does not grow with the other seven.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import uuid
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pullthrough
 import pytest
+from faultproxy import FaultProxy, always, flip, for_digest
 from fs_mounting import Mounter, wait_for
 from helpers import cli, make_tree, ok, payload
 from registry import RegistryServer
@@ -138,3 +140,37 @@ def test_a_fleet_pulls_each_blob_from_the_origin_once_through_a_mirror(
     expected = {d: after_first[d] + 2 for d in blobs}  # one fetch per new node
     wait_for(lambda: pullthrough.blob_bodies(origin) == expected, timeout=5)
     assert pullthrough.blob_bodies(origin) == expected
+
+
+def test_a_mount_refuses_a_corrupt_blob_from_a_mirror_and_reads_the_origins(
+    registry: RegistryServer, mounter: Mounter, tmp_path: Path
+) -> None:
+    """The mirror (a FaultProxy over the same registry) flips a byte of the model layer: the mount
+    refuses it, reads the origin's, and caches only verified bytes."""
+    with FaultProxy(registry.host) as origin, FaultProxy(registry.host) as mirror:
+        home = tmp_path / "pub"
+        context = tmp_path / "context"
+        make_tree(context, {"Kitfile": KITFILE, **FILES})
+        ref = f"{origin.host}/fleet/{uuid.uuid4().hex[:8]}:v1"
+        ok(cli(home, "pack", str(context), "-t", ref))
+        ok(cli(home, "push", ref, "--plain-http"))
+        store = LocalStore(Paths(home).storage)
+        model = store.load_manifest(store.resolve(parse(ref))[1]).layers[0].digest
+        mirror.add_rule(always(for_digest(model), flip(4096)))
+        conf = tmp_path / "registries.conf"
+        conf.write_text(
+            f'[[registry]]\nlocation = "{origin.host}"\ninsecure = true\n\n'
+            f'[[registry.mirror]]\nlocation = "{mirror.host}"\ninsecure = true\n'
+        )
+        before = len(origin.requests)
+        mnt = mounter.mount(ref, mounter.mountpoint(), "--registries-conf", str(conf))
+        assert read_all(mnt) == FILES
+        assert len(mirror.matching("GET", model)) == 1
+        assert [
+            r.path.rsplit("/", 1)[1] for r in origin.requests[before:] if "/blobs/" in r.path
+        ] == [model]
+        tars = [p for p in (mounter.cache / "tars" / "sha256").iterdir()]
+        assert f"{model.removeprefix('sha256:')}" in {p.name for p in tars}
+        for tar in tars:
+            assert hashlib.sha256(tar.read_bytes()).hexdigest() == tar.name
+        assert "failed verification" in mounter.log_path(mnt).read_text()

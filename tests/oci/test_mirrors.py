@@ -237,3 +237,18 @@ def test_pushes_go_to_the_origin_only(
     ok(cli(home, "push", ref, "--registries-conf", str(conf)))
     assert mirror.requests == []
     assert origin.matching("PUT", "/manifests/v1")
+
+
+def test_pull_goes_through_the_mirror(
+    origin: FaultProxy, mirror: FaultProxy, tmp_path: Path
+) -> None:
+    ref, digest = publish(tmp_path / "pub", origin.host, f"mirrors/{uuid.uuid4().hex[:8]}")
+    conf = write_conf(tmp_path / "registries.conf", origin.host, mirror.host)
+    before = len(origin.requests)
+    node = tmp_path / "node"
+    result = ok(cli(node, "pull", ref, "--registries-conf", str(conf)))
+    assert digest in result.stdout
+    assert origin.requests[before:] == []
+    store = LocalStore(Paths(node).storage)
+    for layer in layer_digests(node, ref):
+        store.verify_blob(layer)
