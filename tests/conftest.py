@@ -39,6 +39,15 @@ def private_mount_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
             os.environ["KITFS_CACHE"] = saved
 
 
+@pytest.fixture(autouse=True)
+def own_mount_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test its own default mount cache: what one test's unpack cached cannot change what
+    another test's requests or faults see."""
+    monkeypatch.setenv("KITFS_CACHE", str(tmp_path_factory.mktemp("kitfs-cache")))
+
+
 @pytest.fixture(scope="session")
 def registry() -> Iterator[RegistryServer]:
     """A plain-HTTP registry without auth, shared by the session: use unique repository names."""
