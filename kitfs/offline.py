@@ -155,6 +155,29 @@ class CachedResolver:
             f"resolved to at {moment}"
         )
 
+    async def tags(self, repository: str) -> list[str]:
+        """The repository's tags from the registry; when it cannot answer (and ``refresh`` allows),
+        or with ``refresh="never"``, the tags recorded in the cache."""
+        if self.refresh != "never":
+            try:
+                return list(await self.client.list_tags(repository))
+            except KitfsError as exc:
+                if self.refresh == "always" or not _falls_back(exc):
+                    raise
+                recorded = await trio.to_thread.run_sync(
+                    self.records.tags, self.registry, repository
+                )
+                if not recorded:
+                    raise
+                if (repository, "") not in self._warned:
+                    self._warned.add((repository, ""))
+                    self._warn(
+                        f"{exc}; showing the {len(recorded)} tags of {self.registry}/{repository} "
+                        "recorded in the cache"
+                    )
+                return recorded
+        return await trio.to_thread.run_sync(self.records.tags, self.registry, repository)
+
     async def config(self, repository: str, desc: Descriptor) -> bytes:
         """The config blob, from the cache (verified) or the registry (verified, then cached)."""
         if desc.size > MAX_CONFIG_SIZE:

@@ -233,7 +233,7 @@ class RegistrySource(Source):
         return data
 
     async def list_tags(self) -> list[str]:
-        tags = sorted(await self.client.list_tags(self.ref.repository))
+        tags = sorted(await self.resolver.tags(self.ref.repository))
         if not tags:
             raise NotFoundError(f"repository {self.ref.name} has no tags")
         return tags

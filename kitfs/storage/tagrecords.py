@@ -63,6 +63,17 @@ class TagRecords:
             return None
         return (digest, when) if is_digest(digest) else None
 
+    def tags(self, registry: str, repository: str) -> list[str]:
+        """The tags of a repository that have a record, sorted."""
+        probe = self._path(registry, repository, "latest")
+        if probe is None or not probe.parent.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in probe.parent.iterdir()
+            if is_valid_tag(p.name) and self.lookup(registry, repository, p.name) is not None
+        )
+
     def digests(self) -> set[str]:
         """Every digest a record names (``cache prune`` keeps what they point at)."""
         found: set[str] = set()

@@ -270,3 +270,19 @@ def test_prefetch_filter_fetches_only_the_selected_layers(
     assert len(tars) == 1
     # the config and the model layer were fetched; the dataset layer was not
     assert len(blob_gets) == 2
+
+
+def test_repository_mount_shows_the_recorded_tags_while_the_registry_is_unreachable(
+    fault_proxy: FaultProxy, home: Path, mounter: Mounter
+) -> None:
+    tag_ref, _ = publish(home, fault_proxy)
+    warm(mounter, tag_ref)
+    fault_proxy.refuse_connections()
+    repository = tag_ref.rsplit(":", 1)[0]
+    mnt = mounter.mountpoint("repo")
+    result = mounter.try_mount(repository, mnt)
+    assert result.returncode == 0, result.stderr
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and "showing the 1 tags" in lines[0] and "unreachable" in lines[0]
+    assert sorted(os.listdir(mnt)) == ["v1"]
+    assert sections(mnt / "v1") == FILES
