@@ -47,7 +47,9 @@ HOW_TO_RUN = (
     "`--small`, the sizes (`--model-mib --compressible-mib --big-dataset-mib --mid-dataset-mib --small-files`), "
     "`--compressions`, `--repeat`, `--readers`, `--random-reads`, `--workdir` (default /var/tmp/kitfs-bench, "
     "about 15 GiB at the default sizes), `--output`, `--keep`. Run as root so that cold steps can drop the page "
-    "cache. A `--small` run writes this page only over another small run, else next to its workdir."
+    "cache. A `--small` run writes this page only over another small run, else next to its workdir. "
+    "`--fleet` (with `--fleet-nodes`, `--fleet-mib`) runs only the fleet benchmark (bench/fleet.py) and "
+    "rewrites only its section, which the other runs keep."
 )
 
 

@@ -196,7 +196,19 @@ def test_prefetch_fills_the_cache_that_unpack_and_info_then_read_offline(
     tag_ref, digest_ref = publish(home, fault_proxy, compression="gzip")
     node = tmp_path / "node-home"
     cache = tmp_path / "cache"
-    result = ok(cli(node, "prefetch", tag_ref, "--plain-http", "--cache-dir", str(cache)))
+    result = ok(
+        cli(
+            node,
+            "--progress",
+            "plain",
+            "prefetch",
+            tag_ref,
+            "--plain-http",
+            "--cache-dir",
+            str(cache),
+        )
+    )
+    assert f"prefetch {tag_ref}: 100% (" in result.stderr  # progress, with --progress plain
     assert "Prefetched 2 layers" in result.stderr
     tars = sorted((cache / "tars" / "sha256").iterdir())
     assert len(tars) == 2
