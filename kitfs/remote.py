@@ -21,7 +21,7 @@ import trio
 
 from kitfs.catalog import ListRow, Removed, row_for
 from kitfs.config import Paths
-from kitfs.errors import KitfsError, NotFoundError, RegistryError, UsageError
+from kitfs.errors import KitfsError, NotFoundError, RegistryError, StorageError, UsageError
 from kitfs.kitfile import Kitfile, is_modelkit_reference
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialStore
@@ -229,11 +229,16 @@ async def _fetch_modelkit(
 def _resolver(
     client: RegistryClient, ref: Reference, cached: CachePolicy | None
 ) -> CachedResolver | None:
-    return (
-        None
-        if cached is None
-        else CachedResolver(client, cached.open(), ref.registry, cached.refresh)
-    )
+    if cached is None:
+        return None
+    try:
+        cache = cached.open()
+    except StorageError as exc:
+        if cached.refresh == "never":
+            raise
+        log.info("not using the mount cache: %s", exc)  # a read-only home, say: work without it
+        return None
+    return CachedResolver(client, cache, ref.registry, cached.refresh)
 
 
 def fetch_modelkit(

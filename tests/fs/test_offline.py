@@ -298,3 +298,38 @@ def test_repository_mount_shows_the_recorded_tags_while_the_registry_is_unreacha
     assert len(lines) == 1 and "showing the 1 tags" in lines[0] and "unreachable" in lines[0]
     assert sorted(os.listdir(mnt)) == ["v1"]
     assert sections(mnt / "v1") == FILES
+
+
+def test_remote_info_works_without_a_usable_mount_cache(
+    fault_proxy: FaultProxy, home: Path, tmp_path: Path
+) -> None:
+    """A cache directory that cannot be created (a file is in the way) is not needed online."""
+    tag_ref, _ = publish(home, fault_proxy)
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    info = ok(
+        cli(
+            tmp_path / "viewer",
+            "info",
+            "--remote",
+            tag_ref,
+            "--plain-http",
+            "--cache-dir",
+            str(blocked / "cache"),
+        )
+    )
+    assert "name: offline" in info.stdout
+    line = fails(
+        cli(
+            tmp_path / "viewer",
+            "info",
+            "--remote",
+            tag_ref,
+            "--plain-http",
+            "--cache-dir",
+            str(blocked / "cache"),
+            "--refresh",
+            "never",
+        )
+    )
+    assert "cannot create the cache directory" in line
