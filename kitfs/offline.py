@@ -121,6 +121,8 @@ class CachedResolver:
 
     def _read(self, digest: str) -> bytes | None:
         """A cached manifest or config (verified by the cache), marked as used for ``cache prune``."""
+        if not digest.startswith("sha256:"):
+            return None  # the cache names files by sha256 only: other digests are never cached
         data = self.cache.read_blob(digest)
         if data is not None:
             with contextlib.suppress(OSError, StorageError):
@@ -128,8 +130,10 @@ class CachedResolver:
         return data
 
     def _remember(self, repository: str, reference: str, digest: str, body: bytes) -> None:
+        if not digest.startswith("sha256:"):
+            return
         with contextlib.suppress(StorageError, OSError):
-            self.cache.write_blob(digest, body)  # only sha256 manifests are cached
+            self.cache.write_blob(digest, body)
             if not is_digest(reference):
                 self.records.record(self.registry, repository, reference, digest)
 
@@ -190,8 +194,9 @@ class CachedResolver:
         if self.refresh == "never":
             raise self._not_cached(f"config {desc.digest} of {self.registry}/{repository}")
         data = await self.client.fetch_blob(repository, desc.digest, desc.size)
-        with contextlib.suppress(StorageError, OSError):
-            await trio.to_thread.run_sync(self.cache.write_blob, desc.digest, data)
+        if desc.digest.startswith("sha256:"):
+            with contextlib.suppress(StorageError, OSError):
+                await trio.to_thread.run_sync(self.cache.write_blob, desc.digest, data)
         return bytes(data)
 
 
@@ -221,6 +226,8 @@ def cached_layer(
         name = diff_id
     else:
         return None
+    if not name.startswith("sha256:"):
+        return None  # the cache holds sha256-named tars only
     pinned = cache.pin(name)
     if pinned is None:
         return None
