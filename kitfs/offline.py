@@ -75,6 +75,7 @@ class CachedResolver:
         self.records = TagRecords(cache.root)
         self._warn = warn or (lambda message: log.warning("%s", message))
         self._warned: set[tuple[str, str]] = set()
+        self.fell_back = False  # whether an answer came from the cache because the registry failed
 
     def _name(self, repository: str, reference: str) -> str:
         sep = "@" if is_digest(reference) else ":"
@@ -108,6 +109,7 @@ class CachedResolver:
             if found is None:
                 raise
             self._fell_back(repository, reference, exc, found[0], found[2])
+            self.fell_back = True
             return found[0], found[1]
 
     async def _fetch(self, repository: str, reference: str) -> tuple[str, bytes]:

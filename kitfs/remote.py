@@ -14,14 +14,21 @@ import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import trio
 
 from kitfs.catalog import ListRow, Removed, row_for
 from kitfs.config import Paths
-from kitfs.errors import KitfsError, NotFoundError, RegistryError, StorageError, UsageError
+from kitfs.errors import (
+    DigestMismatchError,
+    KitfsError,
+    NotFoundError,
+    RegistryError,
+    StorageError,
+    UsageError,
+)
 from kitfs.kitfile import Kitfile, is_modelkit_reference
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialStore
@@ -301,26 +308,76 @@ def _unpack_remote(
     once, so a tag that moves meanwhile cannot mix two ModelKits."""
     scratch = Path(tempfile.mkdtemp(prefix="unpack-", dir=scratch_dir(paths, "unpack")))
     pins: list[PinnedTar] = []
+    attempt = _Attempt()
     try:
-        manifest, kitfile, located = trio.run(
-            _fetch_selected,
-            ref,
-            paths,
-            reg_options,
-            options.filters,
-            scratch,
-            progress,
-            cached,
-            pins,
-        )
-        counts = unpack_modelkit(
-            manifest, kitfile, lambda d: located.get(d.digest, scratch / d.hex), options, progress
-        )
-        return counts, kitfile
+        while True:
+            manifest, kitfile, located = trio.run(
+                _fetch_selected,
+                ref,
+                paths,
+                reg_options,
+                options.filters,
+                scratch,
+                progress,
+                cached,
+                pins,
+                attempt,
+            )
+            try:
+                counts = unpack_modelkit(
+                    manifest,
+                    kitfile,
+                    _locator(located, scratch),
+                    options,
+                    progress,
+                )
+                return counts, kitfile
+            except DigestMismatchError as exc:
+                # Nothing is written before every layer passed: a damaged copy in the mount
+                # cache is dropped and the layer downloaded instead (unless --refresh never).
+                bad = _damaged_cached_layer(located, exc)
+                if bad is None or cached is None or cached.refresh == "never" or attempt.offline:
+                    raise
+                log.warning("%s: dropping the mount cache's copy, downloading it", exc)
+                attempt.damaged.add(bad[0])
+                _release(pins)
+                cached.open().remove_tar(bad[1])
     finally:
-        for pin in pins:
-            pin.close()
+        _release(pins)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass
+class _Attempt:
+    """What one unpack learned across its attempts: cached layers found damaged, and whether the
+    registry was away (then a damaged cached layer cannot be replaced: the error stands)."""
+
+    damaged: set[str] = field(default_factory=set)
+    offline: bool = False
+
+
+def _locator(
+    located: dict[str, Path | VerifiedTar], scratch: Path
+) -> Callable[[Descriptor], Path | VerifiedTar]:
+    """Where each layer is: in the mount cache, else downloaded into ``scratch``."""
+    return lambda desc: located.get(desc.digest, scratch / desc.hex)
+
+
+def _damaged_cached_layer(
+    located: dict[str, Path | VerifiedTar], exc: DigestMismatchError
+) -> tuple[str, str] | None:
+    """(layer digest, cached tar digest) of the cached layer that failed ``exc``, if one did."""
+    for layer, found in located.items():
+        name = found.diff_id if isinstance(found, VerifiedTar) else layer
+        if exc.expected == name:
+            return layer, name
+    return None
+
+
+def _release(pins: list[PinnedTar]) -> None:
+    for pin in pins:
+        pin.close()
+    pins.clear()
 
 
 async def _fetch_selected(
@@ -332,6 +389,7 @@ async def _fetch_selected(
     progress: ProgressSink,
     cached: CachePolicy | None,
     pins: list[PinnedTar],
+    attempt: _Attempt,
 ) -> tuple[Manifest, Kitfile, dict[str, Path | VerifiedTar]]:
     """A remote ModelKit's manifest and Kitfile, with the layers ``filters`` select downloaded
     (verified) into ``scratch``, named by their hex digests; one client, so one auth handshake.
@@ -340,7 +398,10 @@ async def _fetch_selected(
         resolver = _resolver(client, ref, cached)
         _, manifest, kitfile = await _fetch_modelkit(client, ref, resolver)
         selected = select_layers(manifest, kitfile, filters)
-        located = await _from_cache(resolver, selected, pins)
+        attempt.offline = resolver is not None and resolver.fell_back
+        located = await _from_cache(
+            resolver, [s for s in selected if s.desc.digest not in attempt.damaged], pins
+        )
         wanted = [layer.desc for layer in selected if layer.desc.digest not in located]
         if wanted and resolver is not None and resolver.refresh == "never":
             raise NotFoundError(

@@ -242,7 +242,8 @@ def test_prefetch_fills_the_cache_that_unpack_and_info_then_read_offline(
 def test_offline_unpack_checks_cached_tars_against_the_config(
     fault_proxy: FaultProxy, home: Path, tmp_path: Path
 ) -> None:
-    """A cached tar that was altered is refused by unpack (its digest is the config's diffId)."""
+    """A cached tar that was altered is refused by unpack (its digest is the config's diffId);
+    with the registry there, it is dropped from the cache and the layer downloaded instead."""
     tag_ref, _ = publish(home, fault_proxy, compression="gzip")
     node, cache = tmp_path / "node-home", tmp_path / "cache"
     ok(cli(node, "prefetch", tag_ref, "--plain-http", "--cache-dir", str(cache)))
@@ -256,6 +257,16 @@ def test_offline_unpack_checks_cached_tars_against_the_config(
     assert result.returncode == 1
     assert "failed verification" in result.stderr
     assert not (out / "model" / "weights.bin").exists()
+    fault_proxy.refuse_connections(False)
+    before = len(fault_proxy.requests)
+    ok(cli(node, "unpack", tag_ref, "-d", str(out), "--plain-http", "--cache-dir", str(cache)))
+    for rel, data in FILES.items():
+        assert (out / rel).read_bytes() == data
+    fetched = [
+        r for r in fault_proxy.requests[before:] if r.method == "GET" and "/blobs/" in r.path
+    ]
+    assert len(fetched) == 1  # only the damaged layer: the other came from the cache
+    assert not biggest.exists()  # the damaged copy is gone
 
 
 def test_prefetch_filter_fetches_only_the_selected_layers(
