@@ -47,7 +47,9 @@ HOW_TO_RUN = (
     "`--small`, the sizes (`--model-mib --compressible-mib --big-dataset-mib --mid-dataset-mib --small-files`), "
     "`--compressions`, `--repeat`, `--readers`, `--random-reads`, `--workdir` (default /var/tmp/kitfs-bench, "
     "about 15 GiB at the default sizes), `--output`, `--keep`. Run as root so that cold steps can drop the page "
-    "cache. A `--small` run writes this page only over another small run, else next to its workdir."
+    "cache. A `--small` run writes this page only over another small run, else next to its workdir. "
+    "`--fleet` (with `--fleet-nodes`, `--fleet-mib`) runs only the fleet benchmark (bench/fleet.py) and "
+    "rewrites only its section, which the other runs keep."
 )
 
 
@@ -101,6 +103,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="runs of each quick step, the median is kept (default 3; 1 with --small)",
     )
     p.add_argument("--keep", action="store_true", help="keep the registry data and scratch files")
+    p.add_argument(
+        "--fleet",
+        action="store_true",
+        help="run only the fleet benchmark (bench/fleet.py) and rewrite its section of the report",
+    )
+    p.add_argument("--fleet-nodes", type=int, default=8, help="nodes in the fleet (default 8)")
+    p.add_argument(
+        "--fleet-mib", type=int, default=256, help="the fleet's model file (default 256)"
+    )
     return p.parse_args(argv)
 
 
@@ -171,6 +182,11 @@ def ratarmount_version() -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.fleet:
+        import fleet
+
+        work = args.workdir.resolve() / "fleet"
+        return fleet.main(work, args.fleet_nodes, args.fleet_mib, args.output or DEFAULT_OUTPUT)
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     sizes, label = sizes_from(args)
@@ -362,6 +378,11 @@ def render(
         report.ANALYSIS_END,
         "",
     ]
+    import fleet
+
+    kept = fleet.existing_section(args.output or DEFAULT_OUTPUT)  # `--fleet` runs write it
+    if kept:
+        lines += [kept]
     return "\n".join(lines)
 
 

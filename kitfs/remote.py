@@ -14,31 +14,43 @@ import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import trio
 
 from kitfs.catalog import ListRow, Removed, row_for
 from kitfs.config import Paths
-from kitfs.errors import KitfileError, KitfsError, NotFoundError, RegistryError, UsageError
+from kitfs.errors import (
+    DigestMismatchError,
+    KitfileError,
+    KitfsError,
+    NotFoundError,
+    RegistryError,
+    StorageError,
+    UsageError,
+)
 from kitfs.kitfile import Kitfile, is_modelkit_reference
 from kitfs.modelpack import check_model_artifact, kitfile_for
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialStore
 from kitfs.oci.client import RegistryClient, RegistryOptions
+from kitfs.oci.endpoints import open_client
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError
 from kitfs.oci.tags import is_attached_tag
+from kitfs.offline import CachedResolver, CachePolicy, cached_layer
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.reference import Reference
 from kitfs.reference import parse as parse_reference
 from kitfs.signing.enforce import Enforcer
-from kitfs.storage.cache import process_gone
+from kitfs.storage.cache import PinnedTar, process_gone
 from kitfs.storage.local import LocalStore, display_repository
 from kitfs.unpack import (
     Filter,
+    SelectedLayer,
     UnpackError,
     UnpackOptions,
+    VerifiedTar,
     layer_selected,
     select_layers,
     unpack_modelkit,
@@ -52,16 +64,23 @@ def _client(ref: Reference, paths: Paths, options: RegistryOptions) -> RegistryC
         raise UsageError(
             f"{ref} names local storage, not a registry (add a registry: host[:port]/{ref.repository})"
         )
-    return RegistryClient(ref.registry, options, CredentialStore.for_paths(paths))
+    client: RegistryClient = open_client(ref, options, CredentialStore.for_paths(paths))
+    return client
 
 
-async def fetch_manifest(client: RegistryClient, ref: Reference) -> tuple[str, bytes, Manifest]:
-    """Resolve a remote reference to (digest, manifest bytes, manifest), refusing non-ModelKits."""
+async def fetch_manifest(
+    client: RegistryClient, ref: Reference, resolver: CachedResolver | None = None
+) -> tuple[str, bytes, Manifest]:
+    """Resolve a remote reference to (digest, manifest bytes, manifest), refusing non-ModelKits;
+    through the mount cache when a ``resolver`` is given."""
     if not ref.reference:
         raise UsageError(f"{ref} needs a tag or digest")
-    body, media_type, digest = await client.get_manifest(ref.repository, ref.reference)
-    if media_type in (media.OCI_INDEX, media.DOCKER_MANIFEST_LIST):
-        raise ManifestError(f"{ref} is an image index, not a ModelKit")
+    if resolver is not None:
+        digest, body = await resolver.manifest(ref.repository, ref.reference)
+    else:
+        body, media_type, digest = await client.get_manifest(ref.repository, ref.reference)
+        if media_type in (media.OCI_INDEX, media.DOCKER_MANIFEST_LIST):
+            raise ManifestError(f"{ref} is an image index, not a ModelKit")
     manifest = Manifest.from_bytes(body, f"manifest of {ref}")
     check_model_artifact(manifest, str(ref))
     return digest, body, manifest
@@ -213,20 +232,43 @@ def push(
 # -- remote views (called by the local verbs with --remote or a registry reference) ----------
 
 
-async def _fetch_modelkit(client: RegistryClient, ref: Reference) -> tuple[str, Manifest, Kitfile]:
-    digest, _, manifest = await fetch_manifest(client, ref)
-    config = await client.fetch_blob(ref.repository, manifest.config.digest, manifest.config.size)
+async def _fetch_modelkit(
+    client: RegistryClient, ref: Reference, resolver: CachedResolver | None = None
+) -> tuple[str, Manifest, Kitfile]:
+    digest, _, manifest = await fetch_manifest(client, ref, resolver)
+    if resolver is not None:
+        config = await resolver.config(ref.repository, manifest.config)
+    else:
+        config = await client.fetch_blob(
+            ref.repository, manifest.config.digest, manifest.config.size
+        )
     return digest, manifest, kitfile_for(manifest, config, str(ref))
 
 
+def _resolver(
+    client: RegistryClient, ref: Reference, cached: CachePolicy | None
+) -> CachedResolver | None:
+    if cached is None:
+        return None
+    try:
+        cache = cached.open()
+    except StorageError as exc:
+        if cached.refresh == "never":
+            raise
+        log.info("not using the mount cache: %s", exc)  # a read-only home, say: work without it
+        return None
+    return CachedResolver(client, cache, ref.registry, cached.refresh)
+
+
 def fetch_modelkit(
-    ref: Reference, paths: Paths, options: RegistryOptions
+    ref: Reference, paths: Paths, options: RegistryOptions, cached: CachePolicy | None = None
 ) -> tuple[str, Manifest, Kitfile]:
-    """The manifest and Kitfile of a remote ModelKit, without storing anything."""
+    """The manifest and Kitfile of a remote ModelKit, without storing anything (but, with
+    ``cached``, through the mount cache: it keeps the manifest and config)."""
 
     async def run() -> tuple[str, Manifest, Kitfile]:
         async with _client(ref, paths, options) as client:
-            return await _fetch_modelkit(client, ref)
+            return await _fetch_modelkit(client, ref, _resolver(client, ref, cached))
 
     return trio.run(run)
 
@@ -265,9 +307,11 @@ def unpack_remote(
     reg_options: RegistryOptions,
     options: UnpackOptions,
     progress: ProgressSink,
+    cached: CachePolicy | None = None,
 ) -> dict[str, int]:
-    """Unpack straight from the registry: fetch only the selected layers, into a scratch dir."""
-    return _unpack_remote(ref, paths, reg_options, options, progress)[0]
+    """Unpack straight from the registry: fetch only the selected layers, into a scratch dir
+    (with ``cached``, layers the mount cache holds are read from it instead)."""
+    return _unpack_remote(ref, paths, reg_options, options, progress, cached=cached)[0]
 
 
 def _unpack_remote(
@@ -277,18 +321,83 @@ def _unpack_remote(
     options: UnpackOptions,
     progress: ProgressSink,
     gate: Enforcer | None = None,
+    cached: CachePolicy | None = None,
 ) -> tuple[dict[str, int], Kitfile]:
     """``unpack_remote``, also giving the Kitfile of what it unpacked: the manifest is resolved
     once, so a tag that moves meanwhile cannot mix two ModelKits."""
     scratch = Path(tempfile.mkdtemp(prefix="unpack-", dir=scratch_dir(paths, "unpack")))
+    pins: list[PinnedTar] = []
+    attempt = _Attempt()
     try:
-        manifest, kitfile = trio.run(
-            _fetch_selected, ref, paths, reg_options, options.filters, scratch, progress, gate
-        )
-        counts = unpack_modelkit(manifest, kitfile, lambda d: scratch / d.hex, options, progress)
-        return counts, kitfile
+        while True:
+            manifest, kitfile, located = trio.run(
+                _fetch_selected,
+                ref,
+                paths,
+                reg_options,
+                options.filters,
+                scratch,
+                progress,
+                cached,
+                pins,
+                attempt,
+                gate,
+            )
+            try:
+                counts = unpack_modelkit(
+                    manifest,
+                    kitfile,
+                    _locator(located, scratch),
+                    options,
+                    progress,
+                )
+                return counts, kitfile
+            except DigestMismatchError as exc:
+                # Nothing is written before every layer passed: a damaged copy in the mount
+                # cache is dropped and the layer downloaded instead (unless --refresh never).
+                bad = _damaged_cached_layer(located, exc)
+                if bad is None or cached is None or cached.refresh == "never" or attempt.offline:
+                    raise
+                log.warning("%s: dropping the mount cache's copy, downloading it", exc)
+                attempt.damaged.add(bad[0])
+                _release(pins)
+                cached.open().remove_tar(bad[1])
     finally:
+        _release(pins)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass
+class _Attempt:
+    """What one unpack learned across its attempts: cached layers found damaged, and whether the
+    registry was away (then a damaged cached layer cannot be replaced: the error stands)."""
+
+    damaged: set[str] = field(default_factory=set)
+    offline: bool = False
+
+
+def _locator(
+    located: dict[str, Path | VerifiedTar], scratch: Path
+) -> Callable[[Descriptor], Path | VerifiedTar]:
+    """Where each layer is: in the mount cache, else downloaded into ``scratch``."""
+    return lambda desc: located.get(desc.digest, scratch / desc.hex)
+
+
+def _damaged_cached_layer(
+    located: dict[str, Path | VerifiedTar], exc: DigestMismatchError
+) -> tuple[str, str] | None:
+    """(layer digest, cached tar digest) of the cached layer that failed ``exc``, if one did."""
+    for layer, found in located.items():
+        name = found.diff_id if isinstance(found, VerifiedTar) else layer
+        if exc.expected == name:
+            return layer, name
+    return None
+
+
+def _release(pins: list[PinnedTar]) -> None:
+    for pin in pins:
+        pin.close()
+    pins.clear()
 
 
 async def _fetch_selected(
@@ -298,15 +407,30 @@ async def _fetch_selected(
     filters: list[Filter],
     scratch: Path,
     progress: ProgressSink,
+    cached: CachePolicy | None,
+    pins: list[PinnedTar],
+    attempt: _Attempt,
     gate: Enforcer | None = None,
-) -> tuple[Manifest, Kitfile]:
+) -> tuple[Manifest, Kitfile, dict[str, Path | VerifiedTar]]:
     """A remote ModelKit's manifest and Kitfile, with the layers ``filters`` select downloaded
-    (verified) into ``scratch``, named by their hex digests; one client, so one auth handshake."""
+    (verified) into ``scratch``, named by their hex digests; one client, so one auth handshake.
+    Layers the mount cache holds are returned by digest (pinned in ``pins``) and not downloaded."""
     async with _client(ref, paths, reg_options) as client:
-        digest, manifest, kitfile = await _fetch_modelkit(client, ref)
+        resolver = _resolver(client, ref, cached)
+        digest, manifest, kitfile = await _fetch_modelkit(client, ref, resolver)
         if gate is not None:
             await gate.check(ref.name, digest, client, ref.repository)
-        wanted = [layer.desc for layer in select_layers(manifest, kitfile, filters)]
+        selected = select_layers(manifest, kitfile, filters)
+        attempt.offline = resolver is not None and resolver.fell_back
+        located = await _from_cache(
+            resolver, [s for s in selected if s.desc.digest not in attempt.damaged], pins
+        )
+        wanted = [layer.desc for layer in selected if layer.desc.digest not in located]
+        if wanted and resolver is not None and resolver.refresh == "never":
+            raise NotFoundError(
+                f"layer {wanted[0].digest} of {ref} is not in the cache {resolver.cache.root} "
+                "(--refresh never: the registry is not asked)"
+            )
         task = progress.task(f"fetch {display_repository(str(ref))}", sum(d.size for d in wanted))
 
         def job(desc: Descriptor) -> Callable[[], Awaitable[None]]:
@@ -316,7 +440,24 @@ async def _fetch_selected(
             return run
 
         await _gather([job(d) for d in wanted], reg_options.concurrency)
-    return manifest, kitfile
+    return manifest, kitfile, located
+
+
+async def _from_cache(
+    resolver: CachedResolver | None, selected: list[SelectedLayer], pins: list[PinnedTar]
+) -> dict[str, Path | VerifiedTar]:
+    located: dict[str, Path | VerifiedTar] = {}
+    if resolver is None:
+        return located
+    for layer in selected:
+        diff_id = str(layer.entry.get("diffId") or "") or None
+        found = await trio.to_thread.run_sync(
+            cached_layer, resolver.cache, layer.desc, layer.layer_type.compression, diff_id
+        )
+        if found is not None:
+            located[layer.desc.digest] = found[0]
+            pins.append(found[1])
+    return located
 
 
 def remove_remote(ref: Reference, paths: Paths, options: RegistryOptions) -> list[Removed]:
@@ -349,6 +490,7 @@ def unpack_reference(
     progress: ProgressSink,
     chain: tuple[str, ...] = (),
     gate: Enforcer | None = None,
+    cached: CachePolicy | None = None,
 ) -> dict[str, int]:
     """Unpack a ModelKit from local storage, else straight from its registry; then, when its model
     path names another ModelKit, that ModelKit's model layers too (kit's model references, at most
@@ -360,7 +502,7 @@ def unpack_reference(
     except NotFoundError:
         if ref.is_local:
             raise
-        counts, kitfile = _unpack_remote(ref, paths, reg_options, options, progress, gate)
+        counts, kitfile = _unpack_remote(ref, paths, reg_options, options, progress, gate, cached)
     else:
         if gate is not None:  # stored here, but its signatures are the registry's
             trio.run(gate.check_reference, ref, desc.digest, paths, reg_options)
@@ -382,7 +524,7 @@ def unpack_reference(
     log.info("unpacking referenced modelkit %s", parent)
     parent_options = replace(options, filters=[Filter(("model",))], ignore_existing=True)
     parent_counts = unpack_reference(
-        parse_reference(parent), paths, reg_options, parent_options, progress, here, gate
+        parse_reference(parent), paths, reg_options, parent_options, progress, here, gate, cached
     )
     return {k: counts[k] + (parent_counts[k] if k != "kitfile" else 0) for k in counts}
 

@@ -376,7 +376,27 @@ def select_layers(
     return selected
 
 
-BlobFetcher = Callable[[Descriptor], Path]
+@dataclass(frozen=True)
+class VerifiedTar:
+    """A layer's uncompressed tar held elsewhere (the mount cache), to be checked against the
+    ``diff_id`` that the ModelKit's config records for the layer."""
+
+    path: Path
+    diff_id: str
+
+
+BlobFetcher = Callable[[Descriptor], Path | VerifiedTar]
+
+
+def _layer_file(located: Path | VerifiedTar, layer: SelectedLayer) -> tuple[Path, Descriptor, str]:
+    """(file, what it must hash to, its compression) for a located layer."""
+    if isinstance(located, Path):
+        return located, layer.desc, layer.layer_type.compression
+    size = located.path.stat().st_size
+    desc = Descriptor(
+        layer.desc.media_type, located.diff_id, size, annotations=layer.desc.annotations
+    )
+    return located.path, desc, "none"
 
 
 def unpack_modelkit(
@@ -400,29 +420,26 @@ def unpack_modelkit(
         claimed["Kitfile"] = (False, "the ModelKit's Kitfile")
     verified = []
     for layer in layers:
-        path = fetch(layer.desc)
+        path, desc, compression = _layer_file(fetch(layer.desc), layer)
         diff_id = str(layer.entry.get("diffId") or "") or None
-        entries = verify_layer(
-            path, layer.desc, layer.layer_type.compression, diff_id, raw=layer.layer_type.raw
-        )
+        entries = verify_layer(path, desc, compression, diff_id, raw=layer.layer_type.raw)
         if layer.prefix:
             entries = [replace(e, name=_under(layer.prefix, e.name)) for e in entries]
         claim_paths(claimed, entries, f"layer {layer.desc.digest[:19]}")
         check_conflicts(root, entries, options)
-        verified.append((layer, path, entries))
+        verified.append((layer, path, desc, compression, entries))
     counts = {"kitfile": 0, "layers": 0, "files": 0}
     if layer_selected(options.filters, "kitfile", None) and write_kitfile(
         kitfile, root, options.overwrite
     ):
         counts["kitfile"] = 1
-    for layer, path, entries in verified:
+    for layer, path, desc, compression, entries in verified:
         total = sum(e.size for e in entries)
         task = sink.task(f"unpack {layer.kind} {layer.entry.get('path', '')}", total)
-        compression = layer.layer_type.compression
         try:
             if layer.layer_type.raw:
                 counts["files"] += extract_raw(
-                    layer.desc, entries[0], path, compression, root, options, task.advance
+                    desc, entries[0], path, compression, root, options, task.advance
                 )
             else:
                 counts["files"] += extract_layer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +22,30 @@ from tokenserver import TokenServer
 # ---------------------------------------------------------------------------------------------------
 
 TEST_USERS = {"alice": "s3cret"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_mount_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """unpack, info and prefetch keep manifests and configs in the mount cache: point its default
+    ($KITFS_CACHE) at a temporary directory, so that tests never touch the user's cache."""
+    saved = os.environ.get("KITFS_CACHE")
+    os.environ["KITFS_CACHE"] = str(tmp_path_factory.mktemp("kitfs-cache"))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("KITFS_CACHE", None)
+        else:
+            os.environ["KITFS_CACHE"] = saved
+
+
+@pytest.fixture(autouse=True)
+def own_mount_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test its own default mount cache: what one test's unpack cached cannot change what
+    another test's requests or faults see."""
+    monkeypatch.setenv("KITFS_CACHE", str(tmp_path_factory.mktemp("kitfs-cache")))
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kitfs import __version__
-from kitfs.cli import index, local, mount, registry, signing, verbs
+from kitfs.cli import cache, index, local, mount, registry, signing, verbs
 from kitfs.errors import KitfsError
 
 log = logging.getLogger("kitfs")
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.register(subparsers)
     registry.register(subparsers)
     mount.register(subparsers)
+    cache.register(subparsers)
     index.register(subparsers)
     signing.register(subparsers)
     verbs.register(subparsers)

@@ -44,6 +44,37 @@ def add_network_flags(
         help="parallel blob transfers (default 5)",
     )
     group.add_argument("--proxy", metavar="URL", help="HTTP(S) proxy for registry traffic")
+    group.add_argument(
+        "--registries-conf",
+        metavar="FILE",
+        help="mirrors and registry settings, containers-registries.conf(5) format (default "
+        "$KITFS_REGISTRIES_CONF, else ~/.config/kitfs/registries.conf, else /etc/kitfs/registries.conf)",
+    )
+
+
+def add_cache_flags(parser: argparse.ArgumentParser) -> None:
+    """The mount cache's flags, for verbs that read through it (unpack, info, prefetch)."""
+    group = parser.add_argument_group("cache")
+    group.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="the mount cache (default $KITFS_CACHE, else $XDG_CACHE_HOME/kitfs)",
+    )
+    group.add_argument(
+        "--refresh",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="ask the registry what a tag names: auto (default; on failure use the digest it "
+        "last resolved to), always (no fallback), never (the cache only)",
+    )
+
+
+def cache_policy(args: argparse.Namespace) -> Any:
+    """CachePolicy from the cache flags."""
+    from kitfs.config import kitfs_cache_dir
+    from kitfs.offline import CachePolicy, check_refresh
+
+    return CachePolicy(kitfs_cache_dir(args.cache_dir), check_refresh(args.refresh))
 
 
 def _parse_bool(text: str) -> bool:
@@ -69,6 +100,7 @@ def registry_options(args: argparse.Namespace) -> Any:
         key=args.key,
         proxy=args.proxy,
         concurrency=args.concurrency,
+        registries_conf=getattr(args, "registries_conf", None),
     )
 
 

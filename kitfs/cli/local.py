@@ -12,7 +12,9 @@ from typing import Any
 from kitfs import catalog
 from kitfs.cli import signing
 from kitfs.cli.common import (
+    add_cache_flags,
     add_network_flags,
+    cache_policy,
     info,
     paths,
     print_json,
@@ -164,6 +166,7 @@ def _register_unpack(subparsers: argparse._SubParsersAction) -> None:  # type: i
         )
     add_network_flags(p)
     signing.add_policy_flags(p)
+    add_cache_flags(p)
     _json_flag(p)
     p.set_defaults(func=_cmd_unpack)
 
@@ -192,7 +195,13 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
 
     with progress_for(show_progress(args)) as sink:
         counts = remote.unpack_reference(
-            ref, paths(args), registry_options(args), options, sink, gate=signing.enforcer(args)
+            ref,
+            paths(args),
+            registry_options(args),
+            options,
+            sink,
+            gate=signing.enforcer(args),
+            cached=cache_policy(args),
         )
     if args.json:
         print_json({"directory": str(options.target.resolve()), **counts})
@@ -211,6 +220,7 @@ def _register_info(subparsers: argparse._SubParsersAction) -> None:  # type: ign
         "-r", "--remote", action="store_true", help="read from the registry, not local storage"
     )
     add_network_flags(p)
+    add_cache_flags(p)
     _json_flag(p)
     p.set_defaults(func=_cmd_info)
 
@@ -247,7 +257,8 @@ def _load(args: argparse.Namespace) -> tuple[str, Any, Any]:
             )
         from kitfs import remote
 
-        return remote.fetch_modelkit(ref, paths(args), registry_options(args))
+        cached = cache_policy(args) if hasattr(args, "refresh") else None
+        return remote.fetch_modelkit(ref, paths(args), registry_options(args), cached)
     store = _store(args)
     _, desc = store.resolve(ref)
     manifest = store.load_manifest(desc)

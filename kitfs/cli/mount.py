@@ -64,6 +64,13 @@ def _register_mount(subparsers: argparse._SubParsersAction) -> None:  # type: ig
         metavar="OPT[,OPT...]",
         help="mount options: allow_other (let other users read), nonempty, and the long flags as key=value",
     )
+    p.add_argument(
+        "--refresh",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="ask the registry what a tag names: auto (default; when it cannot answer, use the "
+        "digest the tag last resolved to, from the cache), always (no fallback), never (the cache only)",
+    )
     add_network_flags(p)
     add_policy_flags(p)
     p.set_defaults(func=_cmd_mount)
@@ -86,6 +93,8 @@ def _cmd_mount(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "verify_key": args.verify_key,
         "policy": args.policy,
+        "refresh": args.refresh,
+        "registries_conf": args.registries_conf,
     }
     settings.update({k: v for k, v in parse_option_list(args.options).items()})
     foreground = bool(settings["foreground"])

@@ -32,8 +32,10 @@ from kitfs.layers.hashing import hash_file
 from kitfs.layers.raw import raw_entry, scan_raw
 from kitfs.layers.scan import ScanResult, check_blob, check_diff_id, scan_layer
 from kitfs.layers.spanindex import (
+    MAX_INDEX_SIZE,
     SpanIndex,
     SpanIndexError,
+    decode_member,
     location_of,
     parse_index,
     trailing_allowance,
@@ -205,7 +207,9 @@ class LayerStore:
         async with self._lock(slot.digest):
             layer = self._open.get(slot.digest)
             if layer is None:
-                spans = await self._guarded(slot, self._span_index)
+                spans = None
+                if not await self._whole_in_cache(slot):
+                    spans = await self._guarded(slot, self._span_index)
                 if spans is not None:
                     reader = SpanReader(
                         slot,
@@ -223,6 +227,42 @@ class LayerStore:
             layer.users += 1
             return layer
 
+    async def fill(self, slot: LayerSlot, layer: OpenLayer) -> None:
+        """Bring the whole layer into the cache, verified (``kitfs prefetch``). A layer without
+        an index is whole once open; a span layer's spans are all fetched, then joined into the
+        layer's tar, checked against the digest that names it (the diffId, or the blob digest of
+        an uncompressed layer), so that unpack and later mounts find it whole, offline too."""
+        spans = layer.spans
+        if spans is None:
+            return
+        try:
+            await spans.ensure(range(len(spans.index.spans)))
+        except SpanError as exc:
+            raise LayerError(str(exc)) from None
+        if spans.fetched_spans:
+            self.fetches += 1
+        if spans.in_place or self.source.local_blob(slot.descriptor) is not None:
+            return  # the blob is on this machine: nothing to keep twice
+        trailer = await self._index_trailer(slot)
+        expected = slot.digest if slot.compression == "none" else slot.diff_id
+        try:
+            record = await trio.to_thread.run_sync(spans.join, trailer, expected)
+        except (OSError, KitfsError) as exc:
+            raise LayerError(
+                f"{slot.label} (layer {slot.digest}) cannot be cached whole: {exc}"
+            ) from None
+        await trio.to_thread.run_sync(self.cache.write_record, record)
+
+    async def _index_trailer(self, slot: LayerSlot) -> bytes:
+        """What follows the tar in the layer's uncompressed stream: its embedded index, if any."""
+        location = location_of(slot.descriptor.annotations, slot.descriptor.size)
+        if location is None or location.inline is not None:
+            return b""
+        data = await trio.to_thread.run_sync(self.cache.read_blob, location.digest)
+        if data is None:
+            data = await self._fetch_index(slot, location.offset, location.size)
+        return decode_member(data, slot.compression, MAX_INDEX_SIZE)
+
     async def check_entry(self, layer: OpenLayer, offset: int, name: str, size: int) -> None:
         """Before a file of a span layer is read: its tar header must agree with the index."""
         if layer.spans is not None:
@@ -230,6 +270,13 @@ class LayerStore:
                 await layer.spans.check_entry(offset, name, size)
             except SpanError as exc:
                 raise LayerError(str(exc)) from None
+
+    async def _whole_in_cache(self, slot: LayerSlot) -> bool:
+        """Whether the cache holds the layer's whole verified tar (then it is read from there)."""
+        record = await trio.to_thread.run_sync(self.cache.read_record, slot.digest)
+        if record is None:
+            return False
+        return await trio.to_thread.run_sync(self.cache.tar_path(record.diff_id).is_file)
 
     def release(self, layer: OpenLayer) -> None:
         layer.users -= 1

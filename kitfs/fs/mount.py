@@ -34,6 +34,7 @@ from kitfs.fs.source import Source, absolute_reference, open_source
 from kitfs.fs.tree import LAYOUTS, MountTree
 from kitfs.fs.verified import VerifiedSource
 from kitfs.oci.client import RegistryOptions
+from kitfs.offline import Refresh, check_refresh
 from kitfs.progress import ProgressSink, progress_for
 from kitfs.signing.enforce import Enforcer
 from kitfs.signing.policy import Policy, resolve_policy
@@ -65,6 +66,7 @@ class MountOptions:
     paths: Paths = field(default_factory=Paths.resolve)
     registry: RegistryOptions = field(default_factory=RegistryOptions)
     signatures: Policy | None = None  # what --verify-key / --policy / $KITFS_POLICY require
+    refresh: Refresh = "auto"
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -132,6 +134,8 @@ VALUE_OPTIONS = frozenset(
         "concurrency",
         "verify_key",
         "policy",
+        "refresh",
+        "registries_conf",
     }
 )
 
@@ -201,6 +205,7 @@ def build_options(
         key=path("key"),
         proxy=text("proxy"),
         concurrency=concurrency,
+        registries_conf=path("registries_conf"),
     )
     size = text("cache_size")
     return MountOptions(
@@ -217,6 +222,7 @@ def build_options(
         paths=Paths.resolve(text("config")),
         registry=registry,
         signatures=resolve_policy(path("verify_key"), path("policy")),
+        refresh=check_refresh(text("refresh") or "auto"),
     )
 
 
@@ -393,11 +399,12 @@ async def serve(
     options: MountOptions, cache: BlobCache, progress: ProgressSink, notify: Notify
 ) -> None:
     """Resolve, mount, tell ``notify("ready")``, and serve until unmounted or signalled."""
-    source = open_source(options.reference, options.paths, cache, options.registry)
+    source = open_source(options.reference, options.paths, cache, options.registry, options.refresh)
     if options.signatures is not None:
         source = VerifiedSource(source, Enforcer(options.signatures))
     async with source:
         tree = await build_tree(source, options.layout)
+        warnings = list(getattr(source, "warnings", ()))
         layers = LayerStore(
             source, cache, progress=progress, concurrency=options.registry.concurrency
         )
@@ -408,7 +415,7 @@ async def serve(
             raise MountError(f"cannot mount at {options.mountpoint}: {exc}") from None
         log.info("serving %s at %s (pid %d)", options.reference, options.mountpoint, os.getpid())
         try:
-            notify("ready")
+            notify("".join(["ready", *(f"\nwarning {w}" for w in warnings)]))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signals)
                 nursery.start_soon(_widen_readahead_after_init, options.mountpoint)
@@ -501,7 +508,9 @@ def _daemonize(options: MountOptions) -> int:
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         answer = pipe.read().decode("utf-8", "replace").strip()
-    if answer == "ready":
+    if answer.split("\n", 1)[0] == "ready":
+        for line in answer.splitlines()[1:]:  # warnings of the resolve (a cached tag, ...)
+            print(f"kitfs: warning: {line.removeprefix('warning ')}", file=sys.stderr)
         return 0
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)

@@ -31,11 +31,12 @@ from kitfs.errors import (
 )
 from kitfs.kitfile import Kitfile
 from kitfs.modelpack import kitfile_for
-from kitfs.oci import media
 from kitfs.oci.auth import CredentialStore
 from kitfs.oci.client import RegistryClient, RegistryOptions
+from kitfs.oci.endpoints import open_client
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
 from kitfs.oci.tags import model_tags
+from kitfs.offline import CachedResolver, Refresh
 from kitfs.reference import Reference, is_digest, is_valid_tag, parse
 from kitfs.storage.cache import BlobCache
 from kitfs.storage.local import LocalStore
@@ -142,10 +143,17 @@ class Source:
         raise NotFoundError(f"layer {desc.digest} of {self.description} is missing")
 
     async def stream_range(
-        self, desc: Descriptor, offset: int, length: int, consume: Consumer
+        self,
+        desc: Descriptor,
+        offset: int,
+        length: int,
+        consume: Consumer,
+        *,
+        origin_only: bool = False,
     ) -> int:
         """Pass bytes [offset, offset + length) of a blob to ``consume``, unverified (the caller
-        checks them against a span index); return how many there were."""
+        checks them against a span index); return how many there were. ``origin_only`` skips
+        mirrors (bytes a mirror served failed their digest)."""
         path = self.local_blob(desc)
         if path is None:
             raise NotFoundError(f"layer {desc.digest} of {self.description} is missing")
@@ -209,7 +217,12 @@ class RegistrySource(Source):
     """ModelKits in a registry; blobs kit's local storage already holds are used in place."""
 
     def __init__(
-        self, ref: Reference, client: RegistryClient, store: LocalStore, cache: BlobCache
+        self,
+        ref: Reference,
+        client: RegistryClient,
+        store: LocalStore,
+        cache: BlobCache,
+        refresh: Refresh = "auto",
     ) -> None:
         self.ref = ref
         self.client = client
@@ -217,7 +230,13 @@ class RegistrySource(Source):
         self.cache = cache
         self.description = ref.name
         self.target = ref.reference
+        self.warnings: list[str] = []
+        self.resolver = CachedResolver(client, cache, ref.registry, refresh, self._warn)
         self._manifests: TTLCache[str, tuple[str, bytes]] = TTLCache(maxsize=256, ttl=TAG_TTL)
+
+    def _warn(self, message: str) -> None:
+        log.warning("%s", message)
+        self.warnings.append(message)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -233,9 +252,7 @@ class RegistrySource(Source):
         cached = self._manifests.get(reference)
         if cached is not None:
             return cached
-        body, media_type, digest = await self.client.get_manifest(self.ref.repository, reference)
-        if media_type in (media.OCI_INDEX, media.DOCKER_MANIFEST_LIST):
-            raise ManifestError(f"{self.name_for(reference)} is an image index, not a ModelKit")
+        digest, body = await self.resolver.manifest(self.ref.repository, reference)
         self._manifests[reference] = (digest, body)
         return digest, body
 
@@ -244,19 +261,23 @@ class RegistrySource(Source):
             raise ManifestError(f"the config of {self.description} is {desc.size} bytes: too large")
         data = await trio.to_thread.run_sync(self._stored_config, desc)
         if data is None:
-            data = await self.client.fetch_blob(self.ref.repository, desc.digest, desc.size)
-            await trio.to_thread.run_sync(self.cache.write_blob, desc.digest, data)
+            data = await self.resolver.config(self.ref.repository, desc)
         return data
 
     def _stored_config(self, desc: Descriptor) -> bytes | None:
-        data = self.cache.read_blob(desc.digest)
-        if data is None and self.store.has_blob(desc.digest):
+        """The config from kit's local storage, copied into the cache so that the ModelKit
+        resolves from the cache alone later (``kitfs.offline``)."""
+        data = None
+        if self.store.has_blob(desc.digest):
             with contextlib.suppress(DigestMismatchError, NotFoundError):
                 data = self.store.read_blob(desc.digest)
+        if data is not None and self.cache.read_blob(desc.digest) is None:
+            with contextlib.suppress(StorageError, OSError):
+                self.cache.write_blob(desc.digest, data)
         return data
 
     async def list_tags(self) -> list[str]:
-        tags = sorted(await self.client.list_tags(self.ref.repository))
+        tags = sorted(await self.resolver.tags(self.ref.repository))
         if not tags:
             raise NotFoundError(f"repository {self.ref.name} has no tags")
         tags = await model_tags(tags, self.manifest_of, self.description)
@@ -274,15 +295,31 @@ class RegistrySource(Source):
         return path if path.is_file() else None
 
     async def download(self, desc: Descriptor, dest: Path, progress: Progress | None) -> None:
+        if self.resolver.refresh == "never":
+            raise NotFoundError(
+                f"layer {desc.digest} of {self.description} is not in the cache {self.cache.root} "
+                "(--refresh never: the registry is not asked)"
+            )
         await self.client.download_blob(self.ref.repository, desc, dest, progress)
 
     async def stream_range(
-        self, desc: Descriptor, offset: int, length: int, consume: Consumer
+        self,
+        desc: Descriptor,
+        offset: int,
+        length: int,
+        consume: Consumer,
+        *,
+        origin_only: bool = False,
     ) -> int:
         if self.local_blob(desc) is not None:
             return await super().stream_range(desc, offset, length, consume)
+        if self.resolver.refresh == "never":
+            raise NotFoundError(
+                f"bytes of layer {desc.digest} of {self.description} are not in the cache "
+                f"{self.cache.root} (--refresh never: the registry is not asked)"
+            )
         return await self.client.stream_blob_range(
-            self.ref.repository, desc.digest, offset, length, consume
+            self.ref.repository, desc.digest, offset, length, consume, origin_only=origin_only
         )
 
 
@@ -399,6 +436,7 @@ def open_source(
     paths: Paths,
     cache: BlobCache,
     registry_options: RegistryOptions | None = None,
+    refresh: Refresh = "auto",
 ) -> Source:
     """The source a mount reference names (no I/O yet; enter it with ``async with``)."""
     if text.startswith(OCI_PREFIX):
@@ -410,7 +448,7 @@ def open_source(
     store = LocalStore(paths.storage)
     if ref.is_local:
         return LocalStorageSource(ref, store)
-    client = RegistryClient(
-        ref.registry, registry_options or RegistryOptions(), CredentialStore.for_paths(paths)
+    client = open_client(
+        ref, registry_options or RegistryOptions(), CredentialStore.for_paths(paths)
     )
-    return RegistrySource(ref, client, store, cache)
+    return RegistrySource(ref, client, store, cache, refresh)

@@ -31,7 +31,7 @@ from kitfs.fs.source import Source
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.spanindex import Span, SpanIndex, SpanIndexError, decode_member
 from kitfs.layers.tarindex import BLOCK, TarEntry, header_mismatch
-from kitfs.storage.cache import BlobCache
+from kitfs.storage.cache import BlobCache, LayerRecord
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,11 @@ class SpanReader:
         self._in_place: Path | None = None
         self._in_place_fd = -1
         self._verified: set[int] = set()
-        self._present: set[int] = set()  # spans seen in the cache (eviction may remove them later)
+        self._present: set[int] = set()
+        self._mismatched: set[int] = set()
+        self._mismatch_reason: dict[
+            int, str
+        ] = {}  # spans seen in the cache (eviction may remove them later)
         self._ends: deque[int] = deque(maxlen=STREAMS)
         self._file_starts = {e.offset for e in index.entries if e.size > index.span_size}
         self._checked: set[tuple[int, str]] = set()
@@ -152,6 +156,44 @@ class SpanReader:
             os.close(oldest)
         return fd
 
+    @property
+    def in_place(self) -> bool:
+        return self._in_place is not None
+
+    def join(self, trailer: bytes, expected: str | None) -> LayerRecord:
+        """Write every (verified, cached) span in order, then ``trailer``, as the layer's tar in
+        the cache; its digest must be ``expected`` when known. Blocking: call in a thread."""
+        temp = self.cache.temp_path("tar")
+        hasher = hashlib.sha256()
+        try:
+            with open(temp, "wb") as out:
+                for position, span in enumerate(self.index.spans):
+                    data = self._span_bytes(position, span)
+                    hasher.update(data)
+                    out.write(data)
+                hasher.update(trailer)
+                out.write(trailer)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = "sha256:" + hasher.hexdigest()
+            if expected is not None and digest != expected:
+                raise DigestMismatchError(expected, digest, f"joined spans of {self.slot.label}")
+            self.cache.make_room(0)
+            self.cache.commit_tar(temp, digest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        for span in self.index.spans:  # the tar holds them now
+            with contextlib.suppress(FileNotFoundError):
+                self.cache.span_path(span.digest).unlink()
+        return LayerRecord(self.slot.digest, digest, self.index.entries)
+
+    def _span_bytes(self, position: int, span: Span) -> bytes:
+        fd = self._files.get(position)
+        if fd is not None:
+            return os.pread(fd, span.size, 0)
+        return self.cache.span_path(span.digest).read_bytes()
+
     def close(self) -> None:
         for fd in self._files.values():
             os.close(fd)
@@ -185,7 +227,10 @@ class SpanReader:
                     nursery.start_soon(self._fetch_run, run)
                 for event in waits:
                     nursery.start_soon(event.wait)
-            self._raise_failed([p for p in missing if not self._ready(p)])
+            unready = [p for p in missing if not self._ready(p)]
+            self._raise_failed(unready)
+            if unready:
+                raise SpanError(f"{self.slot.label}: span {unready[0]} could not be fetched")
 
     def _raise_failed(self, positions: list[int]) -> None:
         for position in positions:
@@ -256,9 +301,10 @@ class SpanReader:
                 for _attempt in range(RUN_ATTEMPTS):
                     pending = await self._stream(pending)
                     if not pending:
-                        return
+                        break
                 for position in pending:
                     self._fail(position, "the registry kept ending its answer early")
+                await self._retry_mismatched(run)
         except (KitfsError, OSError) as exc:
             for position in run:
                 if not self._ready(position):
@@ -269,7 +315,18 @@ class SpanReader:
                 if event is not None:
                     event.set()
 
-    async def _stream(self, pending: list[int]) -> list[int]:
+    async def _retry_mismatched(self, run: list[int]) -> None:
+        """Spans whose bytes did not match are asked for once more, from the origin registry
+        (a mirror may have served them); what fails again stays failed (EIO)."""
+        again = [p for p in run if p in self._mismatched]
+        for position in again:
+            self._mismatched.discard(position)
+            await self._stream([position], origin_only=True)
+            if position in self._mismatched:
+                self._mismatched.discard(position)
+                self._fail(position, self._mismatch_reason.pop(position, "digest mismatch"))
+
+    async def _stream(self, pending: list[int], *, origin_only: bool = False) -> list[int]:
         """One request for the spans in ``pending``; the ones it did not deliver."""
         spans = [self.index.spans[p] for p in pending]
         buffer = bytearray()
@@ -282,26 +339,31 @@ class SpanReader:
                 size = spans[done].blob_size
                 data = bytes(buffer[:size])
                 del buffer[:size]
-                await self._accept(pending[done], data)
-                event = self._inflight.pop(pending[done], None)
-                if event is not None:
-                    event.set()  # readers waiting for this span go on while the run continues
+                if await self._accept(pending[done], data):
+                    event = self._inflight.pop(pending[done], None)
+                    if event is not None:
+                        event.set()  # readers waiting for this span go on while the run goes on
                 done += 1
 
         start, end = spans[0].blob_offset, spans[-1].blob_end
-        await self.source.stream_range(self.slot.descriptor, start, end - start, consume)
+        await self.source.stream_range(
+            self.slot.descriptor, start, end - start, consume, origin_only=origin_only
+        )
         return pending[done:]
 
-    async def _accept(self, position: int, data: bytes) -> None:
+    async def _accept(self, position: int, data: bytes) -> bool:
         """Verify a span's bytes against the index; store it (or mark it verified in place)."""
         span = self.index.spans[position]
         try:
             await trio.to_thread.run_sync(self._verify_and_store, position, span, data)
         except (DigestMismatchError, SpanIndexError) as exc:
-            # Wrong bytes never reach a reader: this span fails, the rest of the run goes on.
-            self._fail(position, f"{self.slot.label} (layer {self.slot.digest}): {exc}")
-            return
+            # Wrong bytes never reach a reader: the span is asked for again from the origin when
+            # the run ends (then fails), and the rest of the run goes on.
+            self._mismatched.add(position)
+            self._mismatch_reason[position] = f"{self.slot.label} (layer {self.slot.digest}): {exc}"
+            return False
         self.fetched_spans += 1
+        return True
 
     def _verify_and_store(self, position: int, span: Span, data: bytes) -> None:
         actual = "sha256:" + hashlib.sha256(data).hexdigest()

@@ -71,9 +71,15 @@ class VerifiedSource(Source):
         await self.inner.download(desc, dest, progress)
 
     async def stream_range(
-        self, desc: Descriptor, offset: int, length: int, consume: Consumer
+        self,
+        desc: Descriptor,
+        offset: int,
+        length: int,
+        consume: Consumer,
+        *,
+        origin_only: bool = False,
     ) -> int:
-        return await self.inner.stream_range(desc, offset, length, consume)
+        return await self.inner.stream_range(desc, offset, length, consume, origin_only=origin_only)
 
     def name_for(self, reference: str) -> str:
         return self.inner.name_for(reference)

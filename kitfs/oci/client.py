@@ -92,6 +92,7 @@ class RegistryOptions:
     backoff_cap: float = 30.0
     chunked_threshold: int = 64 * 1024 * 1024
     chunk_size: int = 16 * 1024 * 1024
+    registries_conf: str | None = None  # read by kitfs.oci.endpoints, not by this client
 
 
 @dataclass(frozen=True)
@@ -737,9 +738,12 @@ class RegistryClient:
         offset: int,
         length: int,
         consume: Callable[[bytes], Awaitable[None]],
+        *,
+        origin_only: bool = False,
     ) -> int:
         """Pass bytes [offset, offset + length) of a blob to ``consume`` in order, unverified (the
-        caller checks them against digests it trusts); return how many arrived.
+        caller checks them against digests it trusts); return how many arrived. (``origin_only``
+        matters to a client with mirrors, kitfs.oci.endpoints; this one talks to one registry.)
 
         One range per request (some registries refuse multi-range). A dropped connection resumes
         after the last byte delivered; a registry that ignores Range and answers 200 is read as a

@@ -356,3 +356,10 @@ class BlobCache:
             return 0
         finally:
             os.close(fd)
+
+    # -- removal on request (``kitfs cache prune``) ----------------------------------------------
+
+    def remove_tar(self, diff_id: str) -> int:
+        """Remove the tar ``diff_id`` unless an open file reads it (then 0), as eviction does."""
+        with self._eviction_lock():
+            return self._evict(self.tar_path(diff_id))

@@ -104,11 +104,12 @@ def assert_cache_verified(cache: Path) -> None:
 
 
 def partial_bytes(cache: Path) -> int:
-    """Bytes in files of the cache that are not (yet) named by a digest: downloads in flight."""
+    """Bytes in files of the cache that are not (yet) named by a digest: downloads in flight
+    (logs and tag records, ``refs/.../@tags/TAG``, are named otherwise)."""
     return sum(
         p.stat().st_size
         for p in cache.rglob("*")
-        if p.is_file() and not DIGEST_NAME.match(p.name) and p.parent.name != "logs"
+        if p.is_file() and not DIGEST_NAME.match(p.name) and p.parent.name not in ("logs", "@tags")
     )
 
 
