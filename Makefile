@@ -24,10 +24,13 @@ test: lint
 bench: setup
 	$(VENV)/bin/pip install -q -e ".[bench]"
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/run.py --spans
+	$(PY) bench/run.py --fleet
 
 bench-small: setup
 	$(VENV)/bin/pip install -q -e ".[bench]"
 	$(PY) bench/run.py --small $(BENCH_ARGS)
+	$(PY) bench/run.py --spans --weights-mib 64 --big-mib 0 --files 300 --span-sizes 1MiB,4MiB --output /var/tmp/kitfs-bench/benchmarks-small-spans.md
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info

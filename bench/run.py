@@ -48,6 +48,8 @@ HOW_TO_RUN = (
     "`--compressions`, `--repeat`, `--readers`, `--random-reads`, `--workdir` (default /var/tmp/kitfs-bench, "
     "about 15 GiB at the default sizes), `--output`, `--keep`. Run as root so that cold steps can drop the page "
     "cache. A `--small` run writes this page only over another small run, else next to its workdir. "
+    "`--spans` runs only the span-reads benchmark (bench/spans.py, its flags after `--spans`) and rewrites only "
+    "its section; "
     "`--fleet` (with `--fleet-nodes`, `--fleet-mib`) runs only the fleet benchmark (bench/fleet.py) and "
     "rewrites only its section, which the other runs keep."
 )
@@ -181,6 +183,10 @@ def ratarmount_version() -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--spans"]:
+        import spans
+
+        return spans.main(argv[1:])
     args = parse_args(argv)
     if args.fleet:
         import fleet
@@ -379,7 +385,11 @@ def render(
         "",
     ]
     import fleet
+    import spans
 
+    kept_spans = spans.existing_section(args.output or DEFAULT_OUTPUT)  # `--spans` runs write it
+    if kept_spans:
+        lines += [kept_spans]
     kept = fleet.existing_section(args.output or DEFAULT_OUTPUT)  # `--fleet` runs write it
     if kept:
         lines += [kept]

@@ -381,7 +381,7 @@ def main(argv: list[str]) -> int:
         args.files,
         args.span_sizes.split(","),
     )
-    command = "python bench/spans.py " + " ".join(argv) if argv else "make bench (bench/spans.py)"
+    command = "bench/run.py --spans " + " ".join(argv)
     section = render(results, command.strip(), date, time.monotonic() - started)
     print(section)
     write_section(args.output, section)

@@ -435,10 +435,20 @@ def _verbs() -> dict[str, list[str]]:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     out = {}
     for name, verb in sub.choices.items():
-        args = [a for a in verb._actions if not a.option_strings and a.nargs is None]
-        required = [a for a in verb._actions if a.option_strings and a.required]
-        out[name] = ["x" for _ in args] + [v for a in required for v in (a.option_strings[0], "x")]
+        out[name] = _placeholders(verb)
     return out
+
+
+def _placeholders(verb: argparse.ArgumentParser) -> list[str]:
+    """Placeholder values for a parser's required arguments; a verb with subcommands (``cache``)
+    gets its first subcommand and that one's."""
+    nested = [a for a in verb._actions if isinstance(a, argparse._SubParsersAction)]
+    if nested:
+        first, parser = next(iter(nested[0].choices.items()))
+        return [first, *_placeholders(parser)]
+    args = [a for a in verb._actions if not a.option_strings and a.nargs is None]
+    required = [a for a in verb._actions if a.option_strings and a.required]
+    return ["x" for _ in args] + [v for a in required for v in (a.option_strings[0], "x")]
 
 
 @pytest.mark.parametrize("verb", sorted(_verbs()))

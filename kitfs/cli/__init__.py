@@ -36,10 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     signing.register(subparsers)
     verbs.register(subparsers)
     for verb in subparsers.choices.values():
-        # kit's global flags are persistent (cobra): accepted after the verb too. There they
-        # default to "not given", so a flag before the verb is not reset by the verb's parser.
-        add_global_flags(verb, None)
+        _add_persistent_flags(verb)
     return parser
+
+
+def _add_persistent_flags(parser: argparse.ArgumentParser) -> None:
+    """kit's global flags are persistent (cobra): accepted after a verb, and after a verb's own
+    subcommand (``kitfs cache info --config DIR``), too. There they default to "not given", so a
+    flag before the verb is not reset by the verb's parser."""
+    add_global_flags(parser, None)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for nested in action.choices.values():
+                _add_persistent_flags(nested)
 
 
 def add_global_flags(parser: argparse.ArgumentParser, defaults: dict[str, object] | None) -> None:

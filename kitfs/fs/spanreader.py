@@ -36,8 +36,10 @@ from kitfs.storage.cache import BlobCache, LayerRecord
 log = logging.getLogger(__name__)
 
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
-MAX_RUN_BYTES = 16 << 20  # one Range request fetches at most this much (runs go in parallel)
-READAHEAD_BYTES = 64 << 20  # a sequential reader gets this much fetched ahead of it
+# A registry spends milliseconds on each request (distribution 2.8 on loopback: a 4 MiB range
+# comes at a quarter of a whole-blob GET's rate), so read-ahead asks for large runs, several at once.
+MAX_RUN_BYTES = 32 << 20  # one Range request fetches at most this much (runs go in parallel)
+READAHEAD_BYTES = 128 << 20  # a sequential reader gets this much fetched ahead of it
 STREAMS = 16  # sequential streams remembered per layer (several readers of one layer)
 RUN_ATTEMPTS = 3  # a run that ends short is asked for again this many times
 OPEN_SPANS = 64  # span files held open per layer
@@ -93,8 +95,8 @@ class SpanReader:
         positions = self.index.covering(offset, size)
         if not positions:
             return b""
+        self._read_ahead(offset, size, positions)  # first, so that it overlaps this read's fetch
         await self.ensure(positions)
-        self._read_ahead(offset, size, positions)
         try:
             return self._assemble(offset, size, positions)
         except FileNotFoundError:  # a span was evicted between ensure and now: fetch it again

@@ -611,3 +611,28 @@ def test_raw_layers_are_read_by_spans_with_an_inline_index(
         assert (mnt / "model" / "w.bin").read_bytes() == weights
     finally:
         mounter.cleanup()
+
+
+def test_kitfs_pull_keeps_the_indexes_and_local_mounts_read_spans_in_place(
+    spanned: Spanned, tmp_path: Path
+) -> None:
+    """After `kitfs pull`, the manifest (so its pinned indexes) is byte for byte the registry's,
+    and a mount of the local copy verifies each span where it lies in kit's storage."""
+    home = tmp_path / "pulled"
+    ref = spanned.ref("none")
+    kitfs(home, "pull", ref, "--plain-http")
+    store = LocalStore(Paths(home).storage)
+    _repo, desc = store.resolve(parse(ref))
+    assert store.read_blob(desc.digest) == spanned.manifest("none").to_bytes()
+    mounter = Mounter(tmp_path / "node", home)
+    mounter.base.mkdir()
+    try:
+        mnt = mounter.mount(ref, local=True)
+        original = (spanned.context / "models" / "weights.bin").read_bytes()
+        with open(mnt / "model" / "models" / "weights.bin", "rb") as handle:
+            handle.seek(BIG - 4096)
+            assert handle.read(4096) == original[-4096:]
+        assert list((mounter.cache / "spans" / "sha256").iterdir()) == []  # read in place
+        assert "span index of" in mounter.log_path(mnt).read_text()
+    finally:
+        mounter.cleanup()
