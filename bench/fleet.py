@@ -212,30 +212,12 @@ def section(runs: list[FleetRun], model_mib: int, command: str) -> str:
 
 def existing_section(path: Path) -> str | None:
     """The fleet section of an existing report (the main run keeps it)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    start, end = text.find(FLEET_BEGIN), text.find(FLEET_END)
-    if start < 0 or end < start:
-        return None
-    return text[start : end + len(FLEET_END)] + "\n"
+    return report.existing_section(path, FLEET_BEGIN, FLEET_END)
 
 
 def write_section(path: Path, text: str) -> None:
     """Replace (or append) the fleet section of the report at ``path``."""
-    try:
-        current = path.read_text()
-    except FileNotFoundError:
-        current = "# kitfs benchmarks\n"
-    old = existing_section(path)
-    if old is not None:
-        start = current.find(FLEET_BEGIN)
-        end = current.find(FLEET_END) + len(FLEET_END)
-        current = current[:start] + text.rstrip("\n") + current[end:]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
+    report.write_section(path, FLEET_BEGIN, FLEET_END, text)
 
 
 def main(work: Path, nodes: int, model_mib: int, output: Path) -> int:

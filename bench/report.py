@@ -135,3 +135,31 @@ def existing_size_label(path: Path) -> str | None:
 
 DEFAULT_ANALYSIS = """\
 _No analysis has been written for a run yet: read the tables and the automatic list above._"""
+
+
+def existing_section(path: Path, begin: str, end: str) -> str | None:
+    """The part of an existing report between the markers ``begin`` and ``end`` (a benchmark
+    that runs on its own writes it; the main run keeps it when it rewrites the page)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        return None
+    return text[start : stop + len(end)] + "\n"
+
+
+def write_section(path: Path, begin: str, end: str, section: str) -> None:
+    """Replace (or append) the section between the markers in the report at ``path``."""
+    try:
+        current = path.read_text()
+    except FileNotFoundError:
+        current = "# kitfs benchmarks\n"
+    if existing_section(path, begin, end) is not None:
+        start = current.find(begin)
+        stop = current.find(end) + len(end)
+        current = current[:start] + section.rstrip("\n") + current[stop:]
+    else:
+        current = current.rstrip("\n") + "\n\n" + section
+    path.write_text(current)

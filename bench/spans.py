@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import report  # noqa: E402
 from registry import Registry  # noqa: E402
-from report import machine_facts  # noqa: E402
 from tools import (  # noqa: E402
     REPO,
     can_drop_page_cache,
@@ -321,7 +321,7 @@ HEADERS = {
 
 
 def render(r: Results, command: str, date: str, elapsed: float) -> str:
-    machine = machine_facts(REPO)
+    machine = report.machine_facts(REPO)
     lines = [
         BEGIN,
         "## Span reads (docs/span-index.md)",
@@ -343,22 +343,7 @@ def render(r: Results, command: str, date: str, elapsed: float) -> str:
 
 def existing_section(path: Path) -> str | None:
     """The spans section of an existing report (kept when the main run rewrites the page)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    if BEGIN not in text or END not in text:
-        return None
-    return text[text.index(BEGIN) : text.index(END) + len(END)] + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# kitfs benchmarks\n\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) + 1 :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    return report.existing_section(path, BEGIN, END)
 
 
 def main(argv: list[str]) -> int:
@@ -384,7 +369,7 @@ def main(argv: list[str]) -> int:
     command = "bench/run.py --spans " + " ".join(argv)
     section = render(results, command.strip(), date, time.monotonic() - started)
     print(section)
-    write_section(args.output, section)
+    report.write_section(args.output, BEGIN, END, section)
     return 0
 
 

@@ -11,7 +11,6 @@ kitfs does so only when ``SOURCE_DATE_EPOCH`` is set, so that packing is reprodu
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import stat
@@ -27,6 +26,7 @@ from kitfs.config import Paths
 from kitfs.errors import KitfileError, KitfsError, PackError
 from kitfs.kitfile import DEFAULT_NAMES, Entry, Kitfile, is_modelkit_reference
 from kitfs.layers.codec import compressing_writer
+from kitfs.layers.hashing import HashingWriter
 from kitfs.layers.ignore import IgnoreRules, clean, is_within
 from kitfs.layers.spanindex import DEFAULT_SPAN_SIZE, SpanWriter, pin
 from kitfs.layers.tarindex import TarEntry, clean_entry_name
@@ -53,28 +53,6 @@ class PackResult:
     reference: Reference
     manifest: Manifest
     kitfile: Kitfile
-
-
-class _HashingWriter:
-    """Passes writes through to a file while hashing and counting them."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
-        self.hasher = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self._out.write(data)
-        self.hasher.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self._out.flush()
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hasher.hexdigest()
 
 
 def find_kitfile(context: Path, kitfile: str | None) -> tuple[bytes, str]:
@@ -251,9 +229,9 @@ def _write_plain(
     advance: Callable[[int], None],
 ) -> tuple[str, int, str]:
     """The layer as kit writes it: one tar, compressed as one stream."""
-    blob = _HashingWriter(raw)
+    blob = HashingWriter(raw)
     compressed = compressing_writer(blob, compression)  # type: ignore[arg-type]
-    tar_out = _HashingWriter(compressed)  # type: ignore[arg-type]
+    tar_out = HashingWriter(compressed)  # type: ignore[arg-type]
     writer = TarWriter(tar_out)  # type: ignore[arg-type]
     for rel, st in members:
         _add_member(writer, context, rel, st, advance)

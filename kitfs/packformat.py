@@ -10,7 +10,6 @@ annotation ``ml.kitops.modelkit.kitfile``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import stat
 import tempfile
@@ -23,7 +22,7 @@ from typing import BinaryIO
 from kitfs.errors import PackError
 from kitfs.kitfile import Entry, Kitfile
 from kitfs.layers.codec import compressing_writer
-from kitfs.layers.hashing import CHUNK
+from kitfs.layers.hashing import CHUNK, HashingWriter
 from kitfs.layers.ignore import clean
 from kitfs.layers.spanindex import SpanWriter, pin
 from kitfs.layers.tarindex import TarEntry, clean_entry_name
@@ -158,34 +157,12 @@ def _write_raw(
     raw: BinaryIO, handle: BinaryIO, compression: str, advance: Callable[[int], None]
 ) -> tuple[str, int, str, int]:
     """The file as kit writes a raw layer: its bytes, compressed as one stream if asked."""
-    blob = _Digesting(raw)
+    blob = HashingWriter(raw)
     compressed = compressing_writer(blob, compression)  # type: ignore[arg-type]
-    plain = _Digesting(compressed)  # type: ignore[arg-type]
+    plain = HashingWriter(compressed)  # type: ignore[arg-type]
     while chunk := handle.read(CHUNK):
         plain.write(chunk)
         advance(len(chunk))
     if compressed is not blob:
         compressed.close()
     return blob.digest, blob.size, plain.digest, plain.size
-
-
-class _Digesting:
-    """Passes writes through while hashing and counting them."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self._out = out
-        self._hasher = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self._out.write(data)
-        self._hasher.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self._out.flush()
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self._hasher.hexdigest()

@@ -18,6 +18,28 @@ def hash_file(path: Path) -> tuple[str, int]:
     return reader.digest, size
 
 
+class HashingWriter:
+    """A write-through stream that hashes and counts what passes (pack's blobs and tars)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._hasher = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        self._hasher.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hasher.hexdigest()
+
+
 class HashingReader:
     """A read-through stream that hashes what passes, and optionally copies it to ``sink``."""
 
