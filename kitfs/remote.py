@@ -8,7 +8,6 @@ verified blobs that the next pull reuses).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -126,7 +125,10 @@ async def pull_async(
 ) -> str:
     store = LocalStore(paths.storage)
     store.ensure()
-    scratch = scratch_dir(paths, "pull")
+    # Downloads land in one directory shared by every pull, named by digest: an interrupted pull
+    # leaves its partial files there, and the next pull of the same blobs resumes after them.
+    scratch = paths.cache / "pull" / "partial"
+    scratch.mkdir(parents=True, exist_ok=True)
     async with _client(ref, paths, options) as client:
         digest, body, manifest = await fetch_manifest(client, ref)
         if gate is not None:  # the digest about to be pulled, before any blob is fetched
@@ -137,7 +139,6 @@ async def pull_async(
 
         def download(desc: Descriptor) -> Callable[[], Awaitable[None]]:
             async def job() -> None:
-                # Blobs are unique and the scratch directory is this process's own: name by digest.
                 verified = scratch / desc.hex
                 await client.download_blob(ref.repository, desc, verified, task.advance)
                 store.adopt_blob(verified, desc.digest)
@@ -148,8 +149,6 @@ async def pull_async(
     store.put_blob(body)
     tags = [ref.tag] if ref.tag and not ref.digest else []
     store.repo_for(ref).add(manifest.descriptor(body), tags)
-    with contextlib.suppress(OSError):
-        scratch.rmdir()
     return digest
 
 

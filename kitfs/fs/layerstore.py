@@ -490,7 +490,9 @@ class LayerStore:
                     with contextlib.suppress(FileNotFoundError):
                         dest.unlink()
                     raise
-            blob = self.cache.temp_path("blob")
+            # Named by digest, not by process: a fetch that a killed or restarted daemon left
+            # half done continues from what it had (kitfs.oci.client keeps the partial file).
+            blob = self.cache.tmp / f"blob-{desc.hex}"
             try:
                 await self.source.download(desc, blob, advance)
                 return await self._decompress(slot, blob, what, verified=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -93,6 +94,8 @@ class RegistryOptions:
     chunked_threshold: int = 64 * 1024 * 1024
     chunk_size: int = 16 * 1024 * 1024
     registries_conf: str | None = None  # read by kitfs.oci.endpoints, not by this client
+    parallel_min: int = 64 * 1024 * 1024  # blobs this large download as parallel Range parts
+    range_part: int = 32 * 1024 * 1024  # ... of this size
 
 
 @dataclass(frozen=True)
@@ -315,22 +318,34 @@ def _file_body(
 
 
 class _Download:
-    """The state of one blob download: a temp file beside the destination and the running hash."""
+    """The state of one blob download: a partial file beside the destination and the running hash.
+
+    The partial file is ``.<dest name>.partial``, locked while a download writes it, and kept when
+    a download is interrupted (a dropped network, Ctrl-C, kill): the next download of the same
+    destination re-hashes what it holds and continues after it with Range. A file another process
+    is writing is left alone (this download then uses a temp file of its own)."""
 
     def __init__(self, descriptor: Descriptor, dest: Path, progress: Progress | None) -> None:
         self.descriptor = descriptor
         self.dest = dest
         self.hasher = _hasher(descriptor.digest)
         self.written = 0
+        self.resumed = 0
         self.progress = _Progress(progress)
-        try:
-            fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
-        except OSError as exc:
-            raise StorageError(
-                f"cannot create a download file in {dest.parent}: {exc.strerror}"
-            ) from None
-        self.temp = Path(name)
-        self.file = os.fdopen(fd, "wb")
+        self.temp, fd, self.resumable = _partial_file(dest)
+        self.file = os.fdopen(fd, "r+b")
+
+    def prepare(self) -> None:
+        """Hash what an interrupted download left (blocking: call in a worker thread)."""
+        held = os.fstat(self.file.fileno()).st_size
+        if not held or held > self.descriptor.size:
+            self.file.truncate(0)
+            return
+        self.file.seek(0)
+        while chunk := self.file.read(IO_CHUNK):
+            self.hasher.update(chunk)
+        self.written = self.resumed = held
+        self.progress.reached(held)
 
     def range_headers(self) -> Headers:
         return {"Range": f"bytes={self.written}-"} if self.written else {}
@@ -352,10 +367,43 @@ class _Download:
         os.fsync(self.file.fileno())
         self.file.close()
 
-    def discard(self) -> None:
+    def discard(self, keep: bool = False) -> None:
+        """Close; remove the partial file unless ``keep`` (an interruption to resume after)."""
         self.file.close()
+        if keep and self.resumable and self.written:
+            return
         with contextlib.suppress(FileNotFoundError):
             self.temp.unlink()
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that speaks for parts that failed together: the group itself unless all of them
+    are kitfs errors (then the first, so that callers see a TransientError as one)."""
+    errors, rest = group.split(KitfsError)
+    if errors is None or rest is not None:
+        return group
+    first: BaseException = errors
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+def _partial_file(dest: Path) -> tuple[Path, int, bool]:
+    """(path, fd, resumable): ``.<name>.partial`` beside ``dest``, locked; else a temp file."""
+    path = dest.parent / f".{dest.name}.partial"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return path, fd, True
+        except BlockingIOError:
+            os.close(fd)
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        return Path(name), fd, False
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create a download file in {dest.parent}: {exc.strerror}"
+        ) from None
 
 
 class RegistryClient:
@@ -381,6 +429,7 @@ class RegistryClient:
             limits=httpx.Limits(max_connections=max(10, 2 * self.options.concurrency)),
         )
         self._auth = RegistryAuth(registry, self._http, credentials)
+        self._ignores_range = False  # set when the registry answered a Range request with 200
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -760,6 +809,7 @@ class RegistryClient:
             skip = 0
             if response.status_code == 200:
                 skip = offset + delivered
+                self._ignores_range = True
                 log.info(
                     "registry %s ignored a Range request: reading %s as a stream",
                     self.registry,
@@ -805,20 +855,95 @@ class RegistryClient:
         and only then renames the temp file into place (nothing appears at ``dest`` otherwise)."""
         state = _Download(descriptor, dest, progress)
         try:
-            await self._exchange(
-                "GET",
-                self._url(repository, "blobs", descriptor.digest),
-                scopes=[Scope(repository)],
-                headers=state.range_headers,
-                handle=lambda response: self._receive(response, state, repository),
-            )
+            await trio.to_thread.run_sync(state.prepare)
+            if state.resumed:
+                log.info(
+                    "resuming %s after the %d bytes already here", descriptor.digest, state.resumed
+                )
+            if descriptor.size - state.written >= self.options.parallel_min > 0:
+                await self._download_parts(repository, state)
+            if state.written < descriptor.size or not descriptor.size:
+                await self._exchange(
+                    "GET",
+                    self._url(repository, "blobs", descriptor.digest),
+                    scopes=[Scope(repository)],
+                    headers=state.range_headers,
+                    handle=lambda response: self._receive(response, state, repository),
+                )
             await trio.to_thread.run_sync(state.finish)
             self._check_download(state, repository)
             os.replace(state.temp, dest)
-        except BaseException:
-            state.discard()
+        except (KitfsError, Exception) as exc:
+            state.discard(keep=isinstance(exc, TransientError))
+            raise
+        except BaseException:  # interrupted (Ctrl-C, cancelled): keep what arrived, to resume
+            state.discard(keep=True)
             raise
         log.debug("downloaded %s (%d bytes) to %s", descriptor.digest, descriptor.size, dest)
+
+    async def _download_parts(self, repository: str, state: _Download) -> None:
+        """The rest of a large blob as several Range requests at once (``concurrency``), written
+        and hashed in order as each next part completes, so the file is always a clean prefix. The
+        first part goes alone: a registry that answers it with the whole blob (it ignores Range)
+        gets no more parallel requests, and the download goes on as one stream."""
+        size = state.descriptor.size
+        part = max(IO_CHUNK, self.options.range_part)
+        starts = list(range(state.written, size, part))
+        data: dict[int, bytes] = {}
+        done = {start: trio.Event() for start in starts}
+        slots = trio.Semaphore(max(1, self.options.concurrency) + 1)  # parts held in memory
+
+        async def fetch(start: int) -> None:
+            data[start] = await self._fetch_part(
+                repository, state.descriptor.digest, start, part, size
+            )
+            done[start].set()
+
+        async def commit(start: int) -> None:
+            await done[start].wait()
+            chunk = data.pop(start)
+            await trio.to_thread.run_sync(state.write, chunk)
+            state.written += len(chunk)
+            state.progress.reached(state.written)
+
+        await fetch(starts[0])
+        await commit(starts[0])
+        if self._ignores_range or len(starts) == 1:
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def produce() -> None:
+                    for start in starts[1:]:
+                        await slots.acquire()
+                        nursery.start_soon(fetch, start)
+
+                nursery.start_soon(produce)
+                for start in starts[1:]:
+                    await commit(start)
+                    slots.release()
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    async def _fetch_part(
+        self, repository: str, digest: str, start: int, part: int, size: int
+    ) -> bytes:
+        length = min(part, size - start)
+        pieces: list[bytes] = []
+        got = 0
+
+        async def keep(chunk: bytes) -> None:
+            nonlocal got
+            pieces.append(chunk)
+            got += len(chunk)
+
+        for _attempt in range(self.options.retries):
+            await self.stream_blob_range(repository, digest, start + got, length - got, keep)
+            if got >= length:
+                return b"".join(pieces)
+        raise TransientError(
+            f"registry {self.registry} kept ending its answers early for bytes {start}- of {digest}"
+        )
 
     async def _receive(self, response: httpx.Response, state: _Download, repository: str) -> None:
         target = self._blob_target(repository, state.descriptor.digest, "downloading")
