@@ -48,6 +48,8 @@ from tools import (  # noqa: E402
 
 BEGIN = "<!-- spans:begin -->"
 END = "<!-- spans:end -->"
+ANALYSIS_BEGIN = "<!-- spans-analysis:begin -->"
+ANALYSIS_END = "<!-- spans-analysis:end -->"
 MIB = 1 << 20
 READ = 4096
 
@@ -140,6 +142,8 @@ class Bench:
 
 
 def _mib(n: float) -> str:
+    if n < MIB:
+        return f"{n / 1024:.1f} KiB"
     return f"{n / MIB:.2f} MiB" if n < 100 * MIB else f"{n / MIB:.0f} MiB"
 
 
@@ -320,7 +324,7 @@ HEADERS = {
 }
 
 
-def render(r: Results, command: str, date: str, elapsed: float) -> str:
+def render(r: Results, command: str, date: str, elapsed: float, analysis: str = "") -> str:
     machine = report.machine_facts(REPO)
     lines = [
         BEGIN,
@@ -337,6 +341,11 @@ def render(r: Results, command: str, date: str, elapsed: float) -> str:
         lines += ["|" + "|".join("---" for _ in headers) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines += [""]
+    lines += [
+        ANALYSIS_BEGIN,
+        analysis.strip("\n") or "(no analysis written for this run yet)",
+        ANALYSIS_END,
+    ]
     lines += [END]
     return "\n".join(lines) + "\n"
 
@@ -367,7 +376,9 @@ def main(argv: list[str]) -> int:
         args.span_sizes.split(","),
     )
     command = "bench/run.py --spans " + " ".join(argv)
-    section = render(results, command.strip(), date, time.monotonic() - started)
+    kept = report.existing_section(args.output, ANALYSIS_BEGIN, ANALYSIS_END) or ""
+    analysis = kept.removeprefix(ANALYSIS_BEGIN).strip().removesuffix(ANALYSIS_END)
+    section = render(results, command.strip(), date, time.monotonic() - started, analysis)
     print(section)
     report.write_section(args.output, BEGIN, END, section)
     return 0
