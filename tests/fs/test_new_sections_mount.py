@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from fs_mounting import Mounter
@@ -42,3 +43,30 @@ def test_mount_shows_prompts_and_names_remote_datasets(mounter: Mounter, tmp_pat
     )
     assert sorted(p.name for p in unpack.iterdir()) == ["Kitfile", "prompts", "src"]
     assert (unpack / "prompts" / "system.prompt.md").read_bytes() == b"Be brief.\n"
+
+
+def test_mount_shows_mcp_bundles_as_unpack_writes_them(mounter: Mounter, tmp_path: Path) -> None:
+    """MCP bundles are raw layers: the sections layout shows them under mcpservers/ (what
+    `kitfs unpack --filter=mcpservers` writes), the unpack layout at their Kitfile path; the bytes
+    are the bundle's own, served once its layer is verified."""
+    ctx = tmp_path / "mcp"
+    (ctx / "servers").mkdir(parents=True)
+    with zipfile.ZipFile(ctx / "servers" / "fs.mcpb", "w") as bundle:
+        bundle.writestr("manifest.json", b'{"name":"fs"}')
+        bundle.writestr("server.js", b"console.log(1)\n")
+    (ctx / "src").mkdir()
+    (ctx / "src" / "a.py").write_text("print(1)\n")
+    (ctx / "Kitfile").write_text(
+        "manifestVersion: 1.0.0\ncode:\n  - path: src\n"
+        "mcpServers:\n  - name: filesystem\n    path: servers/fs.mcpb\n"
+    )
+    ok(kitfs(mounter.published_home, "pack", str(ctx), "-t", "mcp-mount:1"))
+    expected = (ctx / "servers" / "fs.mcpb").read_bytes()
+    mnt = mounter.mount("mcp-mount:1", None, local=True)
+    assert sorted(p.name for p in mnt.iterdir()) == ["Kitfile", "code", "mcpservers"]
+    assert (mnt / "mcpservers" / "servers" / "fs.mcpb").read_bytes() == expected
+    unpacked = tmp_path / "unpacked"
+    ok(kitfs(mounter.published_home, "unpack", "mcp-mount:1", "-d", str(unpacked)))
+    assert (unpacked / "servers" / "fs.mcpb").read_bytes() == expected
+    layout = mounter.mount("mcp-mount:1", mounter.mountpoint("u"), "--layout", "unpack", local=True)
+    assert (layout / "servers" / "fs.mcpb").read_bytes() == expected
