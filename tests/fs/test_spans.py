@@ -636,3 +636,28 @@ def test_kitfs_pull_keeps_the_indexes_and_local_mounts_read_spans_in_place(
         assert "span index of" in mounter.log_path(mnt).read_text()
     finally:
         mounter.cleanup()
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_spans_already_read_serve_a_new_mount_while_the_registry_is_away(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy, compression: str
+) -> None:
+    """Offline (issue 13) with span layers: the manifest, config and index come from the cache
+    by digest, and the spans a first mount verified serve the next one; spans never fetched fail
+    with EIO rather than hang or serve anything unverified."""
+    manifest = spanned.manifest(compression)
+    digest = "sha256:" + hashlib.sha256(manifest.to_bytes()).hexdigest()
+    by_digest = f"{fault_proxy.host}/{spanned.repository}@{digest}"
+    first = mounter.mount(by_digest)
+    config = (first / "model" / "models" / "config.json").read_bytes()
+    subprocess.run(["fusermount3", "-u", str(first)], check=True)
+    fault_proxy.refuse_connections()
+    try:
+        again = mounter.mount(by_digest, mounter.mountpoint("offline"))
+        assert (again / "model" / "models" / "config.json").read_bytes() == config
+        # The weights' spans (its header's, too) were never fetched: opening them fails cleanly.
+        with pytest.raises(OSError) as failure:
+            (again / "model" / "models" / "weights.bin").read_bytes()
+        assert failure.value.errno == errno.EIO
+    finally:
+        fault_proxy.refuse_connections(False)
