@@ -36,7 +36,7 @@ def kit(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> K
     return make_kit(base / "home", base / "ctx", registry.host, "reliability/crash", files=files)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = 45.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

@@ -7,6 +7,7 @@ command succeeds once the fault clears, without any cleanup in between.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -87,9 +88,12 @@ def check_success(verb: str, kit: Kit, home: Path, out: Path, host: str) -> None
             assert got[rel] == data, rel
 
 
-def check_nothing_kept(verb: str, home: Path, out: Path, before: dict[str, bytes]) -> None:
-    """After a failure: local storage gained no ModelKit and no unverified blob; scratch space is
-    empty; an unpack target holds nothing."""
+def check_nothing_kept(
+    verb: str, home: Path, out: Path, before: dict[str, bytes], refused: str | None = None
+) -> None:
+    """After a failure: local storage gained no ModelKit and no unverified blob; an unpack target
+    holds nothing; scratch space holds at most the partial downloads a later pull resumes (of
+    other blobs, cut short when this one failed), never the refused blob's."""
     assert_blobs_verified(home / "storage")
     if verb == "pull":
         after = storage_state(home)
@@ -101,7 +105,16 @@ def check_nothing_kept(verb: str, home: Path, out: Path, before: dict[str, bytes
     else:
         assert files_in(out) == {}
     leftovers = [p for p in (home / "cache").rglob("*") if p.is_file()]
-    assert leftovers == [], leftovers
+    resumable = [
+        p
+        for p in leftovers
+        if verb == "pull"
+        and p.parent == home / "cache" / "pull" / "partial"
+        and re.fullmatch(r"\.[0-9a-f]{64}\.partial", p.name)
+    ]
+    assert [p for p in leftovers if p not in resumable] == [], leftovers
+    if refused is not None:
+        assert f".{refused.split(':')[1]}.partial" not in {p.name for p in resumable}
 
 
 def layer_get(kit: Kit) -> Callable[..., bool]:
@@ -246,7 +259,7 @@ def test_bad_layer_bytes_are_refused_and_a_retry_succeeds(
     fault_proxy.add_rule(always(layer_get(kit), fault))
     with pytest.raises(error, match=message):
         run_verb(verb, home, kit.ref(fault_proxy.host), out)
-    check_nothing_kept(verb, home, out, before)
+    check_nothing_kept(verb, home, out, before, refused=kit.biggest_layer().digest)
     assert not (home / "storage" / "blobs" / "sha256" / kit.biggest_layer().hex).exists()
     fault_proxy.clear()
     run_verb(verb, home, kit.ref(fault_proxy.host), out)
