@@ -261,7 +261,7 @@ class LayerStore:
         data = await trio.to_thread.run_sync(self.cache.read_blob, location.digest)
         if data is None:
             data = await self._fetch_index(slot, location.offset, location.size)
-        return decode_member(data, slot.compression, MAX_INDEX_SIZE)
+        return bytes(decode_member(data, slot.compression, MAX_INDEX_SIZE))
 
     async def check_entry(self, layer: OpenLayer, offset: int, name: str, size: int) -> None:
         """Before a file of a span layer is read: its tar header must agree with the index."""

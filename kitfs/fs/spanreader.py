@@ -272,7 +272,7 @@ class SpanReader:
         ahead, budget, missing = [], READAHEAD_BYTES, 0
         position = positions[-1] + 1
         while position < len(spans) and budget > 0:
-            if not self._ready(position) and position not in self._inflight:
+            if position not in self._inflight and not self._ready(position):
                 ahead.append(position)
                 missing += spans[position].blob_size
             budget -= spans[position].size
@@ -331,16 +331,20 @@ class SpanReader:
     async def _stream(self, pending: list[int], *, origin_only: bool = False) -> list[int]:
         """One request for the spans in ``pending``; the ones it did not deliver."""
         spans = [self.index.spans[p] for p in pending]
-        buffer = bytearray()
+        pieces: list[bytes] = []  # the current span's bytes so far (joined once: one copy)
+        held = 0
         done = 0
 
         async def consume(chunk: bytes) -> None:
-            nonlocal done
-            buffer.extend(chunk)
-            while done < len(spans) and len(buffer) >= spans[done].blob_size:
+            nonlocal done, held
+            pieces.append(chunk)
+            held += len(chunk)
+            while done < len(spans) and held >= spans[done].blob_size:
                 size = spans[done].blob_size
-                data = bytes(buffer[:size])
-                del buffer[:size]
+                joined = memoryview(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+                data, rest = joined[:size], bytes(joined[size:])  # a view: no copy of the span
+                pieces[:] = [rest] if rest else []
+                held = len(rest)
                 if await self._accept(pending[done], data):
                     event = self._inflight.pop(pending[done], None)
                     if event is not None:
@@ -353,7 +357,7 @@ class SpanReader:
         )
         return pending[done:]
 
-    async def _accept(self, position: int, data: bytes) -> bool:
+    async def _accept(self, position: int, data: bytes | memoryview) -> bool:
         """Verify a span's bytes against the index; store it (or mark it verified in place)."""
         span = self.index.spans[position]
         try:
@@ -367,7 +371,7 @@ class SpanReader:
         self.fetched_spans += 1
         return True
 
-    def _verify_and_store(self, position: int, span: Span, data: bytes) -> None:
+    def _verify_and_store(self, position: int, span: Span, data: bytes | memoryview) -> None:
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != span.digest:
             raise DigestMismatchError(span.digest, actual, f"span {position} at byte {span.offset}")

@@ -169,7 +169,7 @@ def annotations_for(index_bytes: bytes, offset: int | None) -> dict[str, str]:
 # -- reading ----------------------------------------------------------------------------------
 
 
-def decode_member(data: bytes, compression: str, limit: int) -> bytes:
+def decode_member(data: bytes | memoryview, compression: str, limit: int) -> bytes | memoryview:
     """The uncompressed bytes of one span or index member (at most ``limit`` of them)."""
     try:
         if compression == "none":
@@ -209,7 +209,7 @@ def parse_index(
         raise SpanIndexError(f"the span index is {actual}, not the pinned {location.digest}")
     member = compression if location.inline is None else "none"
     try:
-        raw = json.loads(decode_member(data, member, MAX_INDEX_SIZE))
+        raw = json.loads(bytes(decode_member(data, member, MAX_INDEX_SIZE)))
     except (ValueError, UnicodeDecodeError) as exc:
         raise SpanIndexError(f"the span index is not JSON: {exc}") from None
     if not isinstance(raw, dict) or raw.get("mediaType") != MEDIA_TYPE:
