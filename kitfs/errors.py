@@ -66,3 +66,12 @@ class TransientError(RegistryError):
 
 class MountError(KitfsError):
     """A mount cannot be set up or torn down."""
+
+
+def first_kitfs_error(group: BaseExceptionGroup[BaseException]) -> KitfsError | None:
+    """The first kitfs error among concurrent tasks that failed together (trio's nurseries raise
+    groups), so that a caller can raise it as itself and the user sees its one line."""
+    matched, _ = group.split(KitfsError)
+    while isinstance(matched, BaseExceptionGroup):
+        matched = matched.exceptions[0]  # type: ignore[assignment]
+    return matched

@@ -63,6 +63,7 @@ class LayerChange:
     after: Descriptor
     how: str
     new_bytes: int
+    diff_id: str | None = None  # the new layer's diffId, when its blob changed
 
 
 @dataclass(frozen=True)
@@ -100,25 +101,16 @@ def index_modelkit(
             change = rewritten.get(str(entry.data.get("digest", "")))
             if change is not None:
                 entry.data["digest"] = change.after.digest
-                entry.data["diffId"] = change.after.annotations.get(_DIFF_ID_KEY, "")
+                entry.data["diffId"] = change.diff_id
         body = kitfile.to_config_json()
         config = replace(manifest.config, digest=store.put_blob(body), size=len(body))
-    layers = tuple(_public(c.after) for c in changes)
+    layers = tuple(c.after for c in changes)
     new_manifest = replace(manifest, config=config, layers=layers)
     manifest_body = new_manifest.to_bytes()
     digest = store.put_blob(manifest_body)
     tags = [t for t in (target.tag, *target.extra_tags) if t]
     store.repo_for(target).add(new_manifest.descriptor(manifest_body), tags)
     return IndexResult(digest, target, tuple(changes))
-
-
-# The new diffId travels with the descriptor until the config is rewritten (never stored).
-_DIFF_ID_KEY = "kitfs.internal/diff-id"
-
-
-def _public(desc: Descriptor) -> Descriptor:
-    annotations = {k: v for k, v in desc.annotations.items() if k != _DIFF_ID_KEY}
-    return replace(desc, annotations=annotations)
 
 
 def _index_layer(
@@ -230,7 +222,7 @@ def _index_plain(
     body = index.to_json()
     if len(body) <= MAX_INLINE_SIZE:
         after = replace(desc, annotations={**annotations, **annotations_for(body, None)})
-        return LayerChange(desc, _with_diff_id(after, desc.digest), "inline", 0)
+        return LayerChange(desc, after, "inline", 0)
 
     # Too big for the manifest: the same tar with the index appended after it.
     def write(out: BinaryIO) -> tuple[str, int, str, dict[str, str]]:
@@ -284,8 +276,4 @@ def _new_blob(
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
     after = Descriptor(desc.media_type, digest, size, annotations={**annotations, **pins})
-    return LayerChange(desc, _with_diff_id(after, diff_id), how, size)
-
-
-def _with_diff_id(desc: Descriptor, diff_id: str) -> Descriptor:
-    return replace(desc, annotations={**desc.annotations, _DIFF_ID_KEY: diff_id})
+    return LayerChange(desc, after, how, size, diff_id)

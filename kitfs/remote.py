@@ -23,11 +23,11 @@ from kitfs.config import Paths
 from kitfs.errors import (
     DigestMismatchError,
     KitfileError,
-    KitfsError,
     NotFoundError,
     RegistryError,
     StorageError,
     UsageError,
+    first_kitfs_error,
 )
 from kitfs.kitfile import Kitfile, is_modelkit_reference
 from kitfs.modelpack import check_model_artifact, kitfile_for
@@ -100,17 +100,10 @@ async def _gather(jobs: list[Callable[[], Awaitable[None]]], concurrency: int) -
             for job in jobs:
                 nursery.start_soon(run, job)
     except BaseExceptionGroup as group:
-        matched, _ = group.split(KitfsError)
-        if matched is None:
+        first = first_kitfs_error(group)
+        if first is None:
             raise
-        raise _leaves(matched)[0] from None
-
-
-def _leaves(group: BaseExceptionGroup[KitfsError]) -> list[KitfsError]:
-    out: list[KitfsError] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
+        raise first from None
 
 
 # -- pull -------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from kitfs.layers.raw import raw_entry, scan_raw
 from kitfs.layers.scan import ScanResult, check_blob, check_diff_id, scan_layer
 from kitfs.layers.spanindex import (
     MAX_INDEX_SIZE,
+    IndexLocation,
     SpanIndex,
     SpanIndexError,
     decode_member,
@@ -147,11 +148,7 @@ class LayerStore:
         location = location_of(desc.annotations, desc.size)
         if location is None:
             return None
-        data = location.inline
-        if data is None:
-            data = await trio.to_thread.run_sync(self.cache.read_blob, location.digest)
-        if data is None:
-            data = await self._fetch_index(slot, location.offset, location.size)
+        data = await self._index_bytes(slot, location)
         try:
             index = parse_index(data, location, compression=slot.compression, blob_size=desc.size)
             if slot.raw and index.entries != (raw_entry(desc, index.tar_size),):
@@ -178,14 +175,21 @@ class LayerStore:
         )
         return index
 
-    async def _fetch_index(self, slot: LayerSlot, offset: int, size: int) -> bytes:
+    async def _index_bytes(self, slot: LayerSlot, location: IndexLocation) -> bytes:
+        """The index bytes as pinned (checked by the caller): from the manifest, the cache, or
+        one Range request of the blob."""
+        if location.inline is not None:
+            return location.inline
+        data = await trio.to_thread.run_sync(self.cache.read_blob, location.digest)
+        if data is not None:
+            return data
         parts: list[bytes] = []
 
         async def keep(chunk: bytes) -> None:
             parts.append(chunk)
 
         async with self._downloads:
-            await self.source.stream_range(slot.descriptor, offset, size, keep)
+            await self.source.stream_range(slot.descriptor, location.offset, location.size, keep)
         return b"".join(parts)
 
     async def _record(self, slot: LayerSlot) -> LayerRecord:
@@ -258,9 +262,7 @@ class LayerStore:
         location = location_of(slot.descriptor.annotations, slot.descriptor.size)
         if location is None or location.inline is not None:
             return b""
-        data = await trio.to_thread.run_sync(self.cache.read_blob, location.digest)
-        if data is None:
-            data = await self._fetch_index(slot, location.offset, location.size)
+        data = await self._index_bytes(slot, location)
         return bytes(decode_member(data, slot.compression, MAX_INDEX_SIZE))
 
     async def check_entry(self, layer: OpenLayer, offset: int, name: str, size: int) -> None:
@@ -272,7 +274,12 @@ class LayerStore:
                 raise LayerError(str(exc)) from None
 
     async def _whole_in_cache(self, slot: LayerSlot) -> bool:
-        """Whether the cache holds the layer's whole verified tar (then it is read from there)."""
+        """Whether the cache holds the layer's whole verified tar (then it is read from there).
+        Decided once per layer and process: a span layer stays one, not re-checked on each open."""
+        if slot.digest in self._span_indexes:
+            return False
+        if slot.digest in self._records:
+            return True
         record = await trio.to_thread.run_sync(self.cache.read_record, slot.digest)
         if record is None:
             return False

@@ -75,12 +75,10 @@ class SpanReader:
         self._files: OrderedDict[int, int] = OrderedDict()  # span position -> open fd
         self._in_place: Path | None = None
         self._in_place_fd = -1
-        self._verified: set[int] = set()
-        self._present: set[int] = set()
-        self._mismatched: set[int] = set()
-        self._mismatch_reason: dict[
-            int, str
-        ] = {}  # spans seen in the cache (eviction may remove them later)
+        # Spans known readable: verified in place, or seen in the cache (eviction may remove
+        # those later: a read that finds one gone fetches it again).
+        self._have: set[int] = set()
+        self._mismatched: dict[int, str] = {}  # spans whose bytes failed their digest, and why
         self._ends: deque[int] = deque(maxlen=STREAMS)
         self._file_starts = {e.offset for e in index.entries if e.size > index.span_size}
         self._checked: set[tuple[int, str]] = set()
@@ -148,7 +146,7 @@ class SpanReader:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            self._present.discard(position)  # evicted since: the next read fetches it again
+            self._have.discard(position)  # evicted since: the next read fetches it again
             raise
         with contextlib.suppress(OSError):
             os.utime(path)  # most recently used, for eviction
@@ -207,12 +205,13 @@ class SpanReader:
     # -- making spans available ----------------------------------------------------------------
 
     def _ready(self, position: int) -> bool:
-        if self._in_place is not None:
-            return position in self._verified
-        if position in self._files or position in self._present:
+        if position in self._have or position in self._files:
             return True
-        if self.cache.span_path(self.index.spans[position].digest).is_file():
-            self._present.add(position)
+        if (
+            self._in_place is None
+            and self.cache.span_path(self.index.spans[position].digest).is_file()
+        ):
+            self._have.add(position)
             return True
         return False
 
@@ -320,13 +319,12 @@ class SpanReader:
     async def _retry_mismatched(self, run: list[int]) -> None:
         """Spans whose bytes did not match are asked for once more, from the origin registry
         (a mirror may have served them); what fails again stays failed (EIO)."""
-        again = [p for p in run if p in self._mismatched]
-        for position in again:
-            self._mismatched.discard(position)
+        for position in [p for p in run if p in self._mismatched]:
+            del self._mismatched[position]
             await self._stream([position], origin_only=True)
-            if position in self._mismatched:
-                self._mismatched.discard(position)
-                self._fail(position, self._mismatch_reason.pop(position, "digest mismatch"))
+            reason = self._mismatched.pop(position, None)
+            if reason is not None:
+                self._fail(position, reason)
 
     async def _stream(self, pending: list[int], *, origin_only: bool = False) -> list[int]:
         """One request for the spans in ``pending``; the ones it did not deliver."""
@@ -365,8 +363,7 @@ class SpanReader:
         except (DigestMismatchError, SpanIndexError) as exc:
             # Wrong bytes never reach a reader: the span is asked for again from the origin when
             # the run ends (then fails), and the rest of the run goes on.
-            self._mismatched.add(position)
-            self._mismatch_reason[position] = f"{self.slot.label} (layer {self.slot.digest}): {exc}"
+            self._mismatched[position] = f"{self.slot.label} (layer {self.slot.digest}): {exc}"
             return False
         self.fetched_spans += 1
         return True
@@ -376,7 +373,7 @@ class SpanReader:
         if actual != span.digest:
             raise DigestMismatchError(span.digest, actual, f"span {position} at byte {span.offset}")
         if self._in_place is not None:
-            self._verified.add(position)
+            self._have.add(position)
             return
         plain = decode_member(data, self.index.compression, span.size)
         if len(plain) != span.size:
@@ -386,7 +383,7 @@ class SpanReader:
             with open(temp, "wb") as out:
                 out.write(plain)
             self.cache.commit_span(temp, span.digest)
-            self._present.add(position)
+            self._have.add(position)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()

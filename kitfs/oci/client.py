@@ -42,6 +42,7 @@ from kitfs.errors import (
     StorageError,
     TransientError,
     UsageError,
+    first_kitfs_error,
 )
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialSource, RegistryAuth, Scope
@@ -374,18 +375,6 @@ class _Download:
             return
         with contextlib.suppress(FileNotFoundError):
             self.temp.unlink()
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that speaks for parts that failed together: the group itself unless all of them
-    are kitfs errors (then the first, so that callers see a TransientError as one)."""
-    errors, rest = group.split(KitfsError)
-    if errors is None or rest is not None:
-        return group
-    first: BaseException = errors
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first
 
 
 def _partial_file(dest: Path) -> tuple[Path, int, bool]:
@@ -923,7 +912,10 @@ class RegistryClient:
                     await commit(start)
                     slots.release()
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            first = first_kitfs_error(group)
+            if first is None:
+                raise
+            raise first from None
 
     async def _fetch_part(
         self, repository: str, digest: str, start: int, part: int, size: int
