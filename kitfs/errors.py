@@ -75,3 +75,22 @@ def first_kitfs_error(group: BaseExceptionGroup[BaseException]) -> KitfsError | 
     while isinstance(matched, BaseExceptionGroup):
         matched = matched.exceptions[0]  # type: ignore[assignment]
     return matched
+
+
+def leading_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception to raise for a group from a nursery: the first kitfs error, else the
+    first other error, else (only cancellations inside) the group itself, for trio to handle."""
+    first = first_kitfs_error(group)
+    if first is not None:
+        return first
+    for leaf in _leaves(group):
+        if isinstance(leaf, Exception):
+            return leaf
+    return group
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found

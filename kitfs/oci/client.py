@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import fcntl
-import hashlib
 import ipaddress
 import json
 import logging
@@ -20,13 +18,12 @@ import random
 import re
 import socket
 import ssl
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
 import certifi
@@ -42,10 +39,13 @@ from kitfs.errors import (
     StorageError,
     TransientError,
     UsageError,
-    first_kitfs_error,
+    leading_error,
 )
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialSource, RegistryAuth, Scope
+from kitfs.oci.download import ByteProgress as _Progress
+from kitfs.oci.download import Download, Tee
+from kitfs.oci.download import hasher_for as _hasher
 from kitfs.oci.manifest import Descriptor
 
 log = logging.getLogger(__name__)
@@ -108,19 +108,6 @@ class _Target:
     action: str
 
 
-class _Progress:
-    """Reports bytes to a callback once each, even when a retry sends or receives them again."""
-
-    def __init__(self, callback: Progress | None) -> None:
-        self._callback = callback
-        self._high = 0
-
-    def reached(self, position: int) -> None:
-        if self._callback is not None and position > self._high:
-            self._callback(position - self._high)
-            self._high = position
-
-
 def endpoint_host(registry: str) -> str:
     """The host to connect to for ``registry`` (Docker Hub's API lives at registry-1.docker.io)."""
     return _DOCKER_HUB_ENDPOINT if registry in ("docker.io", "index.docker.io") else registry
@@ -160,15 +147,6 @@ def _load(loader: Callable[[str], None], flag: str, path: str) -> None:
 
 def _ref_text(repository: str, reference: str) -> str:
     return f"{repository}@{reference}" if ":" in reference else f"{repository}:{reference}"
-
-
-def _hasher(digest: str) -> Any:
-    algorithm = digest.partition(":")[0]
-    if algorithm not in ("sha256", "sha512"):
-        raise RegistryError(
-            f"unsupported digest algorithm in {digest!r} (sha256 or sha512 expected)"
-        )
-    return hashlib.new(algorithm)
 
 
 def _digest_of(data: bytes, like: str = "sha256:") -> str:
@@ -316,83 +294,6 @@ def _file_body(
             os.close(fd)
 
     return chunks
-
-
-class _Download:
-    """The state of one blob download: a partial file beside the destination and the running hash.
-
-    The partial file is ``.<dest name>.partial``, locked while a download writes it, and kept when
-    a download is interrupted (a dropped network, Ctrl-C, kill): the next download of the same
-    destination re-hashes what it holds and continues after it with Range. A file another process
-    is writing is left alone (this download then uses a temp file of its own)."""
-
-    def __init__(self, descriptor: Descriptor, dest: Path, progress: Progress | None) -> None:
-        self.descriptor = descriptor
-        self.dest = dest
-        self.hasher = _hasher(descriptor.digest)
-        self.written = 0
-        self.resumed = 0
-        self.progress = _Progress(progress)
-        self.temp, fd, self.resumable = _partial_file(dest)
-        self.file = os.fdopen(fd, "r+b")
-
-    def prepare(self) -> None:
-        """Hash what an interrupted download left (blocking: call in a worker thread)."""
-        held = os.fstat(self.file.fileno()).st_size
-        if not held or held > self.descriptor.size:
-            self.file.truncate(0)
-            return
-        self.file.seek(0)
-        while chunk := self.file.read(IO_CHUNK):
-            self.hasher.update(chunk)
-        self.written = self.resumed = held
-        self.progress.reached(held)
-
-    def range_headers(self) -> Headers:
-        return {"Range": f"bytes={self.written}-"} if self.written else {}
-
-    def restart(self) -> None:
-        """Start over: the server answered a resumed request with the whole blob."""
-        self.file.seek(0)
-        self.file.truncate()
-        self.hasher = _hasher(self.descriptor.digest)
-        self.written = 0
-
-    def write(self, data: bytes) -> None:
-        """Write and hash (run in a worker thread: hashlib releases the GIL on large buffers)."""
-        self.file.write(data)
-        self.hasher.update(data)
-
-    def finish(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-
-    def discard(self, keep: bool = False) -> None:
-        """Close; remove the partial file unless ``keep`` (an interruption to resume after)."""
-        self.file.close()
-        if keep and self.resumable and self.written:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.temp.unlink()
-
-
-def _partial_file(dest: Path) -> tuple[Path, int, bool]:
-    """(path, fd, resumable): ``.<name>.partial`` beside ``dest``, locked; else a temp file."""
-    path = dest.parent / f".{dest.name}.partial"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return path, fd, True
-        except BlockingIOError:
-            os.close(fd)
-        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        return Path(name), fd, False
-    except OSError as exc:
-        raise StorageError(
-            f"cannot create a download file in {dest.parent}: {exc.strerror}"
-        ) from None
 
 
 class RegistryClient:
@@ -839,26 +740,24 @@ class RegistryClient:
         descriptor: Descriptor,
         dest: Path,
         progress: Progress | None = None,
+        *,
+        tee: Tee | None = None,
+        durable: bool = True,
     ) -> None:
         """Stream a blob to ``dest``: resumes dropped transfers with Range, verifies size and digest,
-        and only then renames the temp file into place (nothing appears at ``dest`` otherwise)."""
-        state = _Download(descriptor, dest, progress)
+        and only then renames the temp file into place (nothing appears at ``dest`` otherwise).
+
+        ``tee`` also gets every byte in order as it is written (kitfs.oci.download), for a reader
+        that must not use them before this returns. ``durable=False`` skips the final fsync, for a
+        file that is deleted after one read (it still resumes after a crash, not a power cut)."""
+        state = Download(descriptor, dest, progress, tee=tee, durable=durable)
         try:
             await trio.to_thread.run_sync(state.prepare)
             if state.resumed:
                 log.info(
                     "resuming %s after the %d bytes already here", descriptor.digest, state.resumed
                 )
-            if descriptor.size - state.written >= self.options.parallel_min > 0:
-                await self._download_parts(repository, state)
-            if state.written < descriptor.size or not descriptor.size:
-                await self._exchange(
-                    "GET",
-                    self._url(repository, "blobs", descriptor.digest),
-                    scopes=[Scope(repository)],
-                    headers=state.range_headers,
-                    handle=lambda response: self._receive(response, state, repository),
-                )
+            await state.run(lambda: self._fetch_rest(repository, state))
             await trio.to_thread.run_sync(state.finish)
             self._check_download(state, repository)
             os.replace(state.temp, dest)
@@ -870,14 +769,29 @@ class RegistryClient:
             raise
         log.debug("downloaded %s (%d bytes) to %s", descriptor.digest, descriptor.size, dest)
 
-    async def _download_parts(self, repository: str, state: _Download) -> None:
-        """The rest of a large blob as several Range requests at once (``concurrency``), written
-        and hashed in order as each next part completes, so the file is always a clean prefix. The
-        first part goes alone: a registry that answers it with the whole blob (it ignores Range)
-        gets no more parallel requests, and the download goes on as one stream."""
+    async def _fetch_rest(self, repository: str, state: Download) -> None:
+        """Everything after what ``state`` holds: parallel parts for a large rest, then (or else)
+        one stream; each byte goes to ``state.put`` in order."""
+        size = state.descriptor.size
+        if size - state.received >= self.options.parallel_min > 0:
+            await self._download_parts(repository, state)
+        if state.received < size or not size:
+            await self._exchange(
+                "GET",
+                self._url(repository, "blobs", state.descriptor.digest),
+                scopes=[Scope(repository)],
+                headers=state.range_headers,
+                handle=lambda response: self._receive(response, state, repository),
+            )
+
+    async def _download_parts(self, repository: str, state: Download) -> None:
+        """The rest of a large blob as several Range requests at once (``concurrency``), handed
+        on in order as each next part completes, so the file is always a clean prefix. The first
+        part goes alone: a registry that answers it with the whole blob (it ignores Range) gets
+        no more parallel requests, and the download goes on as one stream."""
         size = state.descriptor.size
         part = max(IO_CHUNK, self.options.range_part)
-        starts = list(range(state.written, size, part))
+        starts = list(range(state.received, size, part))
         data: dict[int, bytes] = {}
         done = {start: trio.Event() for start in starts}
         slots = trio.Semaphore(max(1, self.options.concurrency) + 1)  # parts held in memory
@@ -890,10 +804,7 @@ class RegistryClient:
 
         async def commit(start: int) -> None:
             await done[start].wait()
-            chunk = data.pop(start)
-            await trio.to_thread.run_sync(state.write, chunk)
-            state.written += len(chunk)
-            state.progress.reached(state.written)
+            await state.put(data.pop(start))
 
         await fetch(starts[0])
         await commit(starts[0])
@@ -912,10 +823,7 @@ class RegistryClient:
                     await commit(start)
                     slots.release()
         except BaseExceptionGroup as group:
-            first = first_kitfs_error(group)
-            if first is None:
-                raise
-            raise first from None
+            raise leading_error(group) from None
 
     async def _fetch_part(
         self, repository: str, digest: str, start: int, part: int, size: int
@@ -932,22 +840,22 @@ class RegistryClient:
         for _attempt in range(self.options.retries):
             await self.stream_blob_range(repository, digest, start + got, length - got, keep)
             if got >= length:
-                return b"".join(pieces)
+                return pieces[0] if len(pieces) == 1 else b"".join(pieces)
         raise TransientError(
             f"registry {self.registry} kept ending its answers early for bytes {start}- of {digest}"
         )
 
-    async def _receive(self, response: httpx.Response, state: _Download, repository: str) -> None:
+    async def _receive(self, response: httpx.Response, state: Download, repository: str) -> None:
         target = self._blob_target(repository, state.descriptor.digest, "downloading")
-        if response.status_code == 416 and state.written == state.descriptor.size:
+        if response.status_code == 416 and state.received == state.descriptor.size:
             return  # the connection dropped after the last byte: nothing is left to fetch
         if response.status_code not in (200, 206):
             raise await self._fail(response, target)
-        if response.status_code == 200 and state.written:
-            await trio.to_thread.run_sync(state.restart)
+        if response.status_code == 200 and state.received:
+            await state.restart()
         elif response.status_code == 206:
             match = _CONTENT_RANGE_RE.match(response.headers.get("content-range", ""))
-            if match is None or int(match.group(1)) != state.written:
+            if match is None or int(match.group(1)) != state.received:
                 raise RegistryError(
                     f"registry {self.registry} resumed {target.noun} at the wrong offset"
                 )
@@ -963,20 +871,18 @@ class RegistryClient:
             raise
         await self._flush(state, buffer, target)
 
-    async def _flush(self, state: _Download, buffer: bytearray, target: _Target) -> None:
+    async def _flush(self, state: Download, buffer: bytearray, target: _Target) -> None:
         if not buffer:
             return
         data = bytes(buffer)
         buffer.clear()
-        if state.written + len(data) > state.descriptor.size:
+        if state.received + len(data) > state.descriptor.size:
             raise DigestMismatchError(
                 state.descriptor.digest, f"more than {state.descriptor.size} bytes", target.noun
             )
-        await trio.to_thread.run_sync(state.write, data)
-        state.written += len(data)
-        state.progress.reached(state.written)
+        await state.put(data)
 
-    def _check_download(self, state: _Download, repository: str) -> None:
+    def _check_download(self, state: Download, repository: str) -> None:
         noun = self._blob_target(repository, state.descriptor.digest, "").noun
         actual = f"{state.hasher.name}:{state.hasher.hexdigest()}"
         if state.written != state.descriptor.size:
