@@ -18,17 +18,18 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 import trio
 from cachetools import TTLCache
 
-from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError
+from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError, leading_error
 from kitfs.fs.source import Source
 from kitfs.fs.spanreader import SpanError, SpanReader
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.codec import inflate_limit
 from kitfs.layers.hashing import hash_file
+from kitfs.layers.pipe import BytePipe, PipeBroken
 from kitfs.layers.raw import raw_entry, scan_raw
 from kitfs.layers.scan import ScanResult, check_blob, check_diff_id, scan_layer
 from kitfs.layers.spanindex import (
@@ -51,6 +52,7 @@ T = TypeVar("T")
 Progress = Callable[[int], None]
 FAILURE_TTL = 5.0  # seconds a failed layer answers EIO at once instead of being fetched again
 PROGRESS_MIN_SIZE = 16 << 20  # smaller layers get a log line, not a progress bar
+PIPE_LIMIT = 32 << 20  # bytes in flight between a download and the scan reading it
 LOCK_POLL = 0.05
 INLINE_READ = 1 << 20
 
@@ -427,7 +429,7 @@ class LayerStore:
     async def _scan(
         self,
         slot: LayerSlot,
-        path: Path,
+        path: Path | BinaryIO,
         out: Path | None,
         what: str,
         *,
@@ -498,14 +500,63 @@ class LayerStore:
                         dest.unlink()
                     raise
             # Named by digest, not by process: a fetch that a killed or restarted daemon left
-            # half done continues from what it had (kitfs.oci.client keeps the partial file).
+            # half done continues from what it had (kitfs.oci.download keeps the partial file).
+            # The blob is read once, as it arrives: it is decompressed, hashed and indexed into
+            # the tar's temp file in the same pass, and the tar is committed only once the blob's
+            # digest checked out. The blob file is only there to resume from, so it is not synced.
             blob = self.cache.tmp / f"blob-{desc.hex}"
+            temp = self.cache.temp_path("tar")
             try:
-                await self.source.download(desc, blob, advance)
-                return await self._decompress(slot, blob, what, verified=True)
+                result = await self._one_pass(slot, blob, temp, what, advance)
+                check_diff_id(slot.diff_id, slot.descriptor, result)
+                await trio.to_thread.run_sync(self.cache.make_room, 0)
+                await trio.to_thread.run_sync(self.cache.commit_tar, temp, result.tar_digest)
+                return result
             finally:
-                with contextlib.suppress(FileNotFoundError):
-                    blob.unlink()
+                for leftover in (blob, temp):
+                    with contextlib.suppress(FileNotFoundError):
+                        leftover.unlink()
+
+    async def _one_pass(
+        self, slot: LayerSlot, blob: Path, out: Path, what: str, advance: Progress | None
+    ) -> ScanResult:
+        """Download ``blob`` while a worker thread decompresses, hashes and indexes it from a
+        pipe into ``out``. The download's own digest check decides: its failure is the error
+        even when the scan failed first (a corrupted download reads as corruption, not as hostile
+        content). A stream that had to restart from byte 0 is scanned again from the file."""
+        pipe = BytePipe(PIPE_LIMIT)
+        scanned: list[ScanResult] = []
+        failed: list[BaseException] = []
+
+        async def scan() -> None:
+            try:
+                stream = cast(BinaryIO, pipe)
+                scanned.append(await self._scan(slot, stream, out, what, verified=True))
+            except Exception as exc:
+                failed.append(exc)
+            finally:
+                pipe.abandon()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(scan)
+                try:
+                    await self.source.download(
+                        slot.descriptor, blob, advance, tee=pipe, durable=False
+                    )
+                except BaseException:
+                    pipe.fail(PipeBroken("the download failed"))
+                    raise
+                pipe.close()
+        except BaseExceptionGroup as group:
+            raise leading_error(group) from None
+        if failed and isinstance(failed[0], PipeBroken):
+            log.info("%s: %s; decompressing the downloaded file", what, failed[0])
+            return await self._scan(slot, blob, out, what, verified=True)
+        if failed:
+            raise failed[0]
+        log.info("%s: decompressed, hashed and indexed in one pass as it arrived", what)
+        return scanned[0]
 
     def _progress_for(self, slot: LayerSlot) -> Progress | None:
         if slot.descriptor.size < PROGRESS_MIN_SIZE:

@@ -33,6 +33,7 @@ from kitfs.kitfile import Kitfile
 from kitfs.modelpack import kitfile_for
 from kitfs.oci.auth import CredentialStore
 from kitfs.oci.client import RegistryClient, RegistryOptions
+from kitfs.oci.download import Tee
 from kitfs.oci.endpoints import open_client
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
 from kitfs.oci.tags import model_tags
@@ -138,8 +139,17 @@ class Source:
         """A file on this machine holding the blob's bytes (unverified), or None."""
         return None
 
-    async def download(self, desc: Descriptor, dest: Path, progress: Progress | None) -> None:
-        """Fetch a blob into ``dest`` (verified; nothing at ``dest`` on failure)."""
+    async def download(
+        self,
+        desc: Descriptor,
+        dest: Path,
+        progress: Progress | None,
+        *,
+        tee: Tee | None = None,
+        durable: bool = True,
+    ) -> None:
+        """Fetch a blob into ``dest`` (verified; nothing at ``dest`` on failure), passing its bytes
+        on to ``tee`` as they arrive (kitfs.oci.download)."""
         raise NotFoundError(f"layer {desc.digest} of {self.description} is missing")
 
     async def stream_range(
@@ -294,13 +304,23 @@ class RegistrySource(Source):
         path = self.store.blob_path(desc.digest)
         return path if path.is_file() else None
 
-    async def download(self, desc: Descriptor, dest: Path, progress: Progress | None) -> None:
+    async def download(
+        self,
+        desc: Descriptor,
+        dest: Path,
+        progress: Progress | None,
+        *,
+        tee: Tee | None = None,
+        durable: bool = True,
+    ) -> None:
         if self.resolver.refresh == "never":
             raise NotFoundError(
                 f"layer {desc.digest} of {self.description} is not in the cache {self.cache.root} "
                 "(--refresh never: the registry is not asked)"
             )
-        await self.client.download_blob(self.ref.repository, desc, dest, progress)
+        await self.client.download_blob(
+            self.ref.repository, desc, dest, progress, tee=tee, durable=durable
+        )
 
     async def stream_range(
         self,

@@ -20,6 +20,7 @@ from kitfs.fs.source import (
     ResolvedModelKit,
     Source,
 )
+from kitfs.oci.download import Tee
 from kitfs.oci.manifest import Descriptor
 from kitfs.signing import SignatureError
 from kitfs.signing.enforce import Enforcer
@@ -67,8 +68,16 @@ class VerifiedSource(Source):
     def local_blob(self, desc: Descriptor) -> Path | None:
         return self.inner.local_blob(desc)
 
-    async def download(self, desc: Descriptor, dest: Path, progress: Progress | None) -> None:
-        await self.inner.download(desc, dest, progress)
+    async def download(
+        self,
+        desc: Descriptor,
+        dest: Path,
+        progress: Progress | None,
+        *,
+        tee: Tee | None = None,
+        durable: bool = True,
+    ) -> None:
+        await self.inner.download(desc, dest, progress, tee=tee, durable=durable)
 
     async def stream_range(
         self,

@@ -3,11 +3,21 @@ layer's digest and its diffId in the same pass that decompresses and indexes it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 1 << 20
+
+
+def opened(source: Path | BinaryIO) -> contextlib.AbstractContextManager[BinaryIO]:
+    """``source`` opened for reading: a path is opened (and closed after); a stream, such as a
+    download's pipe (kitfs.layers.pipe), is used as it is."""
+    if isinstance(source, (str, os.PathLike)):
+        return open(source, "rb")
+    return contextlib.nullcontext(source)
 
 
 def hash_file(path: Path) -> tuple[str, int]:

@@ -21,7 +21,7 @@ import zstandard
 
 from kitfs.errors import DigestMismatchError, UnsafeContentError
 from kitfs.layers.codec import decompressing_reader
-from kitfs.layers.hashing import CHUNK, HashingReader
+from kitfs.layers.hashing import CHUNK, HashingReader, opened
 from kitfs.layers.scan import ScanResult
 from kitfs.layers.tarindex import TarEntry, clean_entry_name
 from kitfs.oci import media
@@ -73,7 +73,7 @@ def _metadata(desc: Descriptor) -> tuple[int, int | None]:
 
 def scan_raw(
     desc: Descriptor,
-    path: Path,
+    path: Path | BinaryIO,
     compression: str,
     out: Path | None,
     *,
@@ -89,7 +89,11 @@ def scan_raw(
     """
     expected = expected or desc.digest
     plain = compression == "none"
-    with open(path, "rb") as raw_file, contextlib.ExitStack() as stack:
+    if verified and plain and out is None and not hasattr(path, "read"):
+        # A downloaded, verified, uncompressed raw blob is its file: nothing to read again.
+        size = os.stat(path).st_size  # type: ignore[arg-type]
+        return ScanResult(expected, size, expected, size, (raw_entry(desc, size),))
+    with opened(path) as raw_file, contextlib.ExitStack() as stack:
         sink = stack.enter_context(open(out, "wb")) if out is not None else None
         raw = HashingReader(raw_file, hash_it=not verified)  # type: ignore[arg-type]
         stream = raw if plain else decompressing_reader(raw, compression)  # type: ignore[arg-type]

@@ -13,12 +13,13 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
 from kitfs.errors import DigestMismatchError, UnsafeContentError
 from kitfs.layers.codec import MAX_TRAILING_BYTES, decompressing_reader
-from kitfs.layers.hashing import HashingReader
+from kitfs.layers.hashing import HashingReader, opened
 from kitfs.layers.tarindex import TarEntry, TarReader
 from kitfs.oci.manifest import Descriptor
 
@@ -35,7 +36,7 @@ class ScanResult:
 
 
 def scan_layer(
-    path: Path,
+    path: Path | BinaryIO,
     compression: str,
     out: Path | None,
     *,
@@ -47,11 +48,13 @@ def scan_layer(
 ) -> ScanResult:
     """Hash a blob, decompress it (copying the tar to ``out``), hash and index the tar: one pass.
 
+    ``path`` is the blob's file, or a stream of its bytes as they arrive (kitfs.layers.pipe).
+
     ``verified`` skips hashing a blob whose digest was already checked (a fresh download).
     ``trailing`` bounds the bytes allowed after the tar's end (more for a layer with an embedded
     span index: :func:`kitfs.layers.spanindex.trailing_allowance`).
     """
-    with open(path, "rb") as raw_file, contextlib.ExitStack() as stack:
+    with opened(path) as raw_file, contextlib.ExitStack() as stack:
         sink = stack.enter_context(open(out, "wb")) if out is not None else None
         raw = HashingReader(raw_file, hash_it=not verified)  # type: ignore[arg-type]
         plain = compression == "none"

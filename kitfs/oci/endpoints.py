@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from kitfs.errors import KitfsError, RegistryError, TransientError
 from kitfs.oci.auth import CredentialSource
 from kitfs.oci.client import RegistryClient, RegistryOptions
+from kitfs.oci.download import Tee
 from kitfs.oci.manifest import Descriptor
 from kitfs.oci.registries_conf import RegistriesConf, RegistryEntry, load
 from kitfs.reference import Reference, is_digest
@@ -217,12 +218,20 @@ class MirroredClient:
         descriptor: Descriptor,
         dest: Path,
         progress: Progress | None = None,
+        *,
+        tee: Tee | None = None,
+        durable: bool = True,
     ) -> None:
         water = _HighWater(progress) if progress is not None else None
         await self._first(
             repository,
             lambda c, r: c.download_blob(
-                r, descriptor, dest, water.attempt() if water is not None else None
+                r,
+                descriptor,
+                dest,
+                water.attempt() if water is not None else None,
+                tee=tee,
+                durable=durable,
             ),
         )
 

@@ -182,12 +182,13 @@ def test_a_second_mount_of_the_same_digest_fetches_nothing(
     assert [r.method for r in fault_proxy.requests if "/manifests/" in r.path] == ["GET"]
 
 
+@pytest.mark.parametrize("compression", COMPRESSIONS)
 def test_a_corrupted_layer_reads_as_eio_and_is_not_cached(
-    mounter: Mounter, published: Published, fault_proxy: FaultProxy
+    compression: str, mounter: Mounter, published: Published, fault_proxy: FaultProxy
 ) -> None:
-    digest = _layers(published, "none")["data/test.csv"]
-    fault_proxy.add_rule(once(_for(digest), Fault(corrupt_at=600)))  # type: ignore[arg-type]
-    mnt = mounter.mount(published.ref("none", fault_proxy.host))
+    digest = _layers(published, compression)["data/test.csv"]
+    fault_proxy.add_rule(once(_for(digest), Fault(corrupt_at=60)))  # type: ignore[arg-type]
+    mnt = mounter.mount(published.ref(compression, fault_proxy.host))
     with pytest.raises(OSError) as caught:
         (mnt / "datasets" / "data" / "test.csv").read_bytes()
     assert caught.value.errno == errno.EIO

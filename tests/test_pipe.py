@@ -1,0 +1,96 @@
+"""kitfs.layers.pipe: bytes arrive in order, and neither side of the pipe can be left waiting."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from kitfs.layers.pipe import BytePipe, PipeBroken
+
+
+def _in_thread(body: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(body())
+        except BaseException as exc:  # handed to the test
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _joined(thread: threading.Thread) -> None:
+    thread.join(20)
+    assert not thread.is_alive(), "a side of the pipe is still waiting"
+
+
+def test_bytes_arrive_in_order_through_a_small_pipe() -> None:
+    data = os.urandom(3 << 20)
+    pipe = BytePipe(limit=64 << 10)  # far smaller than the data: the feeder must wait
+
+    def feed() -> None:
+        for start in range(0, len(data), 100_000):
+            pipe.feed(data[start : start + 100_000])
+        pipe.close()
+
+    feeder, _ = _in_thread(feed)
+    got = bytearray()
+    while chunk := pipe.read(7000):
+        got += chunk
+    _joined(feeder)
+    assert bytes(got) == data and pipe.position == len(data)
+
+
+def test_a_decompressor_reads_the_pipe_like_a_file() -> None:
+    plain = os.urandom(1 << 20) + bytes(1 << 20)
+    pipe = BytePipe()
+    packed = gzip.compress(plain)
+    feeder, _ = _in_thread(lambda: (pipe.feed(packed), pipe.close()))
+    assert gzip.GzipFile(fileobj=pipe).read() == plain  # type: ignore[arg-type]
+    _joined(feeder)
+
+
+def test_a_reader_that_gives_up_unblocks_a_feeder_waiting_on_a_full_pipe() -> None:
+    pipe = BytePipe(limit=10)
+    pipe.feed(b"x" * 10)
+    feeder, out = _in_thread(lambda: pipe.feed(b"more"))  # waits: the pipe is full
+    feeder.join(0.2)
+    assert feeder.is_alive()
+    pipe.abandon()
+    _joined(feeder)
+    assert out == [None]
+    pipe.feed(b"dropped")  # never blocks once abandoned
+    assert not pipe.usable
+
+
+def test_a_failed_feeder_wakes_the_reader_with_its_error() -> None:
+    pipe = BytePipe()
+    reader, out = _in_thread(lambda: pipe.read())
+    reader.join(0.2)
+    assert reader.is_alive()
+    pipe.fail(PipeBroken("the download failed"))
+    _joined(reader)
+    assert isinstance(out[0], PipeBroken) and "download failed" in str(out[0])
+
+
+def test_a_broken_stream_is_refused_even_with_bytes_held() -> None:
+    pipe = BytePipe()
+    pipe.feed(b"first bytes")
+    pipe.break_("the registry sent the blob again from its first byte")
+    with pytest.raises(PipeBroken, match="again from its first byte"):
+        pipe.read()
+    assert not pipe.usable
+
+
+def test_end_of_stream_after_the_bytes_held() -> None:
+    pipe = BytePipe()
+    pipe.feed(b"abc")
+    pipe.close()
+    assert pipe.read(2) == b"ab" and pipe.read() == b"c" and pipe.read() == b""
