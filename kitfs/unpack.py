@@ -1,24 +1,21 @@
 """``kitfs unpack``: write a ModelKit's selected entries back to a directory, safely.
 
-Each layer is read twice: first to verify it (the blob's digest, the uncompressed tar's diffId when the
-config records it, and every entry through the strict tar reader) and to find conflicts, then to
-extract. Nothing is written until a layer has passed the first pass; files land by atomic rename and
-never through a symbolic link. Filters follow kit (pkg/lib/kitfile/filter.go).
+Each layer is read once (kitfs.staging): it is verified (the blob's digest, the uncompressed tar's
+diffId when the config records it, and every entry through the strict tar reader) while its files
+are written into a hidden staging directory in the target; only when every layer passed and no
+conflict was found are the files renamed to their paths, never through a symbolic link. Filters follow kit (pkg/lib/kitfile/filter.go).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import posixpath
-import secrets
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
 
 from kitfs.atomic import write_atomic
 from kitfs.errors import (
@@ -28,15 +25,12 @@ from kitfs.errors import (
     UsageError,
 )
 from kitfs.kitfile import Kitfile
-from kitfs.layers.codec import decompressing_reader, inflate_limit
-from kitfs.layers.raw import copy_raw, scan_raw
-from kitfs.layers.scan import check_blob, check_diff_id, scan_layer
-from kitfs.layers.spanindex import trailing_allowance
-from kitfs.layers.tarindex import TarEntry, TarReader
+from kitfs.layers.tarindex import TarEntry
 from kitfs.modelpack import layer_kinds
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
 from kitfs.progress import NullProgress, ProgressSink
+from kitfs.staging import StagedLayer, Staging, commit_file, stage_layer
 
 log = logging.getLogger(__name__)
 
@@ -108,31 +102,6 @@ def layer_selected(filters: list[Filter], kind: str, entry: dict[str, object] | 
     return any(f.matches(_KIND_TO_FILTER[kind], *fields) for f in filters)
 
 
-def verify_layer(
-    path: Path, desc: Descriptor, compression: str, diff_id: str | None, *, raw: bool = False
-) -> list[TarEntry]:
-    """Pass one: check digest, size, diffId and every entry; return the entries."""
-    if not path.is_file():
-        raise NotFoundError(f"layer {desc.digest} is missing from local storage")
-    limit = inflate_limit(desc.size, compression)
-    what = f"layer {desc.digest[:19]}"
-    if raw:
-        result = scan_raw(desc, path, compression, None, limit=limit, what=what)
-    else:
-        result = scan_layer(
-            path,
-            compression,
-            None,
-            limit=limit,
-            what=what,
-            expected_digest=desc.digest,
-            trailing=trailing_allowance(desc.annotations, desc.size),
-        )
-    check_blob(desc, result)
-    check_diff_id(diff_id, desc, result)
-    return list(result.entries)
-
-
 def _safe_parent(root: Path, rel: str) -> Path:
     """The directory that will hold ``rel``, refusing any symlink on the way."""
     current = root
@@ -196,84 +165,6 @@ def claim_paths(claimed: dict[str, tuple[bool, str]], entries: list[TarEntry], o
                 f"refused {owner}: {entry.name} is also written by {previous[1]}"
             )
         claimed[entry.name] = (entry.is_dir, owner)
-
-
-def extract_layer(
-    path: Path,
-    compression: str,
-    root: Path,
-    options: UnpackOptions,
-    advance: Callable[[int], None],
-    prefix: str = "",
-) -> int:
-    """Pass two: write files (temp + rename) and directories; return the number of files written.
-
-    ``prefix`` places the entries under a directory (legacy layers, see :func:`legacy_prefix`).
-    """
-    written = 0
-    with open(path, "rb") as raw:
-        reader = TarReader(decompressing_reader(raw, compression))
-        for entry in reader:
-            name = _under(prefix, entry.name)
-            if name == ".":
-                continue
-            target = root / name
-            _safe_parent(root, name)
-            if entry.is_dir:
-                if not target.is_dir():
-                    target.mkdir(mode=entry.mode & 0o777 or 0o755, parents=True)
-                continue
-            if options.ignore_existing and os.path.lexists(target):
-                log.debug("%s already exists; skipping", target)
-                continue
-            _write_file(functools.partial(_copy_entry, reader, entry, advance), entry, target)
-            written += 1
-    return written
-
-
-def _copy_entry(
-    reader: TarReader, entry: TarEntry, advance: Callable[[int], None], out: BinaryIO
-) -> None:
-    def sink(data: bytes) -> None:
-        out.write(data)
-        advance(len(data))
-
-    reader.read_data(entry, sink)
-
-
-def extract_raw(
-    desc: Descriptor,
-    entry: TarEntry,
-    path: Path,
-    compression: str,
-    root: Path,
-    options: UnpackOptions,
-    advance: Callable[[int], None],
-) -> int:
-    """Pass two for a raw layer: write its one file (the entry pass one found) at its path."""
-    target = root / entry.name
-    _safe_parent(root, entry.name)
-    if options.ignore_existing and os.path.lexists(target):
-        log.debug("%s already exists; skipping", target)
-        return 0
-    _write_file(lambda out: copy_raw(desc, path, compression, out, advance), entry, target)
-    return 1
-
-
-def _write_file(fill: Callable[[BinaryIO], object], entry: TarEntry, target: Path) -> None:
-    """Write ``target`` through a temp file beside it that ``fill`` writes, then rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Created with the entry's mode so that the umask applies, as for kit's os.OpenFile.
-    tmp = target.parent / f".{target.name[:40]}.{secrets.token_hex(6)}.kitfs-tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, entry.mode & 0o777)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            fill(out)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_kitfile(kitfile: Kitfile, root: Path, overwrite: bool) -> bool:
@@ -405,8 +296,14 @@ def unpack_modelkit(
     fetch: BlobFetcher,
     options: UnpackOptions,
     progress: ProgressSink | None = None,
+    staging: Staging | None = None,
+    staged: dict[str, StagedLayer] | None = None,
 ) -> dict[str, int]:
-    """Unpack the selected parts of a ModelKit; ``fetch`` yields a local path for each layer blob."""
+    """Unpack the selected parts of a ModelKit; ``fetch`` yields a local path for each layer blob.
+
+    Each layer is read once (kitfs.staging): verified while its files are written into a hidden
+    staging directory in the target, then, once every layer passed, the files are renamed into
+    place. ``staged`` holds layers a caller already staged in ``staging`` as they downloaded."""
     root = options.target
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -418,39 +315,84 @@ def unpack_modelkit(
     claimed: dict[str, tuple[bool, str]] = {}
     if layer_selected(options.filters, "kitfile", None):
         claimed["Kitfile"] = (False, "the ModelKit's Kitfile")
-    verified = []
-    for layer in layers:
-        path, desc, compression = _layer_file(fetch(layer.desc), layer)
-        diff_id = str(layer.entry.get("diffId") or "") or None
-        entries = verify_layer(path, desc, compression, diff_id, raw=layer.layer_type.raw)
-        if layer.prefix:
-            entries = [replace(e, name=_under(layer.prefix, e.name)) for e in entries]
-        claim_paths(claimed, entries, f"layer {layer.desc.digest[:19]}")
-        check_conflicts(root, entries, options)
-        verified.append((layer, path, desc, compression, entries))
-    counts = {"kitfile": 0, "layers": 0, "files": 0}
-    if layer_selected(options.filters, "kitfile", None) and write_kitfile(
-        kitfile, root, options.overwrite
-    ):
-        counts["kitfile"] = 1
-    for layer, path, desc, compression, entries in verified:
-        total = sum(e.size for e in entries)
-        task = sink.task(f"unpack {layer.kind} {layer.entry.get('path', '')}", total)
-        try:
-            if layer.layer_type.raw:
-                counts["files"] += extract_raw(
-                    desc, entries[0], path, compression, root, options, task.advance
-                )
-            else:
-                counts["files"] += extract_layer(
-                    path, compression, root, options, task.advance, layer.prefix
-                )
-        except OSError as exc:  # disk full, permissions: name the file, not a traceback
-            where = f"{exc.filename}: " if exc.filename else ""
-            raise UnpackError(f"failed to unpack into {root}: {where}{exc.strerror}") from None
-        counts["layers"] += 1
+    with contextlib.ExitStack() as stack:
+        if staging is None:
+            staging = stack.enter_context(_staging(root))
+        ready = []
+        for layer in layers:
+            done = (staged or {}).get(layer.desc.digest)
+            if done is None:
+                done = _stage(layer, fetch(layer.desc), staging, sink)
+            entries = done.entries
+            if layer.prefix:
+                entries = [replace(e, name=_under(layer.prefix, e.name)) for e in entries]
+            claim_paths(claimed, entries, f"layer {layer.desc.digest[:19]}")
+            check_conflicts(root, entries, options)
+            ready.append((done, entries))
+        counts = {"kitfile": 0, "layers": 0, "files": 0}
+        if layer_selected(options.filters, "kitfile", None) and write_kitfile(
+            kitfile, root, options.overwrite
+        ):
+            counts["kitfile"] = 1
+        for done, entries in ready:
+            try:
+                counts["files"] += _commit(done, entries, root, options)
+            except OSError as exc:  # disk full, permissions: name the file, not a traceback
+                where = f"{exc.filename}: " if exc.filename else ""
+                raise UnpackError(f"failed to unpack into {root}: {where}{exc.strerror}") from None
+            counts["layers"] += 1
     report_remote_datasets(kitfile, options)
     return counts
+
+
+def _staging(root: Path) -> Staging:
+    try:
+        return Staging(root)
+    except OSError as exc:
+        raise UnpackError(f"failed to unpack into {root}: {exc.strerror}") from None
+
+
+def _stage(
+    layer: SelectedLayer, located: Path | VerifiedTar, staging: Staging, sink: ProgressSink
+) -> StagedLayer:
+    """Read one local layer once: verify it and stage its files."""
+    path, desc, compression = _layer_file(located, layer)
+    if not path.is_file():
+        raise NotFoundError(f"layer {desc.digest} is missing from local storage")
+    diff_id = str(layer.entry.get("diffId") or "") or None
+    # Progress counts the bytes of files written: known up front only for an uncompressed blob.
+    total = desc.size if compression == "none" else None
+    task = sink.task(f"unpack {layer.kind} {layer.entry.get('path', '')}", total)
+    return stage_layer(
+        path,
+        desc,
+        compression,
+        diff_id,
+        staging,
+        raw=layer.layer_type.raw,
+        advance=task.advance,
+    )
+
+
+def _commit(layer: StagedLayer, entries: list[TarEntry], root: Path, options: UnpackOptions) -> int:
+    """Move a staged layer's files to their paths and make its directories; count the files."""
+    written = 0
+    for index, entry in enumerate(entries):
+        name = entry.name
+        if name == ".":
+            continue
+        target = root / name
+        _safe_parent(root, name)
+        if entry.is_dir:
+            if not target.is_dir():
+                target.mkdir(mode=entry.mode & 0o777 or 0o755, parents=True)
+            continue
+        if options.ignore_existing and os.path.lexists(target):
+            log.debug("%s already exists; skipping", target)
+            continue
+        commit_file(layer.files[index], target)
+        written += 1
+    return written
 
 
 def report_remote_datasets(kitfile: Kitfile, options: UnpackOptions) -> None:

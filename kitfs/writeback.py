@@ -33,12 +33,15 @@ _CALL: list[Callable[[int, int, int, int], int] | None] = []
 
 
 class Writeback:
-    """Track what a file has had written and start writeback every ``stretch`` bytes."""
+    """Track what a file has had written and start writeback every ``stretch`` bytes (not for a
+    file that is deleted soon after: ``enabled=False`` leaves its pages to the page cache)."""
 
-    def __init__(self, fd: int, start: int = 0, stretch: int = STRETCH) -> None:
-        if not _CALL:
+    def __init__(
+        self, fd: int, start: int = 0, stretch: int = STRETCH, *, enabled: bool = True
+    ) -> None:
+        if enabled and not _CALL:
             _CALL.append(_sync_file_range())
-        self._call = _CALL[0]
+        self._call = _CALL[0] if enabled else None
         self._fd = fd
         self._synced = start
         self._end = start

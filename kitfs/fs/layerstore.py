@@ -18,18 +18,17 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import BinaryIO, TypeVar, cast
+from typing import BinaryIO, TypeVar
 
 import trio
 from cachetools import TTLCache
 
-from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError, leading_error
+from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError
 from kitfs.fs.source import Source
 from kitfs.fs.spanreader import SpanError, SpanReader
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.codec import inflate_limit
 from kitfs.layers.hashing import hash_file
-from kitfs.layers.pipe import BytePipe, PipeBroken
 from kitfs.layers.raw import raw_entry, scan_raw
 from kitfs.layers.scan import ScanResult, check_blob, check_diff_id, scan_layer
 from kitfs.layers.spanindex import (
@@ -43,6 +42,7 @@ from kitfs.layers.spanindex import (
     trailing_allowance,
 )
 from kitfs.layers.tarindex import TarEntry
+from kitfs.onepass import read_while_downloading
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.storage.cache import BlobCache, LayerRecord, PinnedTar
 
@@ -52,7 +52,6 @@ T = TypeVar("T")
 Progress = Callable[[int], None]
 FAILURE_TTL = 5.0  # seconds a failed layer answers EIO at once instead of being fetched again
 PROGRESS_MIN_SIZE = 16 << 20  # smaller layers get a log line, not a progress bar
-PIPE_LIMIT = 32 << 20  # bytes in flight between a download and the scan reading it
 LOCK_POLL = 0.05
 INLINE_READ = 1 << 20
 
@@ -437,33 +436,42 @@ class LayerStore:
         limit: int | None = None,
         expected: str | None = None,
     ) -> ScanResult:
-        if limit is None:
-            limit = inflate_limit(slot.descriptor.size, slot.compression)
+        scan = self._scanner(slot, out, what, verified=verified, limit=limit, expected=expected)
+        return await trio.to_thread.run_sync(scan, path)
+
+    def _scanner(
+        self,
+        slot: LayerSlot,
+        out: Path | None,
+        what: str,
+        *,
+        verified: bool = False,
+        limit: int | None = None,
+        expected: str | None = None,
+    ) -> Callable[[Path | BinaryIO], ScanResult]:
+        """The blocking scan of a layer's blob (a file or a stream), for a worker thread."""
+        bound = inflate_limit(slot.descriptor.size, slot.compression) if limit is None else limit
         digest = expected or slot.digest
         if slot.raw:
-            return await trio.to_thread.run_sync(
-                lambda: scan_raw(
-                    slot.descriptor,
-                    path,
-                    slot.compression,
-                    out,
-                    limit=limit,
-                    what=what,
-                    verified=verified,
-                    expected=digest,
-                )
-            )
-        return await trio.to_thread.run_sync(
-            lambda: scan_layer(
+            return lambda path: scan_raw(
+                slot.descriptor,
                 path,
                 slot.compression,
                 out,
-                limit=limit,
+                limit=bound,
                 what=what,
-                expected_digest=digest,
                 verified=verified,
-                trailing=trailing_allowance(slot.descriptor.annotations, slot.descriptor.size),
+                expected=digest,
             )
+        return lambda path: scan_layer(
+            path,
+            slot.compression,
+            out,
+            limit=bound,
+            what=what,
+            expected_digest=digest,
+            verified=verified,
+            trailing=trailing_allowance(slot.descriptor.annotations, slot.descriptor.size),
         )
 
     async def _decompress(
@@ -520,43 +528,17 @@ class LayerStore:
     async def _one_pass(
         self, slot: LayerSlot, blob: Path, out: Path, what: str, advance: Progress | None
     ) -> ScanResult:
-        """Download ``blob`` while a worker thread decompresses, hashes and indexes it from a
-        pipe into ``out``. The download's own digest check decides: its failure is the error
-        even when the scan failed first (a corrupted download reads as corruption, not as hostile
-        content). A stream that had to restart from byte 0 is scanned again from the file."""
-        pipe = BytePipe(PIPE_LIMIT)
-        scanned: list[ScanResult] = []
-        failed: list[BaseException] = []
-
-        async def scan() -> None:
-            try:
-                stream = cast(BinaryIO, pipe)
-                scanned.append(await self._scan(slot, stream, out, what, verified=True))
-            except Exception as exc:
-                failed.append(exc)
-            finally:
-                pipe.abandon()
-
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(scan)
-                try:
-                    await self.source.download(
-                        slot.descriptor, blob, advance, tee=pipe, durable=False
-                    )
-                except BaseException:
-                    pipe.fail(PipeBroken("the download failed"))
-                    raise
-                pipe.close()
-        except BaseExceptionGroup as group:
-            raise leading_error(group) from None
-        if failed and isinstance(failed[0], PipeBroken):
-            log.info("%s: %s; decompressing the downloaded file", what, failed[0])
-            return await self._scan(slot, blob, out, what, verified=True)
-        if failed:
-            raise failed[0]
-        log.info("%s: decompressed, hashed and indexed in one pass as it arrived", what)
-        return scanned[0]
+        """Download ``blob`` while a worker thread decompresses, hashes and indexes it into
+        ``out`` (kitfs.onepass: the download's digest check decides, before ``out`` is used)."""
+        scan = self._scanner(slot, out, what, verified=True)
+        return await read_while_downloading(
+            lambda tee: self.source.download(
+                slot.descriptor, blob, advance, tee=tee, durable=False
+            ),
+            scan,
+            lambda: scan(blob),
+            what,
+        )
 
     def _progress_for(self, slot: LayerSlot) -> Progress | None:
         if slot.descriptor.size < PROGRESS_MIN_SIZE:

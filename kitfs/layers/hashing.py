@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -78,14 +79,17 @@ class HashingReader:
     def readable(self) -> bool:
         return True
 
-    def drain(self, limit: int | None = None) -> int:
-        """Read to the end (or just past ``limit`` bytes); return how many bytes were read."""
+    def drain(self, limit: int | None = None, advance: Callable[[int], None] | None = None) -> int:
+        """Read to the end (or just past ``limit`` bytes); return how many bytes were read
+        (each read also reported to ``advance``)."""
         total = 0
         while limit is None or total <= limit:
             chunk = self.read(CHUNK if limit is None else min(CHUNK, limit + 1 - total))
             if not chunk:
                 break
             total += len(chunk)
+            if advance is not None:
+                advance(len(chunk))
         return total
 
     @property

@@ -52,6 +52,11 @@ def raw_entry(desc: Descriptor, size: int) -> TarEntry:
     return TarEntry(name, False, mode, size, 0)
 
 
+def raw_mode(desc: Descriptor) -> int:
+    """The mode a raw layer's file is written with (its metadata annotation's, else 0644)."""
+    return _metadata(desc)[0]
+
+
 def _metadata(desc: Descriptor) -> tuple[int, int | None]:
     """Mode and size from the model-spec file metadata annotation, when the layer has one."""
     text = desc.annotations.get(media.MODELPACK_FILE_METADATA_ANNOTATION)
@@ -81,6 +86,8 @@ def scan_raw(
     what: str,
     verified: bool = False,
     expected: str | None = None,
+    durable: bool = True,
+    advance: Callable[[int], None] | None = None,
 ) -> ScanResult:
     """Hash a raw blob, decompress it (copying the file to ``out``) and hash the file: one pass.
 
@@ -99,7 +106,7 @@ def scan_raw(
         stream = raw if plain else decompressing_reader(raw, compression)  # type: ignore[arg-type]
         data = HashingReader(stream, sink, hash_it=not plain)  # type: ignore[arg-type]
         try:
-            size = data.drain(limit)
+            size = data.drain(limit, advance)
         except (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError) as exc:
             _corrupt_first(raw, expected, verified)
             raise UnsafeContentError(f"{what} cannot be decompressed: {exc}") from None
@@ -111,7 +118,8 @@ def scan_raw(
         raw.drain()
         if sink is not None:
             sink.flush()
-            os.fsync(sink.fileno())
+            if durable:
+                os.fsync(sink.fileno())
     blob_digest = expected if verified else raw.digest
     file_digest = blob_digest if plain else data.digest
     return ScanResult(blob_digest, raw.size, file_digest, size, (raw_entry(desc, size),))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -45,6 +46,7 @@ def scan_layer(
     expected_digest: str,
     verified: bool = False,
     trailing: int = MAX_TRAILING_BYTES,
+    extract: Callable[[TarReader, TarEntry], None] | None = None,
 ) -> ScanResult:
     """Hash a blob, decompress it (copying the tar to ``out``), hash and index the tar: one pass.
 
@@ -53,6 +55,8 @@ def scan_layer(
     ``verified`` skips hashing a blob whose digest was already checked (a fresh download).
     ``trailing`` bounds the bytes allowed after the tar's end (more for a layer with an embedded
     span index: :func:`kitfs.layers.spanindex.trailing_allowance`).
+    ``extract`` is called with each entry as the reader yields it, and may read its data
+    (``TarReader.read_data``): how ``unpack`` writes files in the same pass (kitfs.staging).
     """
     with opened(path) as raw_file, contextlib.ExitStack() as stack:
         sink = stack.enter_context(open(out, "wb")) if out is not None else None
@@ -61,7 +65,13 @@ def scan_layer(
         stream = raw if plain else decompressing_reader(raw, compression)  # type: ignore[arg-type]
         tar = HashingReader(stream, sink, hash_it=not plain)  # type: ignore[arg-type]
         try:
-            entries = tuple(TarReader(tar, limit=limit, what=what))  # type: ignore[arg-type]
+            reader = TarReader(tar, limit=limit, what=what)  # type: ignore[arg-type]
+            found = []
+            for entry in reader:
+                found.append(entry)
+                if extract is not None:
+                    extract(reader, entry)
+            entries = tuple(found)
             # Writers pad archives to at most a 10 KiB record; more after the end marker is a
             # decompression bomb's payload, not a tar's.
             if tar.drain(trailing) > trailing:

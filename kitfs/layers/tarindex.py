@@ -232,7 +232,7 @@ class TarReader:
             raise ValueError("read_data must be called for the entry just yielded")
         remaining = entry.size
         while remaining:
-            data = self._read_exact(min(chunk, remaining), f"{entry.name}")
+            data = self._read_exact(min(chunk, remaining), "entry data")
             sink(data)
             remaining -= len(data)
         self._pending -= entry.size

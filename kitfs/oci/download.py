@@ -97,7 +97,7 @@ class Download:
         self.durable = durable
         self.temp, fd, self.resumable = partial_file(dest)
         self.file = os.fdopen(fd, "r+b")
-        self.writeback = Writeback(self.file.fileno())
+        self.writeback = Writeback(self.file.fileno(), enabled=durable)
         self._send, self._receive = trio.open_memory_channel[bytes | trio.Event](QUEUE_DEPTH)
 
     # -- worker-thread steps -------------------------------------------------------------------

@@ -23,8 +23,8 @@ from kitfs.storage.local import LocalStore
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
 SIZE = 6 << 20
-ONE_PASS = "in one pass as it arrived"
-FALLBACK = "decompressing the downloaded file"
+ONE_PASS = "read in one pass as it arrived"
+FALLBACK = "reading the downloaded file again"
 
 
 class Compressed:
