@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import trio
 
@@ -38,10 +39,12 @@ from kitfs.oci.endpoints import open_client
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError
 from kitfs.oci.tags import is_attached_tag
 from kitfs.offline import CachedResolver, CachePolicy, cached_layer
+from kitfs.onepass import read_while_downloading
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.reference import Reference
 from kitfs.reference import parse as parse_reference
 from kitfs.signing.enforce import Enforcer
+from kitfs.staging import StagedLayer, Staging, stage_layer
 from kitfs.storage.cache import PinnedTar, process_gone
 from kitfs.storage.local import LocalStore, display_repository
 from kitfs.unpack import (
@@ -320,7 +323,9 @@ def _unpack_remote(
     scratch = Path(tempfile.mkdtemp(prefix="unpack-", dir=scratch_dir(paths, "unpack")))
     pins: list[PinnedTar] = []
     attempt = _Attempt()
+    staging: Staging | None = None
     try:
+        staging = _open_staging(options.target)
         while True:
             manifest, kitfile, located = trio.run(
                 _fetch_selected,
@@ -328,7 +333,7 @@ def _unpack_remote(
                 paths,
                 reg_options,
                 options.filters,
-                scratch,
+                _Downloads(scratch, staging, attempt.staged),
                 progress,
                 cached,
                 pins,
@@ -342,6 +347,8 @@ def _unpack_remote(
                     _locator(located, scratch),
                     options,
                     progress,
+                    staging=staging,
+                    staged=attempt.staged,
                 )
                 return counts, kitfile
             except DigestMismatchError as exc:
@@ -356,16 +363,37 @@ def _unpack_remote(
                 cached.open().remove_tar(bad[1])
     finally:
         _release(pins)
+        if staging is not None:
+            staging.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _open_staging(target: Path) -> Staging:
+    try:
+        return Staging(target.resolve())
+    except OSError as exc:
+        raise UnpackError(f"failed to create directory {target}: {exc.strerror}") from None
 
 
 @dataclass
 class _Attempt:
-    """What one unpack learned across its attempts: cached layers found damaged, and whether the
-    registry was away (then a damaged cached layer cannot be replaced: the error stands)."""
+    """What one unpack learned across its attempts: cached layers found damaged, whether the
+    registry was away (then a damaged cached layer cannot be replaced: the error stands), and the
+    layers already downloaded and staged (verified: not fetched again)."""
 
     damaged: set[str] = field(default_factory=set)
     offline: bool = False
+    staged: dict[str, StagedLayer] = field(default_factory=dict)
+
+
+@dataclass
+class _Downloads:
+    """Where an unpack's downloads go: blob files in ``scratch`` (to fall back on), and each
+    layer's files staged in ``staging`` as its bytes arrive (``staged`` by layer digest)."""
+
+    scratch: Path
+    staging: Staging
+    staged: dict[str, StagedLayer]
 
 
 def _locator(
@@ -397,7 +425,7 @@ async def _fetch_selected(
     paths: Paths,
     reg_options: RegistryOptions,
     filters: list[Filter],
-    scratch: Path,
+    into: _Downloads,
     progress: ProgressSink,
     cached: CachePolicy | None,
     pins: list[PinnedTar],
@@ -405,8 +433,9 @@ async def _fetch_selected(
     gate: Enforcer | None = None,
 ) -> tuple[Manifest, Kitfile, dict[str, Path | VerifiedTar]]:
     """A remote ModelKit's manifest and Kitfile, with the layers ``filters`` select downloaded
-    (verified) into ``scratch``, named by their hex digests; one client, so one auth handshake.
-    Layers the mount cache holds are returned by digest (pinned in ``pins``) and not downloaded."""
+    (verified) and their files staged as they arrive (``into``); one client, so one auth
+    handshake. Layers the mount cache holds are returned by digest (pinned in ``pins``) and not
+    downloaded."""
     async with _client(ref, paths, reg_options) as client:
         resolver = _resolver(client, ref, cached)
         digest, manifest, kitfile = await _fetch_modelkit(client, ref, resolver)
@@ -417,21 +446,49 @@ async def _fetch_selected(
         located = await _from_cache(
             resolver, [s for s in selected if s.desc.digest not in attempt.damaged], pins
         )
-        wanted = [layer.desc for layer in selected if layer.desc.digest not in located]
+        wanted = [
+            layer
+            for layer in selected
+            if layer.desc.digest not in located and layer.desc.digest not in into.staged
+        ]
         if wanted and resolver is not None and resolver.refresh == "never":
             raise NotFoundError(
-                f"layer {wanted[0].digest} of {ref} is not in the cache {resolver.cache.root} "
+                f"layer {wanted[0].desc.digest} of {ref} is not in the cache {resolver.cache.root} "
                 "(--refresh never: the registry is not asked)"
             )
-        task = progress.task(f"fetch {display_repository(str(ref))}", sum(d.size for d in wanted))
+        total = sum(layer.desc.size for layer in wanted)
+        task = progress.task(f"fetch {display_repository(str(ref))}", total)
 
-        def job(desc: Descriptor) -> Callable[[], Awaitable[None]]:
+        def job(layer: SelectedLayer) -> Callable[[], Awaitable[None]]:
+            desc = layer.desc
+            blob = into.scratch / desc.hex
+            diff_id = str(layer.entry.get("diffId") or "") or None
+
+            def stage(source: Path | BinaryIO) -> StagedLayer:
+                return stage_layer(
+                    source,
+                    desc,
+                    layer.layer_type.compression,
+                    diff_id,
+                    into.staging,
+                    raw=layer.layer_type.raw,
+                    verified=True,
+                )
+
             async def run() -> None:
-                await client.download_blob(ref.repository, desc, scratch / desc.hex, task.advance)
+                into.staged[desc.digest] = await read_while_downloading(
+                    lambda tee: client.download_blob(
+                        ref.repository, desc, blob, task.advance, tee=tee, durable=False
+                    ),
+                    stage,
+                    lambda: stage(blob),
+                    f"layer {desc.digest[:19]}",
+                )
+                blob.unlink(missing_ok=True)  # its bytes are in the staged files now
 
             return run
 
-        await _gather([job(d) for d in wanted], reg_options.concurrency)
+        await _gather([job(layer) for layer in wanted], reg_options.concurrency)
     return manifest, kitfile, located
 
 

@@ -3,14 +3,14 @@
 A layer's blob (a file, or a download's bytes as they arrive, kitfs.layers.pipe) is hashed,
 decompressed, hashed again (the diffId) and run through the strict tar reader in one pass, and each
 regular file's data is written, as the reader reaches it, into a hidden staging directory inside the
-target (``.kitfs-unpack-<random>``, so that the final rename never crosses a file system). Staged
+target (``.kitfs-unpack-<pid>-<random>``, so that the final rename never crosses a file system). Staged
 files have numbers, not names: nothing from the layer is used as a path until the layer passed.
 
 Only when every selected layer has passed (digests, diffIds, entry checks, conflicts with what the
 target holds and between layers) are the files renamed to their paths, each through
 :func:`kitfs.unpack` 's symlink-refusing parent check. A failure at any point removes the staging
 directory: the target is as it was (a crash leaves the hidden directory, which the next unpack into
-the same target removes).
+the same target removes once its process is gone).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from kitfs.layers.scan import ScanResult, check_blob, check_diff_id, scan_layer
 from kitfs.layers.spanindex import trailing_allowance
 from kitfs.layers.tarindex import TarEntry, TarReader
 from kitfs.oci.manifest import Descriptor
+from kitfs.storage.cache import process_gone
 
 PREFIX = ".kitfs-unpack-"
 Advance = Callable[[int], None]
@@ -54,9 +55,10 @@ class Staging:
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob(f"{PREFIX}*"):  # left by an unpack that was killed
-            if stale.is_dir() and not stale.is_symlink():
+            owner = stale.name[len(PREFIX) :].partition("-")[0]
+            if owner.isdigit() and process_gone(int(owner)) and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
-        self.dir = root / f"{PREFIX}{secrets.token_hex(6)}"
+        self.dir = root / f"{PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
         self.dir.mkdir(mode=0o700)
         self._count = 0
 
