@@ -510,7 +510,7 @@ def failure_notes(r: Results) -> list[str]:
     notes = []
     for (c, step), row in r.rows.items():
         if row.error and not step.endswith(("+ kit unpack", "+ tar -x", "+ unpack")):
-            notes.append(f"{c}, {step} failed: `{row.error[-300:]}`")
+            notes.append(f"{c}, {step} failed: {row.error[-300:]}")
     return notes
 
 
@@ -665,7 +665,8 @@ def render(
 ) -> str:
     machine = report.machine_facts(REPO)
     compressions = [c for c in labels if c != SPANS]
-    kit_text = f"{_version([kit, 'version'])} (`{kit}`)" if kit else "not found"
+    kit_version = _version([kit, "version"]).removeprefix("Version:").strip() if kit else ""
+    kit_text = f"kit {kit_version} (`{kit}`)" if kit else "kit not found"
     dropped = can_drop_page_cache()
     lines = [
         BEGIN,
