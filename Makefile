@@ -26,6 +26,7 @@ bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/run.py --spans
 	$(PY) bench/run.py --fleet
+	$(PY) bench/run.py --coldpath
 
 bench-small: setup
 	$(VENV)/bin/pip install -q -e ".[bench]"

@@ -13,6 +13,7 @@ from typing import TypeVar
 from harness import Bench, Measurement
 from mounts import KitfsMount, RatarMount
 from tools import (
+    KIT,
     RssSampler,
     Timer,
     dd_read,
@@ -243,8 +244,8 @@ def _kit_pull_unpack(
             if state == COLD:
                 b.cold()
             with Timer() as t:
-                run(["kit", "pull", ref, "--plain-http"], env=env)
-                run(["kit", "unpack", ref, "-d", str(target), *unpack_args], env=env)
+                run([KIT, "pull", ref, "--plain-http"], env=env)
+                run([KIT, "unpack", ref, "-d", str(target), *unpack_args], env=env)
                 dd_read(target / rel)
             b.remove(target)
             return t.seconds

@@ -24,7 +24,14 @@ import report  # noqa: E402
 import tables  # noqa: E402
 from harness import Bench  # noqa: E402
 from registry import Registry  # noqa: E402
-from tools import KITFS, REPO, can_drop_page_cache, force_unmount, is_mountpoint  # noqa: E402
+from tools import (  # noqa: E402
+    KITFS,
+    REPO,
+    can_drop_page_cache,
+    find_kit,
+    force_unmount,
+    is_mountpoint,
+)
 from workload import Sizes, ensure_workload  # noqa: E402
 
 DEFAULTS = {
@@ -51,7 +58,9 @@ HOW_TO_RUN = (
     "`--spans` runs only the span-reads benchmark (bench/spans.py, its flags after `--spans`) and rewrites only "
     "its section; "
     "`--fleet` (with `--fleet-nodes`, `--fleet-mib`) runs only the fleet benchmark (bench/fleet.py) and "
-    "rewrites only its section, which the other runs keep."
+    "rewrites only its section, which the other runs keep; "
+    "`--coldpath` runs only the cold-path benchmark (bench/coldpath.py, its flags after `--coldpath`: "
+    "`--model-mib`, `--repeat`, `--compressions`, `--workdir`, `--output`) and rewrites only its section."
 )
 
 
@@ -138,12 +147,25 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def kit_available() -> bool:
-    if shutil.which("kit") is None:
+    """Whether the reference `kit` (``$KIT``, PATH, or ../shared/tools/kit) runs."""
+    kit = find_kit()
+    if kit is None:
         return False
     try:
-        return subprocess.run(["kit", "version"], capture_output=True, timeout=30).returncode == 0
+        return subprocess.run([kit, "version"], capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def kit_version() -> str:
+    """``kit version``'s first line and where the binary is, for the report."""
+    kit = find_kit()
+    try:
+        out = subprocess.run([kit or "kit", "version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    first = (out.stdout.strip().splitlines() or ["unknown"])[0]
+    return f"{first} ({kit})"
 
 
 def mount_available() -> str | None:
@@ -187,6 +209,10 @@ def main(argv: list[str]) -> int:
         import spans
 
         return spans.main(argv[1:])
+    if argv[:1] == ["--coldpath"]:
+        import coldpath
+
+        return coldpath.main(argv[1:])
     args = parse_args(argv)
     if args.fleet:
         import fleet
@@ -349,7 +375,7 @@ def render(
         f"- Compressions: {', '.join(b.compressions) or 'none built'}",
         "- Registry: docker-registry (distribution 2.8) on 127.0.0.1; bytes fetched are summed from its access log (GET response bodies)",
         f"- Page cache: {'dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every cold step' if b.page_cache_droppable else 'NOT dropped (no permission): cold steps only start with empty kitfs caches and homes'}",
-        f"- Reference `kit`: {'present' if b.kit_available else 'not installed (rows skipped)'}; ratarmount: {ratarmount_version()}",
+        f"- Reference `kit`: {kit_version() if b.kit_available else 'not installed (rows skipped)'}; ratarmount: {ratarmount_version()}",
         "- Cold = empty kitfs cache and empty `--config` home (nothing in local storage) and a dropped page cache; warm = the same cache/home again, page cache as the previous step left it.",
         f"- Repeats: quick steps (figures 1, 4 and 6, the mount and `unpack --filter` rows of figure 2, the warm rows of figure 3) run {b.repeat} time(s) and the median is shown; the long pull + unpack steps, the cold reads of figure 3 and figure 5 run once",
         "- \"vs kitfs mount\" = that row's time / the kitfs mount's time in the same state and compression: above 1.00× the mount was faster.",
@@ -384,6 +410,7 @@ def render(
         report.ANALYSIS_END,
         "",
     ]
+    import coldpath
     import fleet
     import spans
 
@@ -393,6 +420,9 @@ def render(
     kept = fleet.existing_section(args.output or DEFAULT_OUTPUT)  # `--fleet` runs write it
     if kept:
         lines += [kept]
+    kept_coldpath = coldpath.existing_section(args.output or DEFAULT_OUTPUT)  # `--coldpath` runs
+    if kept_coldpath:
+        lines += [kept_coldpath]
     return "\n".join(lines)
 
 

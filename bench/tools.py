@@ -16,8 +16,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 KITFS = str(Path(sys.executable).parent / "kitfs")
 RATARMOUNT = str(Path(sys.executable).parent / "ratarmount")
+SHARED_KIT = REPO.parent / "shared" / "tools" / "kit"
 COMMAND_TIMEOUT = 1800.0
 MOUNT_TIMEOUT = 120.0
+
+
+def find_kit() -> str | None:
+    """The reference `kit` binary: ``$KIT``, else `kit` on PATH, else the kit v1.7.0 kept beside
+    the repository in ../shared/tools/kit (see its README); None when there is none."""
+    for candidate in (os.environ.get("KIT"), shutil.which("kit"), str(SHARED_KIT)):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+KIT = find_kit() or "kit"
 
 
 class CommandFailed(RuntimeError):
