@@ -382,6 +382,10 @@ class SpanReader:
         try:
             with open(temp, "wb") as out:
                 out.write(plain)
+                # A cached span is served by later mounts without hashing it again (its name is
+                # the digest of its compressed bytes): it must be on disk before it gets it.
+                out.flush()
+                os.fdatasync(out.fileno())
             self.cache.commit_span(temp, span.digest)
             self._have.add(position)
         finally:
