@@ -384,9 +384,14 @@ def render(
     if skipped:
         lines += ["Skipped:", ""] + [f"- {k}: {v}" for k, v in skipped.items()] + [""]
     lines += ["## Results", ""]
+    import startup
+
+    # bench/startup.py writes the start-up section; it stays after figure 1
+    kept_startup = startup.existing_section(args.output or DEFAULT_OUTPUT)
+    lines += [tables.setup_table(b).markdown(), tables.figure1_table(b).markdown()]
+    if kept_startup:
+        lines += [kept_startup]
     for table in (
-        tables.setup_table(b),
-        tables.figure1_table(b),
         tables.figure2_table(b),
         tables.figure3_table(b),
         tables.figure4_table(b),

@@ -10,10 +10,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from kitfs.errors import UsageError
 
 STORAGE_SUBDIR = "storage"
 CACHE_SUBDIR = "cache"
 CREDENTIALS_FILE = "credentials.json"
+
+# When to ask the registry what a tag names (``--refresh``); kitfs.offline acts on it.
+Refresh = Literal["auto", "always", "never"]
+REFRESH_MODES: tuple[Refresh, ...] = ("auto", "always", "never")
 
 
 def kitops_home(override: str | os.PathLike[str] | None = None) -> Path:
@@ -63,3 +70,9 @@ class Paths:
     @classmethod
     def resolve(cls, override: str | os.PathLike[str] | None = None) -> Paths:
         return cls(kitops_home(override))
+
+
+def check_refresh(value: str) -> Refresh:
+    if value not in REFRESH_MODES:
+        raise UsageError(f"--refresh must be one of {', '.join(REFRESH_MODES)}, not {value!r}")
+    return value  # type: ignore[return-value]

@@ -18,17 +18,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import trio
 
+from kitfs.config import Refresh
 from kitfs.errors import (
     AuthError,
     KitfsError,
     NotFoundError,
     RegistryError,
     StorageError,
-    UsageError,
 )
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, ManifestError
@@ -39,15 +39,7 @@ from kitfs.unpack import VerifiedTar
 
 log = logging.getLogger(__name__)
 
-Refresh = Literal["auto", "always", "never"]
-REFRESH_MODES: tuple[Refresh, ...] = ("auto", "always", "never")
 MAX_CONFIG_SIZE = 16 * 1024 * 1024
-
-
-def check_refresh(value: str) -> Refresh:
-    if value not in REFRESH_MODES:
-        raise UsageError(f"--refresh must be one of {', '.join(REFRESH_MODES)}, not {value!r}")
-    return value  # type: ignore[return-value]
 
 
 def _falls_back(exc: KitfsError) -> bool:

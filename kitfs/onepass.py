@@ -6,7 +6,8 @@ that is after the download's own size and digest check passed. The order of erro
 bytes: when the download fails, its error is the one raised even if the consumer failed first (a
 corrupted blob reads as corruption, not as hostile content). When the stream had to restart from
 byte 0 (kitfs.oci.download breaks the pipe), the consumer is abandoned and ``fallback`` reads the
-finished, verified file instead: correct, only slower.
+finished, verified file instead: correct, only slower. The same happens when a download goes on
+from another endpoint after a mirror failed (the reader may have failed on the mirror's bytes).
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ async def read_while_downloading(
             pipe.close()
     except BaseExceptionGroup as group:
         raise leading_error(group) from None
-    if failed and isinstance(failed[0], PipeBroken):
-        log.info("%s: %s; reading the downloaded file again", what, failed[0])
+    if pipe.broken_reason:  # whatever the reader made of it, it was not (only) the blob's bytes
+        log.info("%s: %s; reading the downloaded file again", what, pipe.broken_reason)
         return await trio.to_thread.run_sync(fallback)
     if failed:
         raise failed[0]

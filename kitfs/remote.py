@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import trio
 
@@ -43,7 +43,6 @@ from kitfs.onepass import read_while_downloading
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.reference import Reference
 from kitfs.reference import parse as parse_reference
-from kitfs.signing.enforce import Enforcer
 from kitfs.staging import StagedLayer, Staging, stage_layer
 from kitfs.storage.cache import PinnedTar, process_gone
 from kitfs.storage.local import LocalStore, display_repository
@@ -57,6 +56,9 @@ from kitfs.unpack import (
     select_layers,
     unpack_modelkit,
 )
+
+if TYPE_CHECKING:  # the signing code (and cryptography) loads only when a policy asks
+    from kitfs.signing.enforce import Enforcer
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,6 @@ import argparse
 import datetime
 import sys
 
-import trio
-
 from kitfs.cli.common import (
     add_network_flags,
     info,
@@ -17,12 +15,9 @@ from kitfs.cli.common import (
     show_progress,
 )
 from kitfs.config import kitfs_cache_dir
-from kitfs.fs.mount import parse_size
-from kitfs.offline import check_refresh
 from kitfs.progress import progress_for
 from kitfs.storage import maintenance
 from kitfs.storage.cache import BlobCache
-from kitfs.unpack import Filter
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -118,7 +113,12 @@ def _register_prefetch(subparsers: argparse._SubParsersAction) -> None:  # type:
 
 
 def _cmd_prefetch(args: argparse.Namespace) -> int:
+    import trio
+
+    from kitfs.config import check_refresh
+    from kitfs.fs.mount import parse_size
     from kitfs.fs.prefetch import prefetch
+    from kitfs.unpack import Filter
 
     cache = _cache(args, parse_size(args.cache_size) if args.cache_size else None)
     filters = [Filter.parse(text) for text in args.filter]

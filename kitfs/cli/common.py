@@ -71,8 +71,8 @@ def add_cache_flags(parser: argparse.ArgumentParser) -> None:
 
 def cache_policy(args: argparse.Namespace) -> Any:
     """CachePolicy from the cache flags."""
-    from kitfs.config import kitfs_cache_dir
-    from kitfs.offline import CachePolicy, check_refresh
+    from kitfs.config import check_refresh, kitfs_cache_dir
+    from kitfs.offline import CachePolicy
 
     return CachePolicy(kitfs_cache_dir(args.cache_dir), check_refresh(args.refresh))
 
@@ -88,7 +88,7 @@ def _parse_bool(text: str) -> bool:
 
 def registry_options(args: argparse.Namespace) -> Any:
     """RegistryOptions from the network flags."""
-    from kitfs.oci.client import RegistryOptions
+    from kitfs.oci.options import RegistryOptions
 
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from kitfs import remote
 from kitfs.catalog import format_bytes
 from kitfs.cli.common import (
     add_network_flags,
@@ -16,7 +15,6 @@ from kitfs.cli.common import (
 )
 from kitfs.cli.local import span_size_flag
 from kitfs.errors import NotFoundError, UsageError
-from kitfs.indexer import index_modelkit
 from kitfs.progress import progress_for
 from kitfs.reference import DEFAULT_TAG, Reference, parse
 from kitfs.storage.local import LocalStore
@@ -60,6 +58,9 @@ def _stored(args: argparse.Namespace, ref: Reference) -> bool:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    from kitfs import remote
+    from kitfs.indexer import index_modelkit
+
     ref = parse(args.reference, default_tag=DEFAULT_TAG)
     target = parse(args.tag, default_tag=DEFAULT_TAG) if args.tag else ref
     if target.digest or not target.tag:

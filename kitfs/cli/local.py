@@ -7,7 +7,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kitfs import catalog
 from kitfs.cli import signing
@@ -23,13 +23,12 @@ from kitfs.cli.common import (
 )
 from kitfs.errors import UsageError
 from kitfs.kitfile import go_json
-from kitfs.layers.spanindex import MAX_SPAN_SIZE, MIN_SPAN_SIZE
-from kitfs.pack import pack
-from kitfs.packformat import PackFormat
 from kitfs.progress import progress_for
 from kitfs.reference import DEFAULT_TAG, Reference, parse
 from kitfs.storage.local import LocalStore, display_repository
-from kitfs.unpack import Filter, UnpackOptions
+
+if TYPE_CHECKING:  # the verbs' own modules load when the verb runs
+    from kitfs.unpack import Filter
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -96,6 +95,8 @@ def _register_pack(subparsers: argparse._SubParsersAction) -> None:  # type: ign
 
 def span_size_flag(args: argparse.Namespace) -> int | None:
     """The span size ``--span-size``/``--no-span-index`` ask for (None: no span index)."""
+    from kitfs.layers.spanindex import MAX_SPAN_SIZE, MIN_SPAN_SIZE
+
     if args.no_span_index:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", args.span_size, re.IGNORECASE)
@@ -110,6 +111,9 @@ def span_size_flag(args: argparse.Namespace) -> int | None:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
+    from kitfs.pack import pack
+    from kitfs.packformat import PackFormat
+
     with progress_for(show_progress(args)) as sink:
         result = pack(
             args.directory,
@@ -172,6 +176,8 @@ def _register_unpack(subparsers: argparse._SubParsersAction) -> None:  # type: i
 
 
 def _filters(args: argparse.Namespace) -> list[Filter]:
+    from kitfs.unpack import Filter
+
     legacy = tuple(k for k in ("kitfile", "model", "code", "datasets", "docs") if getattr(args, k))
     if legacy:
         return [Filter(legacy)]
@@ -179,6 +185,8 @@ def _filters(args: argparse.Namespace) -> list[Filter]:
 
 
 def _cmd_unpack(args: argparse.Namespace) -> int:
+    from kitfs.unpack import UnpackOptions
+
     ref = parse(args.reference, default_tag=DEFAULT_TAG)
     if ref.extra_tags:
         raise UsageError("can not unpack multiple tags")

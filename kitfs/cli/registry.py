@@ -6,9 +6,6 @@ import argparse
 import getpass
 import sys
 
-import trio
-
-from kitfs import remote
 from kitfs.cli import signing
 from kitfs.cli.common import (
     add_network_flags,
@@ -19,8 +16,6 @@ from kitfs.cli.common import (
     show_progress,
 )
 from kitfs.errors import InvalidReferenceError, UsageError
-from kitfs.oci.auth import CredentialStore, StaticCredentials
-from kitfs.oci.client import RegistryClient
 from kitfs.progress import progress_for
 from kitfs.reference import DEFAULT_TAG, parse
 
@@ -67,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
+    from kitfs import remote
+
     source = parse(args.source, default_tag=DEFAULT_TAG)
     dest = parse(args.destination, default_tag=DEFAULT_TAG) if args.destination else source
     if dest.is_local:
@@ -89,6 +86,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
+    from kitfs import remote
+
     ref = parse(args.reference, default_tag=DEFAULT_TAG)
     if ref.is_local:
         raise UsageError(f"cannot pull {ref}: name a registry (host[:port]/repository:tag)")
@@ -135,6 +134,11 @@ def _registry_host(text: str) -> str:
 
 
 def _cmd_login(args: argparse.Namespace) -> int:
+    import trio
+
+    from kitfs.oci.auth import CredentialStore, StaticCredentials
+    from kitfs.oci.client import RegistryClient
+
     _registry_host(args.registry)
     password = _read_password(args)
     store = CredentialStore.for_paths(paths(args), use_docker=False)
@@ -151,6 +155,8 @@ def _cmd_login(args: argparse.Namespace) -> int:
 
 
 def _cmd_logout(args: argparse.Namespace) -> int:
+    from kitfs.oci.auth import CredentialStore
+
     store = CredentialStore.for_paths(paths(args), use_docker=False)
     if not store.logout(args.registry):
         raise UsageError(f"not logged in to {args.registry}")

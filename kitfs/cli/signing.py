@@ -8,21 +8,16 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import trio
-
-from kitfs.atomic import write_atomic
 from kitfs.cli.common import add_network_flags, info, paths, registry_options
 from kitfs.errors import UsageError
-from kitfs.oci.auth import CredentialStore
-from kitfs.oci.client import RegistryClient
 from kitfs.reference import DEFAULT_TAG, Reference, parse
-from kitfs.signing import SigningKeyError
-from kitfs.signing.enforce import Enforcer
-from kitfs.signing.keys import generate_key_pair, load_private_key, load_public_key
-from kitfs.signing.policy import POLICY_ENV, resolve_policy
-from kitfs.signing.sign import sign_digest
-from kitfs.signing.verify import verify_digest
+from kitfs.signing import POLICY_ENV, SigningKeyError, signatures_requested
+
+if TYPE_CHECKING:  # the signing modules (and cryptography, trio, httpx) load only when used
+    from kitfs.oci.client import RegistryClient
+    from kitfs.signing.enforce import Enforcer
 
 PASSWORD_ENV = "COSIGN_PASSWORD"
 # sign and verify keep --key for the signing key, as cosign does; mutual TLS uses cosign's names.
@@ -100,7 +95,13 @@ def add_policy_flags(parser: argparse.ArgumentParser) -> None:
 
 def enforcer(args: argparse.Namespace) -> Enforcer | None:
     """The Enforcer the flags (and ``$KITFS_POLICY``) ask for; None when nothing is required."""
-    policy = resolve_policy(getattr(args, "verify_key", None), getattr(args, "policy", None))
+    verify_key, policy_file = getattr(args, "verify_key", None), getattr(args, "policy", None)
+    if not signatures_requested(verify_key, policy_file):
+        return None
+    from kitfs.signing.enforce import Enforcer
+    from kitfs.signing.policy import resolve_policy
+
+    policy = resolve_policy(verify_key, policy_file)
     return Enforcer(policy) if policy else None
 
 
@@ -116,12 +117,20 @@ def _registry_ref(text: str) -> Reference:
 
 
 def _client(ref: Reference, args: argparse.Namespace) -> RegistryClient:
+    from kitfs.oci.auth import CredentialStore
+    from kitfs.oci.client import RegistryClient
+
     return RegistryClient(
         ref.registry, registry_options(args), CredentialStore.for_paths(paths(args))
     )
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    import trio
+
+    from kitfs.signing.keys import load_public_key
+    from kitfs.signing.verify import verify_digest
+
     ref = _registry_ref(args.reference)
     key = load_public_key(args.signing_key)
 
@@ -160,6 +169,11 @@ def _annotations(items: list[str]) -> dict[str, str]:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
+    import trio
+
+    from kitfs.signing.keys import load_private_key
+    from kitfs.signing.sign import sign_digest
+
     ref = _registry_ref(args.reference)
     annotations = _annotations(args.annotations)
     key = load_private_key(args.signing_key, _password())
@@ -176,6 +190,9 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from kitfs.atomic import write_atomic
+    from kitfs.signing.keys import generate_key_pair
+
     private_path = Path(f"{args.output_key_prefix}.key")
     public_path = Path(f"{args.output_key_prefix}.pub")
     if not args.force:

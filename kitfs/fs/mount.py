@@ -1,9 +1,10 @@
 """Mounting and unmounting: options, mountpoint checks, the daemon, signals, ``fusermount3 -u``.
 
-``mount`` checks the mountpoint, then (unless in the foreground) forks before trio starts: the child
-detaches, resolves the reference (manifest and config only), mounts, and tells the parent through a
-pipe that the mount is ready or why it failed, so the command's exit code and message are those of
-the mount itself. SIGTERM, SIGINT and SIGHUP end the daemon cleanly: the FUSE loop stops and the
+``mount`` checks the mountpoint, then (unless in the foreground) forks before trio, pyfuse3 or any
+network code is imported: the child detaches, loads the daemon (kitfs.fs.daemon), resolves the
+reference (manifest and config only), mounts, and tells the parent through a pipe that the mount is
+ready or why it failed, so the command's exit code and message are those of the mount itself; the
+parent, having loaded little, exits at once. SIGTERM, SIGINT and SIGHUP end the daemon cleanly: the FUSE loop stops and the
 mount is removed (lazily if files are still open), so no stale mount is left behind.
 """
 
@@ -14,31 +15,24 @@ import errno
 import logging
 import os
 import re
-import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyfuse3
-import trio
-
-from kitfs.config import Paths, kitfs_cache_dir
+from kitfs.config import Paths, Refresh, check_refresh, kitfs_cache_dir
 from kitfs.errors import KitfsError, MountError, UsageError
-from kitfs.fs.layerstore import LayerStore
-from kitfs.fs.operations import KitfsOperations
-from kitfs.fs.source import Source, absolute_reference, open_source
-from kitfs.fs.tree import LAYOUTS, MountTree
-from kitfs.fs.verified import VerifiedSource
-from kitfs.oci.client import RegistryOptions
-from kitfs.offline import Refresh, check_refresh
-from kitfs.progress import ProgressSink, progress_for
-from kitfs.signing.enforce import Enforcer
-from kitfs.signing.policy import Policy, resolve_policy
+from kitfs.fs.ocireference import absolute_reference
+from kitfs.fs.tree import LAYOUTS
+from kitfs.oci.options import RegistryOptions
+from kitfs.signing import signatures_requested
 from kitfs.storage.cache import BlobCache
+
+if TYPE_CHECKING:
+    from kitfs.signing.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +215,18 @@ def build_options(
         progress=_as_bool(settings.get("progress", False), "progress"),
         paths=Paths.resolve(text("config")),
         registry=registry,
-        signatures=resolve_policy(path("verify_key"), path("policy")),
+        signatures=_signatures(path("verify_key"), path("policy")),
         refresh=check_refresh(text("refresh") or "auto"),
     )
+
+
+def _signatures(verify_key: str | None, policy_file: str | None) -> Policy | None:
+    """The policy the options (or ``$KITFS_POLICY``) ask for; the signing code loads only then."""
+    if not signatures_requested(verify_key, policy_file):
+        return None
+    from kitfs.signing.policy import resolve_policy
+
+    return resolve_policy(verify_key, policy_file)
 
 
 def parse_size(text: str) -> int | None:
@@ -368,6 +371,9 @@ def unmount(path: Path, *, lazy: bool = False) -> None:
 # -- the mount ----------------------------------------------------------------------------------
 
 
+Notify = Callable[[str], None]
+
+
 def fuse_options(options: MountOptions) -> set[str]:
     """The options handed to libfuse: read-only, kernel permission checks, our name and type."""
     fsname = _FSNAME_SAFE.sub("_", options.reference)[:200] or "kitfs"
@@ -375,100 +381,6 @@ def fuse_options(options: MountOptions) -> set[str]:
     if options.allow_other:
         result.add("allow_other")
     return result
-
-
-async def build_tree(source: Source, layout: str) -> MountTree:
-    """Resolve the reference (manifest and config; no layer) into the tree to mount."""
-    now = time.time_ns()
-    uid, gid = os.getuid(), os.getgid()
-    if source.target is None:
-        tree = MountTree.for_repository(layout, now, uid=uid, gid=gid)
-        tree.set_tags(await source.list_tags())
-        return tree
-    kit = await source.resolve(source.target)
-    log.info("mounting %s (%s)", kit.name, kit.digest)
-    return MountTree.for_modelkit(
-        kit.manifest, kit.kitfile, layout, kit.created_ns or now, uid=uid, gid=gid
-    )
-
-
-Notify = Callable[[str], None]
-
-
-async def serve(
-    options: MountOptions, cache: BlobCache, progress: ProgressSink, notify: Notify
-) -> None:
-    """Resolve, mount, tell ``notify("ready")``, and serve until unmounted or signalled."""
-    source = open_source(options.reference, options.paths, cache, options.registry, options.refresh)
-    if options.signatures is not None:
-        source = VerifiedSource(source, Enforcer(options.signatures))
-    async with source:
-        tree = await build_tree(source, options.layout)
-        warnings = list(getattr(source, "warnings", ()))
-        layers = LayerStore(
-            source, cache, progress=progress, concurrency=options.registry.concurrency
-        )
-        operations = KitfsOperations(tree, layers, source)
-        try:
-            pyfuse3.init(operations, str(options.mountpoint), fuse_options(options))
-        except RuntimeError as exc:
-            raise MountError(f"cannot mount at {options.mountpoint}: {exc}") from None
-        log.info("serving %s at %s (pid %d)", options.reference, options.mountpoint, os.getpid())
-        try:
-            notify("".join(["ready", *(f"\nwarning {w}" for w in warnings)]))
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stop_on_signals)
-                nursery.start_soon(_widen_readahead_after_init, options.mountpoint)
-                layers.attach(nursery)
-                await pyfuse3.main()
-                nursery.cancel_scope.cancel()
-        finally:
-            operations.close()
-            pyfuse3.close(unmount=True)
-        log.info("unmounted %s", options.mountpoint)
-
-
-READAHEAD_KB = 1024
-
-
-def set_readahead(mountpoint: Path, kb: int = READAHEAD_KB) -> bool:
-    """Widen the kernel's readahead window for this mount (FUSE's default is 128 KiB), so that
-    sequential reads reach the daemon in 1 MiB requests. Best effort: it needs root."""
-    info = find_mount(mountpoint)
-    if info is None or not info.device:
-        return False
-    knob = Path(f"/sys/class/bdi/{info.device}/read_ahead_kb")
-    try:
-        knob.write_text(f"{kb}\n")
-        return knob.read_text().strip() == str(kb)
-    except OSError as exc:
-        log.debug("could not widen readahead of %s: %s", mountpoint, exc)
-        return False
-
-
-async def _widen_readahead_after_init(mountpoint: Path) -> None:
-    """The kernel sets the mount's readahead when it gets the FUSE INIT reply, which the main loop
-    sends first; widen it just after that (a few tries, then give up quietly)."""
-    for _ in range(20):
-        await trio.sleep(0.05)
-        if await trio.to_thread.run_sync(set_readahead, mountpoint):
-            log.debug("readahead of %s set to %d KiB", mountpoint, READAHEAD_KB)
-            return
-
-
-async def _stop_on_signals() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as received:
-        async for signum in received:
-            log.info("received %s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
-            return
-
-
-def run(options: MountOptions, notify: Notify) -> None:
-    """Serve a mount in this process (the foreground mode, and the daemon's body)."""
-    cache = BlobCache(options.cache_dir, options.cache_size).ensure()
-    with progress_for(options.progress) as sink:
-        trio.run(serve, options, cache, sink, notify)
 
 
 def mount(options: MountOptions) -> int:
@@ -480,6 +392,8 @@ def mount(options: MountOptions) -> int:
     )
     BlobCache(options.cache_dir, options.cache_size).ensure()
     if options.foreground:
+        from kitfs.fs.daemon import run
+
         _configure_logging(options.debug, None)
         run(options, lambda _state: None)
         return 0
@@ -535,6 +449,8 @@ def _daemon_main(options: MountOptions, pipe: int) -> int:
         os.setsid()
         _detach(options.log_path)
         _configure_logging(options.debug, options.log_path)
+        from kitfs.fs.daemon import run  # trio, pyfuse3 and the layer code load after the fork
+
         run(options, notify)
         return 0
     except KitfsError as exc:

@@ -7,37 +7,31 @@ A source resolves a tag or digest to a verified manifest and Kitfile, lists the 
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
 import os
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
 import trio
-from cachetools import TTLCache
 
-from kitfs.config import Paths
+from kitfs.config import Paths, Refresh
 from kitfs.errors import (
     DigestMismatchError,
-    InvalidReferenceError,
     MountError,
     NotFoundError,
     StorageError,
 )
+from kitfs.fs.ocireference import OCI_PREFIX, parse_oci_reference
 from kitfs.kitfile import Kitfile
 from kitfs.modelpack import kitfile_for
-from kitfs.oci.auth import CredentialStore
-from kitfs.oci.client import RegistryClient, RegistryOptions
 from kitfs.oci.download import Tee
-from kitfs.oci.endpoints import open_client
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
+from kitfs.oci.options import RegistryOptions
 from kitfs.oci.tags import model_tags
-from kitfs.offline import CachedResolver, Refresh
 from kitfs.reference import Reference, is_digest, is_valid_tag, parse
 from kitfs.storage.cache import BlobCache
 from kitfs.storage.local import LocalStore
@@ -47,12 +41,10 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 Consumer = Callable[[bytes], Awaitable[None]]
 RANGE_CHUNK = 1 << 20
-OCI_PREFIX = "oci:"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 CREATED_ANNOTATION = "org.opencontainers.image.created"
 TAG_TTL = 10.0  # seconds a tag's manifest (and the tag list) is trusted before asking again
 MAX_CONFIG_SIZE = 16 * 1024 * 1024
-_OCI_TAG_RE = re.compile(r"^(.*):([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
 
 
 @dataclass(frozen=True)
@@ -220,129 +212,6 @@ class LocalStorageSource(Source):
         return path if path.is_file() else None
 
 
-# -- registries -------------------------------------------------------------------------------
-
-
-class RegistrySource(Source):
-    """ModelKits in a registry; blobs kit's local storage already holds are used in place."""
-
-    def __init__(
-        self,
-        ref: Reference,
-        client: RegistryClient,
-        store: LocalStore,
-        cache: BlobCache,
-        refresh: Refresh = "auto",
-    ) -> None:
-        self.ref = ref
-        self.client = client
-        self.store = store
-        self.cache = cache
-        self.description = ref.name
-        self.target = ref.reference
-        self.warnings: list[str] = []
-        self.resolver = CachedResolver(client, cache, ref.registry, refresh, self._warn)
-        self._manifests: TTLCache[str, tuple[str, bytes]] = TTLCache(maxsize=256, ttl=TAG_TTL)
-
-    def _warn(self, message: str) -> None:
-        log.warning("%s", message)
-        self.warnings.append(message)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-    async def resolve(self, reference: str) -> ResolvedModelKit:
-        name = self.name_for(reference)
-        digest, body = await self._manifest(reference)
-        manifest = Manifest.from_bytes(body, f"manifest of {name}")
-        config = await self._config(manifest.config)
-        return modelkit_from(name, digest, manifest, config)
-
-    async def _manifest(self, reference: str) -> tuple[str, bytes]:
-        cached = self._manifests.get(reference)
-        if cached is not None:
-            return cached
-        digest, body = await self.resolver.manifest(self.ref.repository, reference)
-        self._manifests[reference] = (digest, body)
-        return digest, body
-
-    async def _config(self, desc: Descriptor) -> bytes:
-        if desc.size > MAX_CONFIG_SIZE:
-            raise ManifestError(f"the config of {self.description} is {desc.size} bytes: too large")
-        data = await trio.to_thread.run_sync(self._stored_config, desc)
-        if data is None:
-            data = await self.resolver.config(self.ref.repository, desc)
-        return data
-
-    def _stored_config(self, desc: Descriptor) -> bytes | None:
-        """The config from kit's local storage, copied into the cache so that the ModelKit
-        resolves from the cache alone later (``kitfs.offline``)."""
-        data = None
-        if self.store.has_blob(desc.digest):
-            with contextlib.suppress(DigestMismatchError, NotFoundError):
-                data = self.store.read_blob(desc.digest)
-        if data is not None and self.cache.read_blob(desc.digest) is None:
-            with contextlib.suppress(StorageError, OSError):
-                self.cache.write_blob(desc.digest, data)
-        return data
-
-    async def list_tags(self) -> list[str]:
-        tags = sorted(await self.resolver.tags(self.ref.repository))
-        if not tags:
-            raise NotFoundError(f"repository {self.ref.name} has no tags")
-        tags = await model_tags(tags, self.manifest_of, self.description)
-        if not tags:
-            raise NotFoundError(f"repository {self.ref.name} has no ModelKits or ModelPacks")
-        return tags
-
-    async def manifest_of(self, tag: str) -> Manifest:
-        """The manifest a tag names (kept for TAG_TTL, as ``resolve`` uses it)."""
-        _digest, body = await self._manifest(tag)
-        return Manifest.from_bytes(body, f"manifest of {self.name_for(tag)}")
-
-    def local_blob(self, desc: Descriptor) -> Path | None:
-        path = self.store.blob_path(desc.digest)
-        return path if path.is_file() else None
-
-    async def download(
-        self,
-        desc: Descriptor,
-        dest: Path,
-        progress: Progress | None,
-        *,
-        tee: Tee | None = None,
-        durable: bool = True,
-    ) -> None:
-        if self.resolver.refresh == "never":
-            raise NotFoundError(
-                f"layer {desc.digest} of {self.description} is not in the cache {self.cache.root} "
-                "(--refresh never: the registry is not asked)"
-            )
-        await self.client.download_blob(
-            self.ref.repository, desc, dest, progress, tee=tee, durable=durable
-        )
-
-    async def stream_range(
-        self,
-        desc: Descriptor,
-        offset: int,
-        length: int,
-        consume: Consumer,
-        *,
-        origin_only: bool = False,
-    ) -> int:
-        if self.local_blob(desc) is not None:
-            return await super().stream_range(desc, offset, length, consume)
-        if self.resolver.refresh == "never":
-            raise NotFoundError(
-                f"bytes of layer {desc.digest} of {self.description} are not in the cache "
-                f"{self.cache.root} (--refresh never: the registry is not asked)"
-            )
-        return await self.client.stream_blob_range(
-            self.ref.repository, desc.digest, offset, length, consume, origin_only=origin_only
-        )
-
-
 # -- OCI layout directories -------------------------------------------------------------------
 
 
@@ -425,32 +294,6 @@ class OciLayoutSource(Source):
 # -- choosing a source ------------------------------------------------------------------------
 
 
-def parse_oci_reference(text: str) -> tuple[Path, str | None]:
-    """``oci:PATH[:TAG]`` or ``oci:PATH@DIGEST`` -> (PATH, TAG or DIGEST or None)."""
-    rest = text[len(OCI_PREFIX) :]
-    if "@" in rest:
-        path, _, digest = rest.rpartition("@")
-        if not is_digest(digest):
-            raise InvalidReferenceError(f"invalid digest {digest!r} in {text!r}")
-        return Path(path).expanduser().absolute(), digest
-    match = _OCI_TAG_RE.match(rest)
-    if match and "/" not in match.group(2) and not os.path.isdir(rest):
-        return Path(match.group(1)).expanduser().absolute(), match.group(2)
-    if not rest:
-        raise InvalidReferenceError(f"{text!r} names no directory (oci:PATH[:TAG])")
-    return Path(rest).expanduser().absolute(), None
-
-
-def absolute_reference(text: str) -> str:
-    """``text`` with an ``oci:`` layout path made absolute (other references are unchanged)."""
-    if not text.startswith(OCI_PREFIX):
-        return text
-    root, target = parse_oci_reference(text)
-    if target is None:
-        return f"{OCI_PREFIX}{root}"
-    return f"{OCI_PREFIX}{root}{'@' if is_digest(target) else ':'}{target}"
-
-
 def open_source(
     text: str,
     paths: Paths,
@@ -468,7 +311,6 @@ def open_source(
     store = LocalStore(paths.storage)
     if ref.is_local:
         return LocalStorageSource(ref, store)
-    client = open_client(
-        ref, registry_options or RegistryOptions(), CredentialStore.for_paths(paths)
-    )
-    return RegistrySource(ref, client, store, cache, refresh)
+    from kitfs.fs.registrysource import open_registry_source  # httpx loads for registries only
+
+    return open_registry_source(ref, paths, store, cache, registry_options, refresh)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from kitfs.fs.registrysource import RegistrySource
 from kitfs.fs.source import (
     Consumer,
     LocalStorageSource,
     OciLayoutSource,
     Progress,
-    RegistrySource,
     ResolvedModelKit,
     Source,
 )

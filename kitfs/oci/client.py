@@ -47,6 +47,7 @@ from kitfs.oci.download import ByteProgress as _Progress
 from kitfs.oci.download import Download, Tee
 from kitfs.oci.download import hasher_for as _hasher
 from kitfs.oci.manifest import Descriptor
+from kitfs.oci.options import RegistryOptions
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +76,6 @@ with contextlib.suppress(ImportError, AttributeError):
     from httpcore._async.http11 import AsyncHTTP11Connection
 
     AsyncHTTP11Connection.READ_NUM_BYTES = max(AsyncHTTP11Connection.READ_NUM_BYTES, IO_CHUNK)
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How to talk to a registry: transport security, proxy, timeouts, retries and upload sizes."""
-
-    plain_http: bool = False
-    tls_verify: bool = True
-    ca_file: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    proxy: str | None = None
-    concurrency: int = 5
-    timeout: float = 60.0
-    retries: int = 5
-    backoff: float = 0.5
-    backoff_cap: float = 30.0
-    chunked_threshold: int = 64 * 1024 * 1024
-    chunk_size: int = 16 * 1024 * 1024
-    registries_conf: str | None = None  # read by kitfs.oci.endpoints, not by this client
-    parallel_min: int = 64 * 1024 * 1024  # blobs this large download as parallel Range parts
-    range_part: int = 32 * 1024 * 1024  # ... of this size
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,12 @@ no Fulcio certificates, no keyless identities (see docs/signing.md).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from kitfs.errors import KitfsError
+
+POLICY_ENV = "KITFS_POLICY"
 
 
 class SignatureError(KitfsError):
@@ -15,3 +20,12 @@ class SignatureError(KitfsError):
 
 class SigningKeyError(KitfsError):
     """A key file cannot be read, decrypted or used."""
+
+
+def signatures_requested(
+    verify_key: str | None, policy_file: str | None, environ: Mapping[str, str] | None = None
+) -> bool:
+    """Whether ``--verify-key``, ``--policy`` or ``$KITFS_POLICY`` ask for signatures; checked
+    before the verifier (and cryptography) is imported, so commands that need none do not pay."""
+    env = os.environ if environ is None else environ
+    return bool(verify_key or policy_file or env.get(POLICY_ENV))

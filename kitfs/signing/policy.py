@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from kitfs.errors import UsageError
-from kitfs.signing import SigningKeyError
+from kitfs.signing import POLICY_ENV, SigningKeyError
 from kitfs.signing.keys import PublicKey, load_public_key, parse_public_key
 
-POLICY_ENV = "KITFS_POLICY"
 MAX_POLICY_SIZE = 1024 * 1024
 ACCEPT, REJECT, SIGNED = "insecureAcceptAnything", "reject", "sigstoreSigned"
 TRANSPORT = "docker"

@@ -1,0 +1,28 @@
+"""How to talk to a registry, as the flags and ``-o`` options say: a plain record, kept apart from
+the client so that commands can build it without loading httpx and trio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to talk to a registry: transport security, proxy, timeouts, retries and upload sizes."""
+
+    plain_http: bool = False
+    tls_verify: bool = True
+    ca_file: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    proxy: str | None = None
+    concurrency: int = 5
+    timeout: float = 60.0
+    retries: int = 5
+    backoff: float = 0.5
+    backoff_cap: float = 30.0
+    chunked_threshold: int = 64 * 1024 * 1024
+    chunk_size: int = 16 * 1024 * 1024
+    registries_conf: str | None = None  # read by kitfs.oci.endpoints, not by this client
+    parallel_min: int = 64 * 1024 * 1024  # blobs this large download as parallel Range parts
+    range_part: int = 32 * 1024 * 1024  # ... of this size
