@@ -47,6 +47,7 @@ from kitfs.errors import (
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialSource, RegistryAuth, Scope
 from kitfs.oci.manifest import Descriptor
+from kitfs.oci.upload import ChunkLimits, UploadSource, read_verified
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,22 @@ class RegistryOptions:
     retries: int = 5
     backoff: float = 0.5
     backoff_cap: float = 30.0
-    chunked_threshold: int = 64 * 1024 * 1024
-    chunk_size: int = 16 * 1024 * 1024
+    chunked_threshold: int = 8 * 1024 * 1024  # blobs up to this size are verified, then PUT whole
+    chunk_size: int = (
+        0  # PATCH size for larger blobs; 0: the whole blob (registry limits permitting)
+    )
     registries_conf: str | None = None  # read by kitfs.oci.endpoints, not by this client
     parallel_min: int = 64 * 1024 * 1024  # blobs this large download as parallel Range parts
     range_part: int = 32 * 1024 * 1024  # ... of this size
+
+
+@dataclass
+class _UploadSession:
+    """An open upload: where to send the next request (each answer moves it) and the registry's
+    chunk limits."""
+
+    location: str
+    limits: ChunkLimits
 
 
 @dataclass(frozen=True)
@@ -294,30 +306,6 @@ async def _read_limited(response: httpx.Response, limit: int) -> bytes | None:
     return b"".join(parts)
 
 
-def _file_body(
-    path: Path, offset: int, length: int, progress: _Progress
-) -> Callable[[], AsyncIterator[bytes]]:
-    """A body factory: every call streams ``length`` bytes of ``path`` from ``offset`` afresh."""
-
-    async def chunks() -> AsyncIterator[bytes]:
-        fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
-        try:
-            position, end = offset, offset + length
-            while position < end:
-                data = await trio.to_thread.run_sync(
-                    os.pread, fd, min(IO_CHUNK, end - position), position
-                )
-                if not data:
-                    raise StorageError(f"{path} shrank while it was being uploaded")
-                position += len(data)
-                yield data
-                progress.reached(position)
-        finally:
-            os.close(fd)
-
-    return chunks
-
-
 class _Download:
     """The state of one blob download: a partial file beside the destination and the running hash.
 
@@ -455,9 +443,12 @@ class RegistryClient:
         handle: Callable[[httpx.Response], Awaitable[T]],
         headers: Headers | Callable[[], Headers] | None = None,
         body: Body = None,
+        resend: bool = True,
     ) -> T:
         """Send a request until it gets a final answer, then ``handle`` it (inside the retry loop:
-        a connection dropped while ``handle`` reads the body is retried too)."""
+        a connection dropped while ``handle`` reads the body is retried too). With ``resend``
+        False a dropped connection is raised instead, for an upload that resumes where the
+        registry says it stopped rather than from the start of its body."""
         failures = 0
         auth_rounds = 0
         while True:
@@ -479,6 +470,8 @@ class RegistryClient:
                 finally:
                     await response.aclose()
             except httpx.TransportError as exc:
+                if not resend:
+                    raise
                 failures += 1
                 self._give_up(exc, failures)
                 log.info(
@@ -1001,7 +994,10 @@ class RegistryClient:
         mount_from: str | None = None,
     ) -> None:
         """Upload ``source`` as ``descriptor``'s blob unless the registry has it: mount it from
-        ``mount_from`` when possible, else one PUT (small blobs) or PATCH chunks and a final PUT."""
+        ``mount_from`` when possible; else a small blob is read, verified and sent in one PUT, and
+        a larger one streams in one PATCH (or the chunks the registry asks for), hashed as it is
+        read. Either way the upload is committed only when the bytes sent hash to the digest: a
+        damaged ``source`` raises DigestMismatchError and its upload session is cancelled."""
         tracker = _Progress(progress)
         actual_size = (await trio.to_thread.run_sync(os.stat, source)).st_size
         if actual_size != descriptor.size:
@@ -1011,18 +1007,23 @@ class RegistryClient:
         if await self.blob_exists(repository, descriptor.digest):
             tracker.reached(descriptor.size)
             return
-        location = await self._start_upload(repository, descriptor, mount_from)
-        if location is not None:
-            if descriptor.size <= self.options.chunked_threshold:
-                await self._put_whole(repository, descriptor, source, location, tracker)
+        data = None
+        if descriptor.size <= self.options.chunked_threshold:
+            data = await trio.to_thread.run_sync(
+                read_verified, source, descriptor, _hasher(descriptor.digest)
+            )
+        session = await self._start_upload(repository, descriptor, mount_from)
+        if session is not None:
+            if data is not None:
+                await self._put_whole(repository, descriptor, data, session.location)
             else:
-                await self._put_chunks(repository, descriptor, source, location, tracker)
+                await self._put_streamed(repository, descriptor, source, session, tracker)
         tracker.reached(descriptor.size)
 
     async def _start_upload(
         self, repository: str, descriptor: Descriptor, mount_from: str | None
-    ) -> str | None:
-        """Open an upload session and return its location; None when a cross-repo mount did it all."""
+    ) -> _UploadSession | None:
+        """Open an upload session; None when a cross-repo mount did it all."""
         target = self._blob_target(repository, descriptor.digest, "uploading")
         url = self._url(repository, "blobs", "uploads/")
         scopes = [Scope(repository, ("pull", "push"))]
@@ -1035,7 +1036,9 @@ class RegistryClient:
         if response.status_code == 201:
             log.debug("mounted %s into %s from %s", descriptor.digest, repository, mount_from)
             return None
-        return self._location(response, target)
+        return _UploadSession(
+            self._location(response, target), ChunkLimits.from_headers(response.headers)
+        )
 
     def _location(self, response: httpx.Response, target: _Target) -> str:
         location = response.headers.get("location")
@@ -1046,78 +1049,142 @@ class RegistryClient:
         return str(response.url.join(location))
 
     async def _put_whole(
-        self,
-        repository: str,
-        descriptor: Descriptor,
-        source: Path,
-        location: str,
-        tracker: _Progress,
+        self, repository: str, descriptor: Descriptor, data: bytes, location: str
     ) -> None:
         target = self._blob_target(repository, descriptor.digest, "uploading")
         await self._exchange(
             "PUT",
             _with_query(location, "digest", descriptor.digest),
             scopes=[Scope(repository, ("pull", "push"))],
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(descriptor.size),
-            },
-            body=_file_body(source, 0, descriptor.size, tracker),
+            headers={"Content-Type": "application/octet-stream"},
+            body=data,
             handle=self._expect((201, 204), target),
         )
 
-    async def _put_chunks(
+    async def _put_streamed(
         self,
         repository: str,
         descriptor: Descriptor,
         source: Path,
-        location: str,
+        session: _UploadSession,
         tracker: _Progress,
     ) -> None:
+        """Send the blob in PATCH requests (one, unless ``chunk_size`` or the registry's limits
+        ask for several), then commit it with ``?digest=`` once the hash of what was sent matches;
+        on any failure but cancellation the session is cancelled, so nothing half-done remains."""
         target = self._blob_target(repository, descriptor.digest, "uploading")
-        offset = 0
-        while offset < descriptor.size:
-            length = min(self.options.chunk_size, descriptor.size - offset)
-            response, _ = await self._exchange(
-                "PATCH",
-                location,
-                scopes=[Scope(repository, ("pull", "push"))],
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Length": str(length),
-                    "Content-Range": f"{offset}-{offset + length - 1}",
-                },
-                body=_file_body(source, offset, length, tracker),
-                handle=self._expect((202, 416), target),
-            )
-            if response.status_code == 416:
-                offset = await self._upload_offset(repository, location, target)
-                continue
-            location = self._location(response, target)
-            offset += length
-        await self._exchange(
-            "PUT",
-            _with_query(location, "digest", descriptor.digest),
-            scopes=[Scope(repository, ("pull", "push"))],
-            headers={"Content-Length": "0"},
-            handle=self._expect((201, 204), target),
-        )
-
-    async def _upload_offset(self, repository: str, location: str, target: _Target) -> int:
-        """How many bytes an upload session holds (after a chunk was refused as out of order)."""
-        response, _ = await self._exchange(
-            "GET",
-            location,
-            scopes=[Scope(repository, ("pull", "push"))],
-            handle=self._expect((204,), target),
-        )
-        end = response.headers.get("range", "0--1").rpartition("-")[2]
         try:
-            return int(end) + 1
-        except ValueError:
+            async with trio.open_nursery() as nursery:
+                blob = UploadSource(
+                    source, descriptor, lambda: _hasher(descriptor.digest), nursery, tracker.reached
+                )
+                try:
+                    await self._send_chunks(repository, blob, session, target)
+                    blob.verify()
+                except Exception:
+                    await self._cancel_upload(repository, session.location, target)
+                    raise
+                finally:
+                    blob.close()
+        except BaseExceptionGroup as group:
+            first = first_kitfs_error(group)
+            if first is None:
+                raise
+            raise first from None
+        await self._exchange(
+            "PUT",
+            _with_query(session.location, "digest", descriptor.digest),
+            scopes=[Scope(repository, ("pull", "push"))],
+            handle=self._expect((201, 204), target),
+        )
+
+    async def _send_chunks(
+        self, repository: str, blob: UploadSource, session: _UploadSession, target: _Target
+    ) -> None:
+        """PATCH the blob's bytes in order, following the session's location. A dropped
+        connection or a refused range (416) asks the registry how much it holds and goes on from
+        there; a registry that dropped the session (distribution does when a body is cut short)
+        gets a new one and the blob from the start."""
+        size = blob.descriptor.size
+        length = session.limits.chunk_length(self.options.chunk_size, size)
+        offset = failures = 0
+        while offset < size:
+            end = min(offset + length, size)
+            try:
+                response, _ = await self._exchange(
+                    "PATCH",
+                    session.location,
+                    scopes=[Scope(repository, ("pull", "push"))],
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(end - offset),
+                        "Content-Range": f"{offset}-{end - 1}",
+                    },
+                    body=blob.body(offset, end),
+                    handle=self._expect((202, 416), target),
+                    resend=False,
+                )
+            except httpx.TransportError as exc:
+                failures += 1
+                self._give_up(exc, failures)
+                log.info(
+                    "registry %s: %s while uploading %s, resuming (%d)",
+                    self.registry,
+                    _transport_reason(exc),
+                    blob.descriptor.digest,
+                    failures,
+                )
+                await self._backoff(failures, None)
+            else:
+                if response.status_code == 202:
+                    session.location = self._location(response, target)
+                    offset = end
+                    blob.acknowledge(end)
+                    continue
+                failures += 1
+                if failures >= self.options.retries:
+                    raise RegistryError(
+                        f"registry {self.registry}: {target.action} {target.noun} failed: "
+                        f"it kept refusing the range {offset}-{end - 1}"
+                    )
+            offset = await self._resume(repository, session, target)
+
+    async def _resume(self, repository: str, session: _UploadSession, target: _Target) -> int:
+        """How many bytes an interrupted upload session holds (its ``Range``), following its new
+        location; a new session (at 0) when the registry no longer knows it."""
+        scopes = [Scope(repository, ("pull", "push"))]
+        response, _ = await self._exchange(
+            "GET", session.location, scopes=scopes, handle=self._expect((204, 404), target)
+        )
+        if response.status_code == 404:
+            log.info("registry %s dropped the upload session of %s", self.registry, target.noun)
+            started, _ = await self._exchange(
+                "POST",
+                self._url(repository, "blobs", "uploads/"),
+                scopes=scopes,
+                handle=self._expect((202,), target),
+            )
+            session.location = self._location(started, target)
+            return 0
+        if response.headers.get("location"):
+            session.location = self._location(response, target)
+        # distribution answers "0-0" for an empty session as well as for one byte: read it as 0.
+        end = response.headers.get("range", "0-0").rpartition("-")[2]
+        if not end.isdigit():
             raise RegistryError(
                 f"registry {self.registry}: {target.action} {target.noun} failed: bad upload status"
-            ) from None
+            )
+        return int(end) + 1 if int(end) > 0 else 0
+
+    async def _cancel_upload(self, repository: str, location: str, target: _Target) -> None:
+        """Cancel an upload session (best effort: registries also expire abandoned ones)."""
+        with contextlib.suppress(KitfsError):
+            await self._exchange(
+                "DELETE",
+                location,
+                scopes=[Scope(repository, ("pull", "push"))],
+                handle=self._expect((204, 404), target),
+            )
 
     # --- tags ------------------------------------------------------------------------------------
 
