@@ -58,6 +58,7 @@ Body = bytes | Callable[[], AsyncIterator[bytes]] | None
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_SMALL_BLOB = 64 * 1024 * 1024
+FALLBACK_CHUNK = 16 * 1024 * 1024  # PATCH size for a registry that refuses a whole blob (413)
 MAX_ERROR_BODY = 64 * 1024
 MAX_TAG_PAGES = 10_000
 IO_CHUNK = 1024 * 1024
@@ -1069,9 +1070,10 @@ class RegistryClient:
         session: _UploadSession,
         tracker: _Progress,
     ) -> None:
-        """Send the blob in PATCH requests (one, unless ``chunk_size`` or the registry's limits
-        ask for several), then commit it with ``?digest=`` once the hash of what was sent matches;
-        on any failure but cancellation the session is cancelled, so nothing half-done remains."""
+        """Stream the blob, hashed as it is read: in one PUT that carries it and its digest when
+        the registry takes it whole, else in PATCH chunks committed by a PUT once the hash of what
+        was sent matches. On any failure but cancellation the session is cancelled, so nothing
+        half-done remains."""
         target = self._blob_target(repository, descriptor.digest, "uploading")
         try:
             async with trio.open_nursery() as nursery:
@@ -1079,8 +1081,9 @@ class RegistryClient:
                     source, descriptor, lambda: _hasher(descriptor.digest), nursery, tracker.reached
                 )
                 try:
-                    await self._send_chunks(repository, blob, session, target)
-                    blob.verify()
+                    committed = await self._send_blob(repository, blob, session, target)
+                    if not committed:
+                        blob.verify()
                 except Exception:
                     await self._cancel_upload(repository, session.location, target)
                     raise
@@ -1091,38 +1094,32 @@ class RegistryClient:
             if first is None:
                 raise
             raise first from None
-        await self._exchange(
-            "PUT",
-            _with_query(session.location, "digest", descriptor.digest),
-            scopes=[Scope(repository, ("pull", "push"))],
-            handle=self._expect((201, 204), target),
-        )
+        if not committed:
+            await self._exchange(
+                "PUT",
+                _with_query(session.location, "digest", descriptor.digest),
+                scopes=[Scope(repository, ("pull", "push"))],
+                handle=self._expect((201, 204), target),
+            )
 
-    async def _send_chunks(
+    async def _send_blob(
         self, repository: str, blob: UploadSource, session: _UploadSession, target: _Target
-    ) -> None:
-        """PATCH the blob's bytes in order, following the session's location. A dropped
-        connection or a refused range (416) asks the registry how much it holds and goes on from
-        there; a registry that dropped the session (distribution does when a body is cut short)
-        gets a new one and the blob from the start."""
+    ) -> bool:
+        """Send the blob's bytes in order, following the session's location; True when the
+        upload is committed too (a monolithic PUT). A dropped connection or a refused range (416)
+        asks the registry how much it holds and goes on from there; a registry that dropped the
+        session (distribution does when a body is cut short) gets a new one and the blob from the
+        start; one that refuses a whole blob as too large (413) gets chunks."""
         size = blob.descriptor.size
         length = session.limits.chunk_length(self.options.chunk_size, size)
         offset = failures = 0
+        monolithic = True
         while offset < size:
             end = min(offset + length, size)
+            whole = monolithic and offset == 0 and end == size
             try:
-                response, _ = await self._exchange(
-                    "PATCH",
-                    session.location,
-                    scopes=[Scope(repository, ("pull", "push"))],
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Length": str(end - offset),
-                        "Content-Range": f"{offset}-{end - 1}",
-                    },
-                    body=blob.body(offset, end),
-                    handle=self._expect((202, 416), target),
-                    resend=False,
+                response = await self._send_part(
+                    repository, blob, session, (offset, end), whole, target
                 )
             except httpx.TransportError as exc:
                 failures += 1
@@ -1136,18 +1133,60 @@ class RegistryClient:
                 )
                 await self._backoff(failures, None)
             else:
-                if response.status_code == 202:
+                status = response.status_code
+                if whole and status in (201, 204):
+                    blob.acknowledge(end)
+                    return True
+                if status == 202:
                     session.location = self._location(response, target)
                     offset = end
                     blob.acknowledge(end)
                     continue
                 failures += 1
-                if failures >= self.options.retries:
+                if status == 413:
+                    monolithic = False
+                    length = session.limits.chunk_length(FALLBACK_CHUNK, size)
+                    log.info(
+                        "registry %s refused a whole blob as too large: chunks of %d bytes",
+                        self.registry,
+                        length,
+                    )
+                elif failures >= self.options.retries:
                     raise RegistryError(
                         f"registry {self.registry}: {target.action} {target.noun} failed: "
                         f"it kept refusing the range {offset}-{end - 1}"
                     )
             offset = await self._resume(repository, session, target)
+        return False
+
+    async def _send_part(
+        self,
+        repository: str,
+        blob: UploadSource,
+        session: _UploadSession,
+        span: tuple[int, int],
+        whole: bool,
+        target: _Target,
+    ) -> httpx.Response:
+        """One request with the blob's bytes ``span``: a PUT with the digest for the ``whole``
+        blob, else a PATCH with its Content-Range. Dropped connections are raised, not re-sent."""
+        offset, end = span
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(end - offset)}
+        url, ok = session.location, (202, 416)
+        if whole:
+            url, ok = _with_query(url, "digest", blob.descriptor.digest), (201, 204)
+        else:
+            headers["Content-Range"] = f"{offset}-{end - 1}"
+        response, _ = await self._exchange(
+            "PUT" if whole else "PATCH",
+            url,
+            scopes=[Scope(repository, ("pull", "push"))],
+            headers=headers,
+            body=blob.body(offset, end),
+            handle=self._expect((*ok, 413) if whole else ok, target),
+            resend=False,
+        )
+        return response
 
     async def _resume(self, repository: str, session: _UploadSession, target: _Target) -> int:
         """How many bytes an interrupted upload session holds (its ``Range``), following its new

@@ -1,7 +1,8 @@
 """The local side of a blob upload: every byte is read once, in large blocks in a worker thread that
 also hashes it, a few blocks ahead of the request that sends it; the hash is kept at the offset the
 registry has acknowledged, so that a resumed upload goes on hashing where the registry goes on
-storing, and the upload is committed with ``?digest=`` only when what was sent hashes to it.
+storing. The last block of a blob is sent only when the whole blob hashes to its digest, and a
+chunked upload is committed with ``?digest=`` only then: a damaged file never becomes a blob.
 
 ``kitfs.oci.client`` owns the requests (POST, PATCH, PUT, status, cancel); this module owns the
 bytes: reading ahead, hashing, the chunk plan from the registry's ``OCI-Chunk-Min-Length`` and
@@ -132,8 +133,10 @@ class _Attempt:
 
 class UploadSource:
     """A local blob as an upload body. ``body(start, end)`` gives a fresh body factory for one
-    request (httpx calls it once per attempt); ``acknowledge(end)`` records that the registry
-    holds the blob up to ``end``; ``verify()`` checks the whole blob's hash before it is committed.
+    request (httpx calls it once per attempt), which raises DigestMismatchError instead of sending
+    the blob's last block when the whole blob does not hash to its digest; ``acknowledge(end)``
+    records that the registry holds the blob up to ``end``; ``verify()`` checks the whole blob's
+    hash before a chunked upload is committed.
 
     Reading happens in tasks of ``nursery``, a few blocks ahead of the sender; ``close()`` stops
     whatever is still reading (each read finishes first, so its file is closed in order)."""
@@ -174,6 +177,10 @@ class UploadSource:
         position = attempt.start
         async with attempt.receive:
             async for data in attempt.receive:
+                if position + len(data) == self.descriptor.size:
+                    # The blob's last block goes out only once the whole blob hashes right: a
+                    # request cut short of its Content-Length cannot be committed by a registry.
+                    _check(self.path, self.descriptor, attempt.position, attempt.hasher)
                 yield data
                 position += len(data)
                 self._progress(position)

@@ -1,5 +1,5 @@
 """Blob uploads (kitfs.oci.upload through RegistryClient.upload_blob) against a real docker-registry:
-one streamed PATCH for a large blob, the registry's chunk limits, resuming after dropped connections,
+one streamed request for a large blob, the registry's chunk limits, resuming after dropped connections,
 and a damaged local file refused before its upload is committed."""
 
 from __future__ import annotations
@@ -80,20 +80,16 @@ def post_answer(headers: dict[str, str]) -> Callable[[ProxyRequest], Fault | Non
 # --- request counts ----------------------------------------------------------------------------
 
 
-def test_large_blob_goes_in_one_streamed_patch(
+def test_large_blob_goes_in_one_streamed_put(
     fault_proxy: FaultProxy, repo_name: str, tmp_path: Path
 ) -> None:
-    """24 MiB (16 MiB chunks used to take two PATCHes; a 100 MiB blob seven): one PATCH of the
-    whole blob and one PUT that commits it, without a body."""
+    """24 MiB (16 MiB chunks used to take two PATCHes and a PUT; a 100 MiB blob seven and a PUT):
+    one PUT that carries the whole blob and its digest."""
     path, desc, data = random_blob(tmp_path, 24 * MiB)
     assert upload_and_fetch(fault_proxy.host, repo_name, desc, path) == data
-    assert upload_requests(fault_proxy) == [
-        ("POST", ""),
-        ("PATCH", f"0-{desc.size - 1}"),
-        ("PUT", "digest"),
-    ]
+    assert upload_requests(fault_proxy) == [("POST", ""), ("PUT", "digest")]
     put = fault_proxy.matching("PUT", "/blobs/uploads/")[0]
-    assert put.headers["content-length"] == "0"
+    assert put.headers["content-length"] == str(desc.size)
 
 
 def test_small_blob_is_verified_then_put_whole(
@@ -164,8 +160,9 @@ def test_chunk_limit_headers_that_are_not_numbers_are_ignored() -> None:
 def test_corrupted_large_blob_is_not_committed(
     fault_proxy: FaultProxy, registry: RegistryServer, repo_name: str, tmp_path: Path
 ) -> None:
-    """The bytes go out as they are read, so the damage is found after the PATCH: the commit
-    (PUT ?digest=) is never sent, the session is cancelled and the registry has no such blob."""
+    """The bytes go out as they are read, and the blob's last block only once the whole blob
+    hashes right: the PUT stops short of its Content-Length, the session is cancelled and the
+    registry has no such blob."""
     path, desc, data = random_blob(tmp_path, 12 * MiB, seed=4)
     damaged = bytearray(data)
     damaged[7 * MiB] ^= 0xFF
@@ -177,9 +174,24 @@ def test_corrupted_large_blob_is_not_committed(
         f"blob {desc.digest} read from {path} failed verification: expected {desc.digest}, "
         f"got {sha256_digest(bytes(damaged))}"
     )
+    assert upload_requests(fault_proxy) == [("POST", ""), ("PUT", "digest"), ("DELETE", "")]
+    assert not registry_has(registry, repo_name, desc.digest)
+
+
+def test_corrupted_chunked_blob_is_not_committed(
+    fault_proxy: FaultProxy, registry: RegistryServer, repo_name: str, tmp_path: Path
+) -> None:
+    """In chunks, the last one is cut short the same way, and no PUT ?digest= is sent at all."""
+    path, desc, data = random_blob(tmp_path, 3 * MiB, seed=10)
+    path.write_bytes(data[:MiB] + b"x" + data[MiB + 1 :])
+    options = RegistryOptions(plain_http=True, chunked_threshold=64 * 1024, chunk_size=MiB)
+    with pytest.raises(DigestMismatchError, match=f"blob {desc.digest} read from"):
+        upload_and_fetch(fault_proxy.host, repo_name, desc, path, options)
     assert upload_requests(fault_proxy) == [
         ("POST", ""),
-        ("PATCH", f"0-{desc.size - 1}"),
+        ("PATCH", f"0-{MiB - 1}"),
+        ("PATCH", f"{MiB}-{2 * MiB - 1}"),
+        ("PATCH", f"{2 * MiB}-{3 * MiB - 1}"),
         ("DELETE", ""),
     ]
     assert not registry_has(registry, repo_name, desc.digest)
@@ -199,20 +211,19 @@ def test_corrupted_small_blob_opens_no_session(
 # --- dropped connections and refused ranges ------------------------------------------------------
 
 
-def test_connection_dropped_mid_patch_restarts_in_a_new_session(
+def test_connection_dropped_mid_upload_restarts_in_a_new_session(
     fault_proxy: FaultProxy, registry: RegistryServer, repo_name: str, tmp_path: Path
 ) -> None:
-    """distribution drops a session whose PATCH body was cut short (BLOB_UPLOAD_INVALID on the
-    status request): the upload opens a new session and sends the blob again, hashed afresh."""
+    """distribution drops a session whose body was cut short (BLOB_UPLOAD_INVALID on the status
+    request): the upload opens a new session and sends the blob again, hashed afresh."""
     path, desc, data = random_blob(tmp_path, 12 * MiB, seed=6)
-    fault_proxy.add_rule(once(lambda r: r.method == "PATCH", cut_request(5 * MiB)))
+    fault_proxy.add_rule(once(lambda r: r.method == "PUT", cut_request(5 * MiB)))
     assert upload_and_fetch(fault_proxy.host, repo_name, desc, path) == data
     assert upload_requests(fault_proxy) == [
         ("POST", ""),
-        ("PATCH", f"0-{desc.size - 1}"),
+        ("PUT", "digest"),
         ("GET", ""),
         ("POST", ""),
-        ("PATCH", f"0-{desc.size - 1}"),
         ("PUT", "digest"),
     ]
     assert registry_has(registry, repo_name, desc.digest)
@@ -237,6 +248,24 @@ def test_dropped_chunk_resumes_at_the_registry_offset(
         ("GET", ""),
         ("PATCH", "100000-199999"),
         ("PATCH", "200000-299999"),
+        ("PUT", "digest"),
+    ]
+
+
+def test_registry_refusing_a_whole_blob_gets_chunks(
+    fault_proxy: FaultProxy, repo_name: str, tmp_path: Path
+) -> None:
+    """A 413 to the monolithic PUT (a proxy's body limit, say): the blob goes in PATCH chunks of
+    at most 16 MiB in the same session, then a PUT commits it."""
+    path, desc, data = random_blob(tmp_path, 10 * MiB, seed=11)
+    too_large = Fault(respond=Response(413, {"Content-Type": "text/plain"}, b"too large"))
+    fault_proxy.add_rule(once(lambda r: r.method == "PUT", too_large))
+    assert upload_and_fetch(fault_proxy.host, repo_name, desc, path) == data
+    assert upload_requests(fault_proxy) == [
+        ("POST", ""),
+        ("PUT", "digest"),
+        ("GET", ""),
+        ("PATCH", f"0-{desc.size - 1}"),
         ("PUT", "digest"),
     ]
 
