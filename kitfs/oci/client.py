@@ -95,9 +95,7 @@ class RegistryOptions:
     backoff: float = 0.5
     backoff_cap: float = 30.0
     chunked_threshold: int = 8 * 1024 * 1024  # blobs up to this size are verified, then PUT whole
-    chunk_size: int = (
-        0  # PATCH size for larger blobs; 0: the whole blob (registry limits permitting)
-    )
+    chunk_size: int = 0  # larger blobs: PATCH size; 0 streams them in one PUT if the registry lets
     registries_conf: str | None = None  # read by kitfs.oci.endpoints, not by this client
     parallel_min: int = 64 * 1024 * 1024  # blobs this large download as parallel Range parts
     range_part: int = 32 * 1024 * 1024  # ... of this size
@@ -996,8 +994,8 @@ class RegistryClient:
     ) -> None:
         """Upload ``source`` as ``descriptor``'s blob unless the registry has it: mount it from
         ``mount_from`` when possible; else a small blob is read, verified and sent in one PUT, and
-        a larger one streams in one PATCH (or the chunks the registry asks for), hashed as it is
-        read. Either way the upload is committed only when the bytes sent hash to the digest: a
+        a larger one streams in one PUT too (or in the chunks the registry asks for), hashed as it
+        is read. Either way the upload is committed only when the bytes sent hash to the digest: a
         damaged ``source`` raises DigestMismatchError and its upload session is cancelled."""
         tracker = _Progress(progress)
         actual_size = (await trio.to_thread.run_sync(os.stat, source)).st_size
@@ -1108,8 +1106,9 @@ class RegistryClient:
         """Send the blob's bytes in order, following the session's location; True when the
         upload is committed too (a monolithic PUT). A dropped connection or a refused range (416)
         asks the registry how much it holds and goes on from there; a registry that dropped the
-        session (distribution does when a body is cut short) gets a new one and the blob from the
-        start; one that refuses a whole blob as too large (413) gets chunks."""
+        session (404: distribution does when a body is cut short) gets a new one and the blob from
+        the start; one that refuses a whole blob as too large (413) gets chunks. A whole-blob PUT whose
+        answer was lost is done if the registry now has the blob."""
         size = blob.descriptor.size
         length = session.limits.chunk_length(self.options.chunk_size, size)
         offset = failures = 0
@@ -1132,6 +1131,8 @@ class RegistryClient:
                     failures,
                 )
                 await self._backoff(failures, None)
+                if whole and await self.blob_exists(repository, blob.descriptor.digest):
+                    return True  # the answer was lost, not the upload (its last block was verified)
             else:
                 status = response.status_code
                 if whole and status in (201, 204):
@@ -1154,7 +1155,7 @@ class RegistryClient:
                 elif failures >= self.options.retries:
                     raise RegistryError(
                         f"registry {self.registry}: {target.action} {target.noun} failed: "
-                        f"it kept refusing the range {offset}-{end - 1}"
+                        f"it kept refusing bytes {offset}-{end - 1} (HTTP {status})"
                     )
             offset = await self._resume(repository, session, target)
         return False
@@ -1172,18 +1173,23 @@ class RegistryClient:
         blob, else a PATCH with its Content-Range. Dropped connections are raised, not re-sent."""
         offset, end = span
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(end - offset)}
-        url, ok = session.location, (202, 416)
+        ok: tuple[int, ...]
         if whole:
-            url, ok = _with_query(url, "digest", blob.descriptor.digest), (201, 204)
+            method, url, ok = (
+                "PUT",
+                _with_query(session.location, "digest", blob.descriptor.digest),
+                (201, 204, 404, 413),
+            )
         else:
+            method, url, ok = "PATCH", session.location, (202, 404, 416)
             headers["Content-Range"] = f"{offset}-{end - 1}"
         response, _ = await self._exchange(
-            "PUT" if whole else "PATCH",
+            method,
             url,
             scopes=[Scope(repository, ("pull", "push"))],
             headers=headers,
             body=blob.body(offset, end),
-            handle=self._expect((*ok, 413) if whole else ok, target),
+            handle=self._expect(ok, target),
             resend=False,
         )
         return response

@@ -114,6 +114,7 @@ class _Attempt:
         return data if self.position > self.start else None
 
     async def produce(self) -> None:
+        """Read to ``end`` into the channel; a read error ends it early and waits in ``error``."""
         with self.scope:
             async with self._send:
                 try:

@@ -270,6 +270,23 @@ def test_registry_refusing_a_whole_blob_gets_chunks(
     ]
 
 
+def test_upload_refused_as_an_unknown_session_asks_for_its_status(
+    fault_proxy: FaultProxy, repo_name: str, tmp_path: Path
+) -> None:
+    """A 404 to the data request: the status request decides (here the session is intact)."""
+    path, desc, data = random_blob(tmp_path, 9 * MiB, seed=12)
+    unknown = b'{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"blob upload invalid"}]}'
+    gone = Fault(respond=Response(404, {"Content-Type": "application/json"}, unknown))
+    fault_proxy.add_rule(once(lambda r: r.method == "PUT", gone))
+    assert upload_and_fetch(fault_proxy.host, repo_name, desc, path) == data
+    assert upload_requests(fault_proxy) == [
+        ("POST", ""),
+        ("PUT", "digest"),
+        ("GET", ""),
+        ("PUT", "digest"),
+    ]
+
+
 def test_refused_range_resumes_at_the_registry_offset(
     fault_proxy: FaultProxy, repo_name: str, tmp_path: Path
 ) -> None:
