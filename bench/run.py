@@ -49,6 +49,8 @@ SMALL = {
     "small_files": 100,
 }
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
+PUSH_BEGIN = "<!-- push:begin -->"
+PUSH_END = "<!-- push:end -->"
 HOW_TO_RUN = (
     "Flags go through `BENCH_ARGS`, e.g. `make bench BENCH_ARGS='--compressions none,gzip --model-mib 256'`: "
     "`--small`, the sizes (`--model-mib --compressible-mib --big-dataset-mib --mid-dataset-mib --small-files`), "
@@ -428,6 +430,11 @@ def render(
     kept_coldpath = coldpath.existing_section(args.output or DEFAULT_OUTPUT)  # `--coldpath` runs
     if kept_coldpath:
         lines += [kept_coldpath]
+    kept_push = report.existing_section(  # written by hand from bench/push.sh runs
+        args.output or DEFAULT_OUTPUT, PUSH_BEGIN, PUSH_END
+    )
+    if kept_push:
+        lines += [kept_push]
     return "\n".join(lines)
 
 

@@ -196,11 +196,8 @@ async def push_async(
 
         def upload(blob: Descriptor) -> Callable[[], Awaitable[None]]:
             async def job() -> None:
-                if await client.blob_exists(dest.repository, blob.digest):
-                    task.advance(blob.size)
-                    return
-                # Hash only what is sent: a damaged local blob must never reach the registry.
-                await trio.to_thread.run_sync(store.verify_blob, blob.digest)
+                # upload_blob skips a blob the registry has and hashes what it sends as it reads
+                # it: a damaged local blob is refused before its upload is committed.
                 await client.upload_blob(
                     dest.repository, blob, store.blob_path(blob.digest), task.advance
                 )

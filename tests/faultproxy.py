@@ -2,7 +2,7 @@
 
 Clients talk to the proxy as if it were the registry (``proxy.host``). For every request the proxy
 asks its rules, in order, for a ``Fault``; the first rule that returns one decides what happens:
-forward normally, delay, drop or reset the connection, answer by itself (a 5xx/429 with or without
+forward normally, delay, drop or reset the connection (also after part of the request body), answer by itself (a 5xx/429 with or without
 ``Retry-After``, a manifest that is not JSON), forward another path instead (a different blob for a
 digest), or forward and then rewrite headers (a wrong media type), cut, reset, stall, truncate or
 corrupt the response body. ``proxy.refuse_connections()`` closes the listening port so that new
@@ -65,6 +65,7 @@ class Fault:
     stall: float = 0.0  # ... for this many seconds (then drop the connection)
     truncate_to: int | None = None  # send only this many body bytes, as a complete response
     path: str | None = None  # forward the request for this path instead of the one asked for
+    cut_request_after: int | None = None  # forward this many request body bytes, then reset both
     set_headers: dict[str, str] | None = field(default=None, compare=False, hash=False)
 
 
@@ -222,6 +223,9 @@ class FaultProxy:
             if fault.path is not None:
                 head = _replace_path(head, fault.path)
             upstream = self._track(socket.create_connection(self.upstream, timeout=30))
+            if fault.cut_request_after is not None:
+                _forward_part(client, upstream, _close_connection(head), rest, fault)
+                return
             upstream.sendall(_close_connection(head) + rest)
             threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
             _relay_response(upstream, client, fault, self._stopping.wait)
@@ -298,6 +302,23 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
     with contextlib.suppress(OSError):
         while chunk := source.recv(IO_SIZE):
             sink.sendall(chunk)
+
+
+def _forward_part(
+    client: socket.socket, upstream: socket.socket, head: bytes, received: bytes, fault: Fault
+) -> None:
+    """Forward the head and the first ``cut_request_after`` body bytes, then reset the client
+    (the registry sees its request end early when the caller closes the upstream socket)."""
+    limit = fault.cut_request_after or 0
+    upstream.sendall(head + received[:limit])
+    sent = min(len(received), limit)
+    while sent < limit:
+        chunk = client.recv(min(IO_SIZE, limit - sent))
+        if not chunk:
+            break
+        upstream.sendall(chunk)
+        sent += len(chunk)
+    _reset(client)
 
 
 def _replace_path(head: bytes, path: str) -> bytes:
@@ -400,6 +421,11 @@ def refuse() -> Fault:
 def reset_midway(after: int) -> Fault:
     """Forward ``after`` body bytes, then reset the connection."""
     return Fault(cut_after=after, reset=True)
+
+
+def cut_request(after: int) -> Fault:
+    """Forward ``after`` bytes of the request body to the registry, then reset the connection."""
+    return Fault(cut_request_after=after)
 
 
 def stall(seconds: float, after: int = 0) -> Fault:

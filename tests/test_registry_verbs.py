@@ -667,6 +667,46 @@ def test_corrupted_blob_is_rejected_and_nothing_stored(
         assert client.head(f"/v2/{shared}-damaged/manifests/1").status_code == 404
 
 
+def test_push_streams_a_large_layer_once_and_refuses_a_damaged_one(
+    registry: RegistryServer, fault_proxy: FaultProxy, repo_name: str, tmp_path: Path
+) -> None:
+    """A 12 MiB layer goes in one streamed PUT, hashed as it is read. Damaged in local storage, the
+    push fails with one line, its upload is cut short and cancelled and the registry has neither
+    the blob nor the manifest; the intact ModelKit then pushes with the same blob bytes."""
+    context = tmp_path / "ctx"
+    (context / "model").mkdir(parents=True)
+    (context / "model" / "weights.bin").write_bytes(payload(12 * 1024 * 1024, "large"))
+    (context / "Kitfile").write_text(
+        "manifestVersion: 1.0.0\npackage:\n  name: large\nmodel:\n  name: w\n  path: model\n"
+    )
+    home = tmp_path / "home"
+    ref = f"{fault_proxy.host}/{repo_name}:1"
+    digest = last_digest(ok(kitfs(home, "pack", str(context), "-t", ref)), "Model saved:")
+    manifest = json.loads(read_blob(home, digest))
+    layer = manifest["layers"][0]["digest"]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(home, damaged)
+    blob = blob_path(damaged, layer)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+
+    fails(kitfs(damaged, "push", ref, PLAIN), layer, "failed verification")
+    assert len(fault_proxy.matching("DELETE", "/blobs/uploads/")) == 1
+    with httpx.Client(base_url=registry.url, trust_env=False) as client:
+        assert client.head(f"/v2/{repo_name}/blobs/{layer}").status_code == 404
+        assert client.head(f"/v2/{repo_name}/manifests/1").status_code == 404
+
+    fault_proxy.requests.clear()
+    assert last_digest(ok(kitfs(home, "push", ref, PLAIN)), "Pushed") == digest
+    layer_size = manifest["layers"][0]["size"]
+    puts = [r.headers["content-length"] for r in fault_proxy.matching("PUT", "/blobs/uploads/")]
+    assert str(layer_size) in puts and fault_proxy.matching("PATCH") == []
+    with httpx.Client(base_url=registry.url, trust_env=False) as client:
+        pushed = client.get(f"/v2/{repo_name}/blobs/{layer}").content
+    assert pushed == read_blob(home, layer)
+
+
 # -- errors ----------------------------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ from kitfs.oci.download import Download, Tee
 from kitfs.oci.download import hasher_for as _hasher
 from kitfs.oci.manifest import Descriptor
 from kitfs.oci.options import RegistryOptions
+from kitfs.oci.upload import ChunkLimits, UploadSource, read_verified
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ Body = bytes | Callable[[], AsyncIterator[bytes]] | None
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_SMALL_BLOB = 64 * 1024 * 1024
+FALLBACK_CHUNK = 16 * 1024 * 1024  # PATCH size for a registry that refuses a whole blob (413)
 MAX_ERROR_BODY = 64 * 1024
 MAX_TAG_PAGES = 10_000
 IO_CHUNK = 1024 * 1024
@@ -76,6 +78,15 @@ with contextlib.suppress(ImportError, AttributeError):
     from httpcore._async.http11 import AsyncHTTP11Connection
 
     AsyncHTTP11Connection.READ_NUM_BYTES = max(AsyncHTTP11Connection.READ_NUM_BYTES, IO_CHUNK)
+
+
+@dataclass
+class _UploadSession:
+    """An open upload: where to send the next request (each answer moves it) and the registry's
+    chunk limits."""
+
+    location: str
+    limits: ChunkLimits
 
 
 @dataclass(frozen=True)
@@ -251,30 +262,6 @@ async def _read_limited(response: httpx.Response, limit: int) -> bytes | None:
     return b"".join(parts)
 
 
-def _file_body(
-    path: Path, offset: int, length: int, progress: _Progress
-) -> Callable[[], AsyncIterator[bytes]]:
-    """A body factory: every call streams ``length`` bytes of ``path`` from ``offset`` afresh."""
-
-    async def chunks() -> AsyncIterator[bytes]:
-        fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
-        try:
-            position, end = offset, offset + length
-            while position < end:
-                data = await trio.to_thread.run_sync(
-                    os.pread, fd, min(IO_CHUNK, end - position), position
-                )
-                if not data:
-                    raise StorageError(f"{path} shrank while it was being uploaded")
-                position += len(data)
-                yield data
-                progress.reached(position)
-        finally:
-            os.close(fd)
-
-    return chunks
-
-
 class RegistryClient:
     """One registry's Distribution API; use as ``async with RegistryClient(host) as client``."""
 
@@ -335,9 +322,12 @@ class RegistryClient:
         handle: Callable[[httpx.Response], Awaitable[T]],
         headers: Headers | Callable[[], Headers] | None = None,
         body: Body = None,
+        resend: bool = True,
     ) -> T:
         """Send a request until it gets a final answer, then ``handle`` it (inside the retry loop:
-        a connection dropped while ``handle`` reads the body is retried too)."""
+        a connection dropped while ``handle`` reads the body is retried too). With ``resend``
+        False a dropped connection is raised instead, for an upload that resumes where the
+        registry says it stopped rather than from the start of its body."""
         failures = 0
         auth_rounds = 0
         while True:
@@ -359,6 +349,8 @@ class RegistryClient:
                 finally:
                     await response.aclose()
             except httpx.TransportError as exc:
+                if not resend:
+                    raise
                 failures += 1
                 self._give_up(exc, failures)
                 log.info(
@@ -886,7 +878,10 @@ class RegistryClient:
         mount_from: str | None = None,
     ) -> None:
         """Upload ``source`` as ``descriptor``'s blob unless the registry has it: mount it from
-        ``mount_from`` when possible, else one PUT (small blobs) or PATCH chunks and a final PUT."""
+        ``mount_from`` when possible; else a small blob is read, verified and sent in one PUT, and
+        a larger one streams in one PUT too (or in the chunks the registry asks for), hashed as it
+        is read. Either way the upload is committed only when the bytes sent hash to the digest: a
+        damaged ``source`` raises DigestMismatchError and its upload session is cancelled."""
         tracker = _Progress(progress)
         actual_size = (await trio.to_thread.run_sync(os.stat, source)).st_size
         if actual_size != descriptor.size:
@@ -896,18 +891,23 @@ class RegistryClient:
         if await self.blob_exists(repository, descriptor.digest):
             tracker.reached(descriptor.size)
             return
-        location = await self._start_upload(repository, descriptor, mount_from)
-        if location is not None:
-            if descriptor.size <= self.options.chunked_threshold:
-                await self._put_whole(repository, descriptor, source, location, tracker)
+        data = None
+        if descriptor.size <= self.options.chunked_threshold:
+            data = await trio.to_thread.run_sync(
+                read_verified, source, descriptor, _hasher(descriptor.digest)
+            )
+        session = await self._start_upload(repository, descriptor, mount_from)
+        if session is not None:
+            if data is not None:
+                await self._put_whole(repository, descriptor, data, session.location)
             else:
-                await self._put_chunks(repository, descriptor, source, location, tracker)
+                await self._put_streamed(repository, descriptor, source, session, tracker)
         tracker.reached(descriptor.size)
 
     async def _start_upload(
         self, repository: str, descriptor: Descriptor, mount_from: str | None
-    ) -> str | None:
-        """Open an upload session and return its location; None when a cross-repo mount did it all."""
+    ) -> _UploadSession | None:
+        """Open an upload session; None when a cross-repo mount did it all."""
         target = self._blob_target(repository, descriptor.digest, "uploading")
         url = self._url(repository, "blobs", "uploads/")
         scopes = [Scope(repository, ("pull", "push"))]
@@ -920,7 +920,9 @@ class RegistryClient:
         if response.status_code == 201:
             log.debug("mounted %s into %s from %s", descriptor.digest, repository, mount_from)
             return None
-        return self._location(response, target)
+        return _UploadSession(
+            self._location(response, target), ChunkLimits.from_headers(response.headers)
+        )
 
     def _location(self, response: httpx.Response, target: _Target) -> str:
         location = response.headers.get("location")
@@ -931,78 +933,185 @@ class RegistryClient:
         return str(response.url.join(location))
 
     async def _put_whole(
-        self,
-        repository: str,
-        descriptor: Descriptor,
-        source: Path,
-        location: str,
-        tracker: _Progress,
+        self, repository: str, descriptor: Descriptor, data: bytes, location: str
     ) -> None:
         target = self._blob_target(repository, descriptor.digest, "uploading")
         await self._exchange(
             "PUT",
             _with_query(location, "digest", descriptor.digest),
             scopes=[Scope(repository, ("pull", "push"))],
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(descriptor.size),
-            },
-            body=_file_body(source, 0, descriptor.size, tracker),
+            headers={"Content-Type": "application/octet-stream"},
+            body=data,
             handle=self._expect((201, 204), target),
         )
 
-    async def _put_chunks(
+    async def _put_streamed(
         self,
         repository: str,
         descriptor: Descriptor,
         source: Path,
-        location: str,
+        session: _UploadSession,
         tracker: _Progress,
     ) -> None:
+        """Stream the blob, hashed as it is read: in one PUT that carries it and its digest when
+        the registry takes it whole, else in PATCH chunks committed by a PUT once the hash of what
+        was sent matches. On any failure but cancellation the session is cancelled, so nothing
+        half-done remains."""
         target = self._blob_target(repository, descriptor.digest, "uploading")
-        offset = 0
-        while offset < descriptor.size:
-            length = min(self.options.chunk_size, descriptor.size - offset)
-            response, _ = await self._exchange(
-                "PATCH",
-                location,
-                scopes=[Scope(repository, ("pull", "push"))],
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Length": str(length),
-                    "Content-Range": f"{offset}-{offset + length - 1}",
-                },
-                body=_file_body(source, offset, length, tracker),
-                handle=self._expect((202, 416), target),
-            )
-            if response.status_code == 416:
-                offset = await self._upload_offset(repository, location, target)
-                continue
-            location = self._location(response, target)
-            offset += length
-        await self._exchange(
-            "PUT",
-            _with_query(location, "digest", descriptor.digest),
-            scopes=[Scope(repository, ("pull", "push"))],
-            headers={"Content-Length": "0"},
-            handle=self._expect((201, 204), target),
-        )
-
-    async def _upload_offset(self, repository: str, location: str, target: _Target) -> int:
-        """How many bytes an upload session holds (after a chunk was refused as out of order)."""
-        response, _ = await self._exchange(
-            "GET",
-            location,
-            scopes=[Scope(repository, ("pull", "push"))],
-            handle=self._expect((204,), target),
-        )
-        end = response.headers.get("range", "0--1").rpartition("-")[2]
         try:
-            return int(end) + 1
-        except ValueError:
+            async with trio.open_nursery() as nursery:
+                blob = UploadSource(
+                    source, descriptor, lambda: _hasher(descriptor.digest), nursery, tracker.reached
+                )
+                try:
+                    committed = await self._send_blob(repository, blob, session, target)
+                    if not committed:
+                        blob.verify()
+                except Exception:
+                    await self._cancel_upload(repository, session.location, target)
+                    raise
+                finally:
+                    blob.close()
+        except BaseExceptionGroup as group:
+            raise leading_error(group) from None
+        if not committed:
+            await self._exchange(
+                "PUT",
+                _with_query(session.location, "digest", descriptor.digest),
+                scopes=[Scope(repository, ("pull", "push"))],
+                handle=self._expect((201, 204), target),
+            )
+
+    async def _send_blob(
+        self, repository: str, blob: UploadSource, session: _UploadSession, target: _Target
+    ) -> bool:
+        """Send the blob's bytes in order, following the session's location; True when the
+        upload is committed too (a monolithic PUT). A dropped connection or a refused range (416)
+        asks the registry how much it holds and goes on from there; a registry that dropped the
+        session (404: distribution does when a body is cut short) gets a new one and the blob from
+        the start; one that refuses a whole blob as too large (413) gets chunks. A whole-blob PUT whose
+        answer was lost is done if the registry now has the blob."""
+        size = blob.descriptor.size
+        length = session.limits.chunk_length(self.options.chunk_size, size)
+        offset = failures = 0
+        monolithic = True
+        while offset < size:
+            end = min(offset + length, size)
+            whole = monolithic and offset == 0 and end == size
+            try:
+                response = await self._send_part(
+                    repository, blob, session, (offset, end), whole, target
+                )
+            except httpx.TransportError as exc:
+                failures += 1
+                self._give_up(exc, failures)
+                log.info(
+                    "registry %s: %s while uploading %s, resuming (%d)",
+                    self.registry,
+                    _transport_reason(exc),
+                    blob.descriptor.digest,
+                    failures,
+                )
+                await self._backoff(failures, None)
+                if whole and await self.blob_exists(repository, blob.descriptor.digest):
+                    return True  # the answer was lost, not the upload (its last block was verified)
+            else:
+                status = response.status_code
+                if whole and status in (201, 204):
+                    blob.acknowledge(end)
+                    return True
+                if status == 202:
+                    session.location = self._location(response, target)
+                    offset = end
+                    blob.acknowledge(end)
+                    continue
+                failures += 1
+                if status == 413:
+                    monolithic = False
+                    length = session.limits.chunk_length(FALLBACK_CHUNK, size)
+                    log.info(
+                        "registry %s refused a whole blob as too large: chunks of %d bytes",
+                        self.registry,
+                        length,
+                    )
+                elif failures >= self.options.retries:
+                    raise RegistryError(
+                        f"registry {self.registry}: {target.action} {target.noun} failed: "
+                        f"it kept refusing bytes {offset}-{end - 1} (HTTP {status})"
+                    )
+            offset = await self._resume(repository, session, target)
+        return False
+
+    async def _send_part(
+        self,
+        repository: str,
+        blob: UploadSource,
+        session: _UploadSession,
+        span: tuple[int, int],
+        whole: bool,
+        target: _Target,
+    ) -> httpx.Response:
+        """One request with the blob's bytes ``span``: a PUT with the digest for the ``whole``
+        blob, else a PATCH with its Content-Range. Dropped connections are raised, not re-sent."""
+        offset, end = span
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(end - offset)}
+        ok: tuple[int, ...]
+        if whole:
+            method, url, ok = (
+                "PUT",
+                _with_query(session.location, "digest", blob.descriptor.digest),
+                (201, 204, 404, 413),
+            )
+        else:
+            method, url, ok = "PATCH", session.location, (202, 404, 416)
+            headers["Content-Range"] = f"{offset}-{end - 1}"
+        response, _ = await self._exchange(
+            method,
+            url,
+            scopes=[Scope(repository, ("pull", "push"))],
+            headers=headers,
+            body=blob.body(offset, end),
+            handle=self._expect(ok, target),
+            resend=False,
+        )
+        return response
+
+    async def _resume(self, repository: str, session: _UploadSession, target: _Target) -> int:
+        """How many bytes an interrupted upload session holds (its ``Range``), following its new
+        location; a new session (at 0) when the registry no longer knows it."""
+        scopes = [Scope(repository, ("pull", "push"))]
+        response, _ = await self._exchange(
+            "GET", session.location, scopes=scopes, handle=self._expect((204, 404), target)
+        )
+        if response.status_code == 404:
+            log.info("registry %s dropped the upload session of %s", self.registry, target.noun)
+            started, _ = await self._exchange(
+                "POST",
+                self._url(repository, "blobs", "uploads/"),
+                scopes=scopes,
+                handle=self._expect((202,), target),
+            )
+            session.location = self._location(started, target)
+            return 0
+        if response.headers.get("location"):
+            session.location = self._location(response, target)
+        # distribution answers "0-0" for an empty session as well as for one byte: read it as 0.
+        end = response.headers.get("range", "0-0").rpartition("-")[2]
+        if not end.isdigit():
             raise RegistryError(
                 f"registry {self.registry}: {target.action} {target.noun} failed: bad upload status"
-            ) from None
+            )
+        return int(end) + 1 if int(end) > 0 else 0
+
+    async def _cancel_upload(self, repository: str, location: str, target: _Target) -> None:
+        """Cancel an upload session (best effort: registries also expire abandoned ones)."""
+        with contextlib.suppress(KitfsError):
+            await self._exchange(
+                "DELETE",
+                location,
+                scopes=[Scope(repository, ("pull", "push"))],
+                handle=self._expect((204, 404), target),
+            )
 
     # --- tags ------------------------------------------------------------------------------------
 

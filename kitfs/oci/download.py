@@ -171,13 +171,19 @@ class Download:
 
     async def run(self, fetch: Callable[[], Awaitable[None]]) -> None:
         """Run ``fetch`` (which calls :meth:`put`) beside the writer; return when all is written."""
+        failed: Exception | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer)
-                await fetch()
+                try:
+                    await fetch()
+                except Exception as exc:  # the writer still writes what arrived: resume after it
+                    failed = exc
                 await self._send.aclose()
         except BaseExceptionGroup as group:
             raise leading_error(group) from None
+        if failed is not None:
+            raise failed
 
     async def put(self, data: bytes) -> None:
         """Queue the next bytes for the writer (waits while the queue is full)."""

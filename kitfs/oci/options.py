@@ -21,8 +21,8 @@ class RegistryOptions:
     retries: int = 5
     backoff: float = 0.5
     backoff_cap: float = 30.0
-    chunked_threshold: int = 64 * 1024 * 1024
-    chunk_size: int = 16 * 1024 * 1024
+    chunked_threshold: int = 8 * 1024 * 1024  # blobs up to this size are verified, then PUT whole
+    chunk_size: int = 0  # larger blobs: PATCH size; 0 streams them in one PUT if the registry lets
     registries_conf: str | None = None  # read by kitfs.oci.endpoints, not by this client
     parallel_min: int = 64 * 1024 * 1024  # blobs this large download as parallel Range parts
     range_part: int = 32 * 1024 * 1024  # ... of this size
