@@ -118,6 +118,29 @@ class LayerStore:
         if self._nursery is not None:
             self._nursery.start_soon(job)
 
+    async def _after(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` in the background when the store has a nursery, else now."""
+        if self._nursery is not None:
+            self._nursery.start_soon(job)
+        else:
+            await job()
+
+    async def _persist(self, record: LayerRecord) -> None:
+        """Sync a freshly written tar to disk, then write its record."""
+
+        def sync_then_record() -> None:
+            try:
+                fd = os.open(self.cache.tar_path(record.diff_id), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:  # evicted meanwhile: nothing to vouch for
+                return
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.cache.write_record(record)
+
+        await trio.to_thread.run_sync(sync_then_record)
+
     def _lock(self, digest: str) -> trio.Lock:
         return self._locks.setdefault(digest, trio.Lock())
 
@@ -380,6 +403,7 @@ class LayerStore:
         started = time.monotonic()
         local = self.source.local_blob(desc)
         cached = await self._cached_tar(slot)
+        written = False  # a tar this fetch wrote (not yet synced to disk)
         if local is not None and slot.compression == "none":
             result = await self._scan(slot, local, None, what)
             check_blob(desc, result, f"in {local}")
@@ -388,11 +412,19 @@ class LayerStore:
             result = await self._rescan(slot, cached, what)
         elif local is not None:
             result = await self._decompress(slot, local, what, verified=False)
+            written = True
         else:
             result = await self._download(slot, what)
+            written = True
         check_diff_id(slot.diff_id, slot.descriptor, result)
         record = LayerRecord(desc.digest, result.tar_digest, result.entries)
-        await trio.to_thread.run_sync(self.cache.write_record, record)
+        if written:
+            # Reads are served now, from the verified file in the page cache; the record that
+            # lets later mounts trust the tar without hashing it is written only once the tar is
+            # on disk (a crash before leaves a tar without a record: it is hashed again).
+            await self._after(lambda: self._persist(record))
+        else:
+            await trio.to_thread.run_sync(self.cache.write_record, record)
         self.fetches += 1
         elapsed = max(time.monotonic() - started, 1e-6)
         log.info(
@@ -462,6 +494,7 @@ class LayerStore:
                 what=what,
                 verified=verified,
                 expected=digest,
+                durable=False,
             )
         return lambda path: scan_layer(
             path,
@@ -472,6 +505,7 @@ class LayerStore:
             expected_digest=digest,
             verified=verified,
             trailing=trailing_allowance(slot.descriptor.annotations, slot.descriptor.size),
+            durable=False,
         )
 
     async def _decompress(
@@ -500,7 +534,7 @@ class LayerStore:
             advance = self._progress_for(slot)
             if slot.compression == "none":
                 dest = self.cache.tar_path(desc.digest)
-                await self.source.download(desc, dest, advance)
+                await self.source.download(desc, dest, advance, durable=False)
                 try:
                     return await self._scan(slot, dest, None, what, verified=True)
                 except BaseException:

@@ -47,6 +47,7 @@ def scan_layer(
     verified: bool = False,
     trailing: int = MAX_TRAILING_BYTES,
     extract: Callable[[TarReader, TarEntry], None] | None = None,
+    durable: bool = True,
 ) -> ScanResult:
     """Hash a blob, decompress it (copying the tar to ``out``), hash and index the tar: one pass.
 
@@ -57,6 +58,7 @@ def scan_layer(
     span index: :func:`kitfs.layers.spanindex.trailing_allowance`).
     ``extract`` is called with each entry as the reader yields it, and may read its data
     (``TarReader.read_data``): how ``unpack`` writes files in the same pass (kitfs.staging).
+    ``durable=False`` leaves syncing ``out`` to the caller.
     """
     with opened(path) as raw_file, contextlib.ExitStack() as stack:
         sink = stack.enter_context(open(out, "wb")) if out is not None else None
@@ -88,7 +90,8 @@ def scan_layer(
             raise
         if sink is not None:
             sink.flush()
-            os.fsync(sink.fileno())
+            if durable:
+                os.fsync(sink.fileno())
     blob_digest = expected_digest if verified else raw.digest
     tar_digest = blob_digest if plain else tar.digest
     return ScanResult(blob_digest, raw.size, tar_digest, tar.size, entries)

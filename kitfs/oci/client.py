@@ -763,7 +763,7 @@ class RegistryClient:
         size = state.descriptor.size
         part = max(IO_CHUNK, self.options.range_part)
         starts = list(range(state.received, size, part))
-        data: dict[int, bytes] = {}
+        data: dict[int, list[bytes]] = {}
         done = {start: trio.Event() for start in starts}
         slots = trio.Semaphore(max(1, self.options.concurrency) + 1)  # parts held in memory
 
@@ -798,7 +798,7 @@ class RegistryClient:
 
     async def _fetch_part(
         self, repository: str, digest: str, start: int, part: int, size: int
-    ) -> bytes:
+    ) -> list[bytes]:
         length = min(part, size - start)
         pieces: list[bytes] = []
         got = 0
@@ -811,7 +811,7 @@ class RegistryClient:
         for _attempt in range(self.options.retries):
             await self.stream_blob_range(repository, digest, start + got, length - got, keep)
             if got >= length:
-                return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                return pieces
         raise TransientError(
             f"registry {self.registry} kept ending its answers early for bytes {start}- of {digest}"
         )
@@ -830,28 +830,31 @@ class RegistryClient:
                 raise RegistryError(
                     f"registry {self.registry} resumed {target.noun} at the wrong offset"
                 )
-        buffer = bytearray()
+        pieces: list[bytes] = []
+        held = 0
         try:
             async for chunk in response.aiter_bytes():
-                buffer += chunk
-                if len(buffer) >= IO_CHUNK:
-                    await self._flush(state, buffer, target)
+                pieces.append(chunk)
+                held += len(chunk)
+                if held >= IO_CHUNK:
+                    await self._flush(state, pieces, held, target)
+                    pieces, held = [], 0
         except httpx.TransportError:
             # The bytes that arrived before the drop are good: keep them and resume after them.
-            await self._flush(state, buffer, target)
+            await self._flush(state, pieces, held, target)
             raise
-        await self._flush(state, buffer, target)
+        await self._flush(state, pieces, held, target)
 
-    async def _flush(self, state: Download, buffer: bytearray, target: _Target) -> None:
-        if not buffer:
+    async def _flush(
+        self, state: Download, pieces: list[bytes], held: int, target: _Target
+    ) -> None:
+        if not pieces:
             return
-        data = bytes(buffer)
-        buffer.clear()
-        if state.received + len(data) > state.descriptor.size:
+        if state.received + held > state.descriptor.size:
             raise DigestMismatchError(
                 state.descriptor.digest, f"more than {state.descriptor.size} bytes", target.noun
             )
-        await state.put(data)
+        await state.put(pieces)
 
     def _check_download(self, state: Download, repository: str) -> None:
         noun = self._blob_target(repository, state.descriptor.digest, "").noun

@@ -98,7 +98,7 @@ class Download:
         self.temp, fd, self.resumable = partial_file(dest)
         self.file = os.fdopen(fd, "r+b")
         self.writeback = Writeback(self.file.fileno(), enabled=durable)
-        self._send, self._receive = trio.open_memory_channel[bytes | trio.Event](QUEUE_DEPTH)
+        self._send, self._receive = trio.open_memory_channel[list[bytes] | trio.Event](QUEUE_DEPTH)
 
     # -- worker-thread steps -------------------------------------------------------------------
 
@@ -120,14 +120,16 @@ class Download:
         self.writeback.reset(held)
         self.progress.reached(held)
 
-    def _write(self, data: bytes) -> None:
-        try:
-            self.file.write(data)
-        except OSError as exc:
-            raise StorageError(f"cannot write {self.dest.parent}: {exc.strerror}") from None
-        self.hasher.update(data)
-        self.writeback.wrote(len(data))
-        self._pass_on(self.written, data)
+    def _write(self, chunks: list[bytes]) -> None:
+        for data in chunks:
+            try:
+                self.file.write(data)
+            except OSError as exc:
+                raise StorageError(f"cannot write {self.dest.parent}: {exc.strerror}") from None
+            self.hasher.update(data)
+            self.writeback.wrote(len(data))
+            self._pass_on(self.written, data)
+            self.written += len(data)
 
     def _pass_on(self, position: int, data: bytes) -> None:
         tee = self.tee
@@ -144,6 +146,7 @@ class Download:
     def _restart(self) -> None:
         self.file.seek(0)
         self.file.truncate()
+        self.written = 0
         self.hasher = hasher_for(self.descriptor.digest)
         self.writeback.reset(0)
         if self.tee is not None:
@@ -185,10 +188,11 @@ class Download:
         if failed is not None:
             raise failed
 
-    async def put(self, data: bytes) -> None:
-        """Queue the next bytes for the writer (waits while the queue is full)."""
-        self.received += len(data)
-        await self._send.send(data)
+    async def put(self, chunks: list[bytes]) -> None:
+        """Queue the next bytes, in order, for the writer (waits while the queue is full). They
+        are passed as the pieces they arrived in: joining them would copy every byte once more."""
+        self.received += sum(len(c) for c in chunks)
+        await self._send.send(chunks)
 
     async def settle(self) -> None:
         """Wait until everything queued is written."""
@@ -209,7 +213,6 @@ class Download:
                     item.set()
                     continue
                 await trio.to_thread.run_sync(self._write, item)
-                self.written += len(item)
                 self.progress.reached(self.written)
 
 
