@@ -52,6 +52,7 @@ T = TypeVar("T")
 Progress = Callable[[int], None]
 FAILURE_TTL = 5.0  # seconds a failed layer answers EIO at once instead of being fetched again
 PROGRESS_MIN_SIZE = 16 << 20  # smaller layers get a log line, not a progress bar
+BACKGROUND_SYNC_MIN = 64 << 20  # fresh tars this large are synced after reads start, not before
 LOCK_POLL = 0.05
 INLINE_READ = 1 << 20
 
@@ -418,11 +419,13 @@ class LayerStore:
             written = True
         check_diff_id(slot.diff_id, slot.descriptor, result)
         record = LayerRecord(desc.digest, result.tar_digest, result.entries)
-        if written:
+        if written and result.tar_size >= BACKGROUND_SYNC_MIN:
             # Reads are served now, from the verified file in the page cache; the record that
             # lets later mounts trust the tar without hashing it is written only once the tar is
             # on disk (a crash before leaves a tar without a record: it is hashed again).
             await self._after(lambda: self._persist(record))
+        elif written:
+            await self._persist(record)
         else:
             await trio.to_thread.run_sync(self.cache.write_record, record)
         self.fetches += 1
