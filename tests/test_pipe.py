@@ -1,15 +1,19 @@
-"""kitfs.layers.pipe: bytes arrive in order, and neither side of the pipe can be left waiting."""
+"""kitfs.layers.pipe and readahead: bytes arrive in order, neither side of a pipe is left waiting,
+and a file hashed ahead gives its whole digest."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from kitfs.layers.pipe import BytePipe, PipeBroken
+from kitfs.layers.readahead import HashedFile
 
 
 def _in_thread(body: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
@@ -94,3 +98,19 @@ def test_end_of_stream_after_the_bytes_held() -> None:
     pipe.feed(b"abc")
     pipe.close()
     assert pipe.read(2) == b"ab" and pipe.read() == b"c" and pipe.read() == b""
+
+
+def test_a_hashed_file_gives_the_whole_files_digest_even_when_read_only_in_part(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(21 << 20)  # several read-ahead chunks, more than the pipe holds
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    with HashedFile(path) as stream:
+        assert stream.read(1000) == data[:1000]  # the reader stops early
+    assert stream.digest() == "sha256:" + hashlib.sha256(data).hexdigest()
+    with HashedFile(path) as stream:
+        got = bytearray()
+        while chunk := stream.read():
+            got += chunk
+    assert bytes(got) == data and stream.size == len(data)

@@ -158,3 +158,46 @@ def test_a_flipped_byte_in_a_remote_layer_writes_nothing(
     line = fails(kitfs(tmp_path / "fresh", "unpack", ref, "-d", str(out), "--plain-http"))
     assert f"sha256:{weights}" in line and "failed verification" in line
     assert not out.exists() or os.listdir(out) == []
+
+
+KIT = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "kit"
+if not KIT.exists():
+    KIT = Path("/work/shared/tools/kit")
+
+
+@pytest.mark.skipif(not KIT.exists(), reason=f"kit v1.7.0 binary not found at {KIT}")
+def test_kit_unpacks_a_corrupted_blob_that_kitfs_refuses(tmp_path: Path) -> None:
+    """What the benchmarks' unpack rows compare: kit v1.7.0 does not hash a layer it unpacks from
+    its local storage, kitfs does (so its unpack costs at least one sha256 pass more)."""
+    home = _home(tmp_path, "none")
+    weights = _blobs(home)[0]
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside model/weights.bin's data
+    weights.write_bytes(bytes(data))
+    env = {k: v for k, v in os.environ.items() if k != "KITOPS_HOME"}
+    kit_out = tmp_path / "kit-out"
+    done = subprocess.run(
+        [str(KIT), "--config", str(home), "unpack", "op:v1", "-d", str(kit_out)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (kit_out / "model" / "weights.bin").read_bytes() != FILES["model/weights.bin"]
+    line = fails(cli(home, "unpack", "op:v1", "-d", str(tmp_path / "kitfs-out")))
+    assert f"sha256:{weights.name} failed verification" in line
+
+
+def test_a_large_local_blob_hashed_ahead_still_reports_corruption_first(tmp_path: Path) -> None:
+    """Blobs of 8 MiB or more are read and hashed in a second thread (kitfs.layers.readahead):
+    a byte flipped near the start breaks decompression first, yet the error is the digest's."""
+    home = tmp_path / "home"
+    make_tree(
+        tmp_path / "ctx",
+        {"Kitfile": KITFILE.split("datasets:")[0], "model/w.bin": os.urandom(9 << 20)},
+    )
+    ok(cli(home, "pack", str(tmp_path / "ctx"), "-t", "op:v1", "--compression", "gzip", *WHOLE))
+    blob = _blobs(home)[0]
+    data = bytearray(blob.read_bytes())
+    data[40] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    line = fails(cli(home, "unpack", "op:v1", "-d", str(tmp_path / "out")))
+    assert line.startswith(f"kitfs: layer sha256:{blob.name} failed verification: expected ")

@@ -21,8 +21,11 @@ import zstandard
 from kitfs.errors import DigestMismatchError, UnsafeContentError
 from kitfs.layers.codec import MAX_TRAILING_BYTES, decompressing_reader
 from kitfs.layers.hashing import HashingReader, opened
+from kitfs.layers.readahead import HashedFile
 from kitfs.layers.tarindex import TarEntry, TarReader
 from kitfs.oci.manifest import Descriptor
+
+READ_AHEAD_MIN = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,17 @@ def scan_layer(
     (``TarReader.read_data``): how ``unpack`` writes files in the same pass (kitfs.staging).
     ``durable=False`` leaves syncing ``out`` to the caller.
     """
-    with opened(path) as raw_file, contextlib.ExitStack() as stack:
+    # A large stored blob is read and hashed ahead in a second thread (kitfs.layers.readahead).
+    ahead = (
+        not verified
+        and isinstance(path, (str, os.PathLike))
+        and os.path.getsize(path) >= READ_AHEAD_MIN
+    )
+    source = HashedFile(Path(path)) if ahead else opened(path)  # type: ignore[arg-type]
+    with source as raw_file, contextlib.ExitStack() as stack:
         sink = stack.enter_context(open(out, "wb")) if out is not None else None
-        raw = HashingReader(raw_file, hash_it=not verified)  # type: ignore[arg-type]
+        raw = HashingReader(raw_file, hash_it=not verified and not ahead)  # type: ignore[arg-type]
+        blob_digest = _digest_source(raw, raw_file if ahead else None)  # type: ignore[arg-type]
         plain = compression == "none"
         stream = raw if plain else decompressing_reader(raw, compression)  # type: ignore[arg-type]
         tar = HashingReader(stream, sink, hash_it=not plain)  # type: ignore[arg-type]
@@ -83,27 +94,37 @@ def scan_layer(
                 )
             raw.drain()
         except (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError) as exc:
-            _corrupt_first(raw, expected_digest, verified)
+            _corrupt_first(raw, expected_digest, verified, blob_digest)
             raise UnsafeContentError(f"{what} cannot be decompressed: {exc}") from None
         except UnsafeContentError:
-            _corrupt_first(raw, expected_digest, verified)
+            _corrupt_first(raw, expected_digest, verified, blob_digest)
             raise
         if sink is not None:
             sink.flush()
             if durable:
                 os.fsync(sink.fileno())
-    blob_digest = expected_digest if verified else raw.digest
-    tar_digest = blob_digest if plain else tar.digest
-    return ScanResult(blob_digest, raw.size, tar_digest, tar.size, entries)
+        digest = expected_digest if verified else blob_digest()
+    tar_digest = digest if plain else tar.digest
+    return ScanResult(digest, raw.size, tar_digest, tar.size, entries)
 
 
-def _corrupt_first(raw: HashingReader, expected: str, verified: bool) -> None:
+def _digest_source(raw: HashingReader, ahead: HashedFile | None) -> Callable[[], str]:
+    """How to get the blob's digest once it was read: from the read-ahead thread, or ``raw``."""
+    if ahead is not None:
+        return ahead.digest
+    return lambda: raw.digest
+
+
+def _corrupt_first(
+    raw: HashingReader, expected: str, verified: bool, digest: Callable[[], str]
+) -> None:
     """Report a failed parse of bytes that are not the named blob as the digest mismatch it is."""
     if verified:
         return
     raw.drain()
-    if raw.digest != expected:
-        raise DigestMismatchError(expected, raw.digest, f"layer {expected}") from None
+    actual = digest()
+    if actual != expected:
+        raise DigestMismatchError(expected, actual, f"layer {expected}") from None
 
 
 def check_blob(desc: Descriptor, result: ScanResult, where: str = "") -> None:
