@@ -322,9 +322,8 @@ def _unpack_remote(
     scratch = Path(tempfile.mkdtemp(prefix="unpack-", dir=scratch_dir(paths, "unpack")))
     pins: list[PinnedTar] = []
     attempt = _Attempt()
-    staging: Staging | None = None
+    downloads = _Downloads(scratch, options.target, attempt.staged)
     try:
-        staging = _open_staging(options.target)
         while True:
             manifest, kitfile, located = trio.run(
                 _fetch_selected,
@@ -332,7 +331,7 @@ def _unpack_remote(
                 paths,
                 reg_options,
                 options.filters,
-                _Downloads(scratch, staging, attempt.staged),
+                downloads,
                 progress,
                 cached,
                 pins,
@@ -346,7 +345,7 @@ def _unpack_remote(
                     _locator(located, scratch),
                     options,
                     progress,
-                    staging=staging,
+                    staging=downloads.staging,
                     staged=attempt.staged,
                 )
                 return counts, kitfile
@@ -362,16 +361,9 @@ def _unpack_remote(
                 cached.open().remove_tar(bad[1])
     finally:
         _release(pins)
-        if staging is not None:
-            staging.close()
+        if downloads.staging is not None:
+            downloads.staging.close()
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _open_staging(target: Path) -> Staging:
-    try:
-        return Staging(target.resolve())
-    except OSError as exc:
-        raise UnpackError(f"failed to create directory {target}: {exc.strerror}") from None
 
 
 @dataclass
@@ -388,11 +380,24 @@ class _Attempt:
 @dataclass
 class _Downloads:
     """Where an unpack's downloads go: blob files in ``scratch`` (to fall back on), and each
-    layer's files staged in ``staging`` as its bytes arrive (``staged`` by layer digest)."""
+    layer's files staged as its bytes arrive (``staged`` by layer digest) in a staging directory
+    of ``target``, made when the first layer is about to be fetched (not before the signature
+    check, so a refused unpack creates nothing)."""
 
     scratch: Path
-    staging: Staging
+    target: Path
     staged: dict[str, StagedLayer]
+    staging: Staging | None = None
+
+    def stage_in(self) -> Staging:
+        if self.staging is None:
+            try:
+                self.staging = Staging(self.target.resolve())
+            except OSError as exc:
+                raise UnpackError(
+                    f"failed to create directory {self.target}: {exc.strerror}"
+                ) from None
+        return self.staging
 
 
 def _locator(
@@ -463,18 +468,20 @@ async def _fetch_selected(
             blob = into.scratch / desc.hex
             diff_id = str(layer.entry.get("diffId") or "") or None
 
-            def stage(source: Path | BinaryIO) -> StagedLayer:
-                return stage_layer(
-                    source,
-                    desc,
-                    layer.layer_type.compression,
-                    diff_id,
-                    into.staging,
-                    raw=layer.layer_type.raw,
-                    verified=True,
-                )
-
             async def run() -> None:
+                staging = into.stage_in()  # on the event loop: one directory for every layer
+
+                def stage(source: Path | BinaryIO) -> StagedLayer:
+                    return stage_layer(
+                        source,
+                        desc,
+                        layer.layer_type.compression,
+                        diff_id,
+                        staging,
+                        raw=layer.layer_type.raw,
+                        verified=True,
+                    )
+
                 into.staged[desc.digest] = await read_while_downloading(
                     lambda tee: client.download_blob(
                         ref.repository, desc, blob, task.advance, tee=tee, durable=False

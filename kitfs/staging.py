@@ -15,6 +15,7 @@ the same target removes once its process is gone).
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import shutil
@@ -60,12 +61,11 @@ class Staging:
                 shutil.rmtree(stale, ignore_errors=True)
         self.dir = root / f"{PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
         self.dir.mkdir(mode=0o700)
-        self._count = 0
+        self._numbers = itertools.count(1)  # one next() at a time, from every staging thread
 
     def new_file(self, mode: int) -> tuple[Path, int]:
         """A new staged file (created with ``mode``, so the umask applies) and its fd."""
-        self._count += 1
-        path = self.dir / str(self._count)
+        path = self.dir / str(next(self._numbers))
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode & 0o777)
         except OSError as exc:
