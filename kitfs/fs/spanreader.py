@@ -79,6 +79,7 @@ class SpanReader:
         # those later: a read that finds one gone fetches it again).
         self._have: set[int] = set()
         self._mismatched: dict[int, str] = {}  # spans whose bytes failed their digest, and why
+        self._unsynced: dict[int, Path] = {}  # spans served from their temp file until synced
         self._ends: deque[int] = deque(maxlen=STREAMS)
         self._file_starts = {e.offset for e in index.entries if e.size > index.span_size}
         self._checked: set[tuple[int, str]] = set()
@@ -142,9 +143,8 @@ class SpanReader:
         if fd is not None:
             self._files.move_to_end(position)
             return fd
-        path = self.cache.span_path(self.index.spans[position].digest)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd, path = self._open(position)
         except FileNotFoundError:
             self._have.discard(position)  # evicted since: the next read fetches it again
             raise
@@ -192,7 +192,11 @@ class SpanReader:
         fd = self._files.get(position)
         if fd is not None:
             return os.pread(fd, span.size, 0)
-        return self.cache.span_path(span.digest).read_bytes()
+        fd, _path = self._open(position)
+        try:
+            return os.pread(fd, span.size, 0)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         for fd in self._files.values():
@@ -366,6 +370,20 @@ class SpanReader:
             self._mismatched[position] = f"{self.slot.label} (layer {self.slot.digest}): {exc}"
             return False
         self.fetched_spans += 1
+        if position in self._unsynced:
+            self._have.add(position)
+
+            async def persist() -> None:
+                temp = self._unsynced[position]
+                with trio.CancelScope(shield=True):  # an unmount waits for it: the span stays
+                    await trio.to_thread.run_sync(self._persist, position, temp)
+                if self._unsynced.get(position) == temp:
+                    del self._unsynced[position]
+
+            if self._spawn is not None:
+                self._spawn(persist)
+            else:
+                await persist()
         return True
 
     def _verify_and_store(self, position: int, span: Span, data: bytes | memoryview) -> None:
@@ -382,15 +400,40 @@ class SpanReader:
         try:
             with open(temp, "wb") as out:
                 out.write(plain)
-                # A cached span is served by later mounts without hashing it again (its name is
-                # the digest of its compressed bytes): it must be on disk before it gets it.
-                out.flush()
-                os.fdatasync(out.fileno())
-            self.cache.commit_span(temp, span.digest)
-            self._have.add(position)
-        finally:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
+            raise
+        # This reader serves the span from its temp file at once. A cached span is served by
+        # later mounts without hashing it again (its name is the digest of its compressed
+        # bytes), so it gets that name only once it is on disk: _persist, in the background.
+        self._unsynced[position] = temp
+
+    def _open(self, position: int) -> tuple[int, Path]:
+        """An fd on a readable span's bytes: its temp file until it is synced, then its cache
+        name (tried second too: the rename may have just happened)."""
+        final = self.cache.span_path(self.index.spans[position].digest)
+        temp = self._unsynced.get(position)
+        for path in (temp, final) if temp is not None else (final,):
+            try:
+                return os.open(path, os.O_RDONLY | os.O_CLOEXEC), path
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(final)
+
+    def _persist(self, position: int, temp: Path) -> None:
+        """Sync a span written by this reader, then give it its digest name (blocking; an open
+        fd on the temp file keeps reading the same bytes after the rename)."""
+        try:
+            fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # the cache was cleared meanwhile
+            return
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            self.cache.commit_span(temp, self.index.spans[position].digest)
 
     def _fail(self, position: int, reason: str) -> None:
         if position not in self._failed:
