@@ -51,7 +51,22 @@ class HashingWriter:
         return "sha256:" + self._hasher.hexdigest()
 
 
-class HashingReader:
+class Readable:
+    """The file-object methods a stream reader needs, on top of a subclass's ``read``."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise NotImplementedError
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+
+class HashingReader(Readable):
     """A read-through stream that hashes what passes, and optionally copies it to ``sink``."""
 
     def __init__(
@@ -70,14 +85,6 @@ class HashingReader:
             self._sink.write(data)
         self.size += len(data)
         return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
     def drain(self, limit: int | None = None, advance: Callable[[int], None] | None = None) -> int:
         """Read to the end (or just past ``limit`` bytes); return how many bytes were read

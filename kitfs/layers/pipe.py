@@ -18,6 +18,8 @@ from __future__ import annotations
 import collections
 import threading
 
+from kitfs.layers.hashing import Readable
+
 DEFAULT_LIMIT = 64 * 1024 * 1024
 
 
@@ -25,7 +27,7 @@ class PipeBroken(Exception):
     """The stream was restarted or cut off: what the pipe carried cannot stand for the blob."""
 
 
-class BytePipe:
+class BytePipe(Readable):
     """Bytes in order from one thread to another, holding at most ``limit`` bytes in between."""
 
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
@@ -114,14 +116,6 @@ class BytePipe:
             self._held -= len(data)
             self._cond.notify_all()
             return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
     def _stopped(self) -> bool:
         return bool(self.broken_reason) or self._error is not None

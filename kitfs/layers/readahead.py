@@ -15,13 +15,14 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
+from kitfs.layers.hashing import Readable
 from kitfs.layers.pipe import BytePipe
 
 CHUNK = 4 * 1024 * 1024
 LIMIT = 32 * 1024 * 1024
 
 
-class HashedFile:
+class HashedFile(Readable):
     """``path``'s bytes as a stream, read and hashed ahead in a thread; use as a context manager."""
 
     def __init__(self, path: Path) -> None:
@@ -57,12 +58,6 @@ class HashedFile:
 
     def read(self, size: int = -1) -> bytes:
         return self._pipe.read(size)
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        return self._pipe.readinto(buffer)
-
-    def readable(self) -> bool:
-        return True
 
     def digest(self) -> str:
         """The sha256 of the whole file (waits until it was read to the end)."""
