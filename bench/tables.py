@@ -43,8 +43,8 @@ WHY = {
         "while the mount first starts its daemon (a Python interpreter that imports pyfuse3, trio "
         "and httpx, then a FUSE session: the `mount` part of the detail column), fetches the layer "
         "into its cache when the file is first looked up (`first stat`), and only then serves the "
-        "read through FUSE. Fix: a faster daemon start (lazy imports), and for compressed layers "
-        "decompressing while downloading instead of in a second pass over a temporary blob."
+        "read through FUSE. Fix: a faster daemon start (each verb already imports only what it "
+        "needs; the daemon still imports trio and pyfuse3 after the fork)."
     ),
     ("2", PULL_UNPACK): (
         "the ModelKit is small enough that fetching all of it costs less than the mount's fixed "
@@ -52,15 +52,15 @@ WHY = {
     ),
     ("2", KIT_PULL_UNPACK): "kit is a Go binary with no daemon to start; see the row above.",
     ("3", PULL_UNPACK_MODEL): (
-        "a cold read of a whole layer through the mount does the same work as pull + unpack of "
-        "that layer (download, verify, decompress, write the tar to the cache, hash it against "
-        "the diffId) and then reads it again through FUSE; v1 also downloads a compressed blob "
-        "to a temporary file and decompresses it in a second pass (kitfs/fs/layerstore.py "
-        "`_download`). Fix: decompress and hash while downloading, and serve reads of "
-        "uncompressed layers with HTTP range requests so the first bytes arrive before the "
-        "layer ends."
+        "both verify the layer and write it once (the mount to its cache, unpack to the target), "
+        "but the mount then passes every byte through FUSE and the Python daemon. Fix: serve "
+        "cached bytes without the daemon in the data path (FUSE passthrough)."
     ),
-    ("3", KIT_PULL_UNPACK_MODEL): "kit is a Go binary; see the kitfs pull + unpack row.",
+    ("3", KIT_PULL_UNPACK_MODEL): (
+        "kit is a Go binary that neither syncs what it pulls nor hashes what it unpacks (see the "
+        "cold path section), while the mount verifies every span before serving it and passes "
+        "every byte through FUSE and the Python daemon."
+    ),
     ("6", RATARMOUNT): (
         "cold, ratarmount reads a blob that is already on the local disk, where kitfs first "
         "downloads it from the registry, verifies it, and decompresses the whole layer into its "

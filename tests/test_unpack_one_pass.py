@@ -4,6 +4,7 @@ staging runs as the bytes arrive (kitfs.onepass). Real pack, real registry, the 
 
 from __future__ import annotations
 
+import builtins
 import os
 import subprocess
 from collections import Counter
@@ -13,7 +14,6 @@ import pytest
 from faultproxy import Fault, FaultProxy, blob_get
 from helpers import WHOLE, cli, fails, files_under, kitfs, make_tree, manifest_json, ok
 
-from kitfs.layers import hashing, raw, scan
 from kitfs.staging import PREFIX
 
 KITFILE = """manifestVersion: 1.0.0
@@ -65,25 +65,36 @@ def _expected() -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+@pytest.mark.parametrize("weights", [3 << 20, 9 << 20])  # below and above the read-ahead size
 def test_each_layer_blob_is_opened_once(
-    tmp_path: Path, compression: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, compression: str, weights: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    home = _home(tmp_path, compression)
+    files = {**FILES, "model/weights.bin": os.urandom(weights)}
+    home = tmp_path / "home"
+    make_tree(tmp_path / "ctx", {**files, "Kitfile": KITFILE})
+    ok(
+        cli(
+            home, "pack", str(tmp_path / "ctx"), "-t", "op:v1", "--compression", compression, *WHOLE
+        )
+    )
+    blobs = {str(blob) for blob in _blobs(home)}
     opened: Counter[str] = Counter()
-    real = hashing.opened
+    real_open = builtins.open
 
-    def counting(source: object) -> object:
-        if isinstance(source, Path):
-            opened[source.name] += 1
-        return real(source)  # type: ignore[arg-type]
+    def counting(file: object, *args: object, **kwargs: object) -> object:
+        if str(file) in blobs:
+            opened[Path(str(file)).name] += 1
+        return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
 
-    # A spy on the one function every layer read goes through (the bytes are still real).
-    monkeypatch.setattr(scan, "opened", counting)
-    monkeypatch.setattr(raw, "opened", counting)
+    # A spy on every open of this process (the bytes are still real): the verifying pass and
+    # any extracting pass both open the blob, whichever function does it.
+    monkeypatch.setattr(builtins, "open", counting)
     out = tmp_path / "out"
     ok(cli(home, "unpack", "op:v1", "-d", str(out)))
-    assert _unpacked(out) == _expected()
-    assert opened == Counter({blob.name: 1 for blob in _blobs(home)})
+    monkeypatch.undo()
+    expected = {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
+    assert _unpacked(out) == expected
+    assert opened == Counter({Path(blob).name: 1 for blob in blobs})
     assert not [p for p in os.listdir(out) if p.startswith(PREFIX)]
 
 

@@ -21,7 +21,7 @@ import zstandard
 
 from kitfs.errors import DigestMismatchError, UnsafeContentError
 from kitfs.layers.codec import decompressing_reader
-from kitfs.layers.hashing import CHUNK, HashingReader, opened
+from kitfs.layers.hashing import HashingReader, opened
 from kitfs.layers.scan import ScanResult
 from kitfs.layers.tarindex import TarEntry, clean_entry_name
 from kitfs.oci import media
@@ -132,26 +132,3 @@ def _corrupt_first(raw: HashingReader, expected: str, verified: bool) -> None:
     raw.drain()
     if raw.digest != expected:
         raise DigestMismatchError(expected, raw.digest, f"layer {expected}") from None
-
-
-def copy_raw(
-    desc: Descriptor,
-    path: Path,
-    compression: str,
-    sink: BinaryIO,
-    advance: Callable[[int], None],
-) -> int:
-    """Write a raw blob's file (decompressed) to ``sink``, hashing the blob on the way: bytes that
-    changed since they were verified raise DigestMismatchError (the caller drops ``sink``)."""
-    total = 0
-    with open(path, "rb") as raw_file:
-        raw = HashingReader(raw_file)  # type: ignore[arg-type]
-        stream = decompressing_reader(raw, compression)  # type: ignore[arg-type]
-        while chunk := stream.read(CHUNK):
-            sink.write(chunk)
-            total += len(chunk)
-            advance(len(chunk))
-        raw.drain()
-    if raw.digest != desc.digest:
-        raise DigestMismatchError(desc.digest, raw.digest, f"layer {desc.digest} in {path}")
-    return total

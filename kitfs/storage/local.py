@@ -29,7 +29,6 @@ from pathlib import Path
 from kitfs.atomic import write_atomic
 from kitfs.errors import DigestMismatchError, NotFoundError, StorageError
 from kitfs.kitfile import Kitfile, go_json
-from kitfs.layers.hashing import hash_file
 from kitfs.modelpack import kitfile_for
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
@@ -335,15 +334,6 @@ class LocalStore:
                 raise
             copy_blob_file(temp, path)  # scratch space on another filesystem, as kit falls back
             temp.unlink()
-
-    def verify_blob(self, digest: str) -> None:
-        """Hash a stored blob and raise DigestMismatchError when it does not match its name."""
-        try:
-            actual, _ = hash_file(self.blob_path(digest))
-        except FileNotFoundError:
-            raise NotFoundError(f"blob {digest} is missing from local storage") from None
-        if actual != digest:
-            raise DigestMismatchError(digest, actual, f"local blob {digest}")
 
     # -- ModelKits ----------------------------------------------------------------------------
 
