@@ -231,8 +231,13 @@ def test_sequential_read_is_complete_and_spans_are_shared_by_the_next_mount(
     assert covered[-1][1] >= index.spans[needed[-1]].blob_end - 1
     assert all(a[1] + 1 == b[0] for a, b in zip(covered, covered[1:], strict=False))
     assert len(covered) < len(needed) / 2
-    cache_spans = list((mounter.cache / "spans" / "sha256").iterdir())
-    assert {f"sha256:{p.name}" for p in cache_spans} >= {index.spans[p].digest for p in needed}
+    # Each fetched span gets its digest name once it is on disk (an fdatasync in the background).
+    wanted = {index.spans[p].digest for p in needed}
+
+    def named() -> set[str]:
+        return {f"sha256:{p.name}" for p in (mounter.cache / "spans" / "sha256").iterdir()}
+
+    assert wait_for(lambda: named() >= wanted, timeout=120), sorted(wanted - named())
     # A second mount, another process, the same cache: no layer request at all.
     fault_proxy.clear()
     second = mounter.mount(spanned.ref("gzip", fault_proxy.host), mounter.mountpoint("second"))

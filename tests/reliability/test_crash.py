@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,13 +37,24 @@ def kit(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> K
     return make_kit(base / "home", base / "ctx", registry.host, "reliability/crash", files=files)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 45.0, what: str = "condition") -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    process: subprocess.Popen[str],
+    timeout: float = 45.0,
+    what: str = "condition",
+) -> None:
+    """Wait until ``condition`` holds while ``process`` runs; else fail with what it printed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
+        if process.poll() is not None:
+            break
         time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    state = "still running" if process.poll() is None else f"exited {process.returncode}"
+    process.kill()
+    _, err = process.communicate(timeout=10)
+    raise AssertionError(f"timed out waiting for {what}; the command was {state}: {err[-2000:]}")
 
 
 def metadata(home: Path) -> dict[str, bytes]:
@@ -60,12 +72,20 @@ def test_pull_interrupted_mid_layer_leaves_storage_as_it_was(
     how: str, kit: Kit, fault_proxy: FaultProxy, tmp_path: Path
 ) -> None:
     layer = kit.biggest_layer()
-    fault_proxy.add_rule(once(for_digest(layer.digest), stall(60, after=layer.size // 2)))
+    # The stall outlasts the wait, which is long: on the CI machine this wait once ran out after
+    # 45 s (slow fsyncs of the blobs before the layer are the likely cause), and a stall that
+    # ended first would let the pull finish instead.
+    fault_proxy.add_rule(once(for_digest(layer.digest), stall(600, after=layer.size // 2)))
     home = fresh_home(tmp_path)
     before = metadata(home)
     ref = kit.ref(fault_proxy.host)
     with popen_kitfs(home, "pull", ref, "--plain-http", "--concurrency", "1") as process:
-        wait_for(lambda: partial_bytes(home) >= 2 << 20, what="part of the layer on disk")
+        wait_for(
+            lambda: partial_bytes(home) >= 2 << 20,
+            process,
+            timeout=300,
+            what="part of the layer on disk",
+        )
         process.send_signal(signal.SIGKILL if how == "kill-9" else signal.SIGINT)
         process.wait(10)
     assert process.returncode == (-signal.SIGKILL if how == "kill-9" else 130)
@@ -76,7 +96,7 @@ def test_pull_interrupted_mid_layer_leaves_storage_as_it_was(
     assert held >= 2 << 20
     fault_proxy.clear()
     mark = len(fault_proxy.requests)
-    result = run_kitfs(home, "pull", ref, "--plain-http")
+    result = run_kitfs(home, "pull", ref, "--plain-http", timeout=300)
     assert result.returncode == 0, result.stderr
     gets = [r for r in fault_proxy.requests[mark:] if for_digest(layer.digest)(r)]
     assert [r.headers.get("range") for r in gets] == [f"bytes={held}-"]  # only the rest refetched
@@ -105,7 +125,7 @@ def test_pack_interrupted_mid_layer_leaves_storage_as_it_was(how: str, tmp_path:
     before = metadata(home)
     blobs_before = {k for k in storage_state(home) if k.startswith("blobs/")}
     with popen_kitfs(home, "pack", str(context), "-t", "m:1", "--compression", "gzip") as process:
-        wait_for(lambda: partial_bytes(home) > 1 << 20, what="pack writing a layer")
+        wait_for(lambda: partial_bytes(home) > 1 << 20, process, what="pack writing a layer")
         process.send_signal(signal.SIGKILL if how == "kill-9" else signal.SIGINT)
         process.wait(10)
     assert metadata(home) == before
