@@ -63,6 +63,11 @@ def scan_layer(
     (``TarReader.read_data``): how ``unpack`` writes files in the same pass (kitfs.staging).
     ``durable=False`` leaves syncing ``out`` to the caller.
     """
+    plain = compression == "none"
+    if plain and verified and out is None and extract is None and isinstance(path, os.PathLike):
+        return _index_in_place(
+            Path(path), limit=limit, what=what, digest=expected_digest, trailing=trailing
+        )
     # A large stored blob is read and hashed ahead in a second thread (kitfs.layers.readahead).
     ahead = (
         not verified
@@ -74,7 +79,6 @@ def scan_layer(
         sink = stack.enter_context(open(out, "wb")) if out is not None else None
         raw = HashingReader(raw_file, hash_it=not verified and not ahead)  # type: ignore[arg-type]
         blob_digest = _digest_source(raw, raw_file if ahead else None)  # type: ignore[arg-type]
-        plain = compression == "none"
         stream = raw if plain else decompressing_reader(raw, compression)  # type: ignore[arg-type]
         tar = HashingReader(stream, sink, hash_it=not plain)  # type: ignore[arg-type]
         try:
@@ -88,10 +92,7 @@ def scan_layer(
             # Writers pad archives to at most a 10 KiB record; more after the end marker is a
             # decompression bomb's payload, not a tar's.
             if tar.drain(trailing) > trailing:
-                raise UnsafeContentError(
-                    f"refused {what}: more than {trailing} bytes follow the end of "
-                    "its tar archive (decompression bomb?)"
-                )
+                raise _bomb_tail(what, trailing)
             raw.drain()
         except (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError) as exc:
             _corrupt_first(raw, expected_digest, verified, blob_digest)
@@ -106,6 +107,27 @@ def scan_layer(
         digest = expected_digest if verified else blob_digest()
     tar_digest = digest if plain else tar.digest
     return ScanResult(digest, raw.size, tar_digest, tar.size, entries)
+
+
+def _index_in_place(
+    path: Path, *, limit: int | None, what: str, digest: str, trailing: int
+) -> ScanResult:
+    """Index a verified uncompressed layer where it lies: the reader seeks past each entry's
+    data, so only the headers are read (a fresh download was hashed as it arrived)."""
+    with open(path, "rb") as tar_file:
+        reader = TarReader(tar_file, limit=limit, what=what)  # type: ignore[arg-type]
+        entries = tuple(reader)
+        size = os.fstat(tar_file.fileno()).st_size
+    if size - reader.position > trailing:
+        raise _bomb_tail(what, trailing)
+    return ScanResult(digest, size, digest, size, entries)
+
+
+def _bomb_tail(what: str, trailing: int) -> UnsafeContentError:
+    return UnsafeContentError(
+        f"refused {what}: more than {trailing} bytes follow the end of "
+        "its tar archive (decompression bomb?)"
+    )
 
 
 def _digest_source(raw: HashingReader, ahead: HashedFile | None) -> Callable[[], str]:

@@ -214,12 +214,12 @@ class TarReader:
     def _seek_past_pending(self) -> None:
         """Skip entry data by seeking (uncompressed layers on disk): indexing costs headers only."""
         target = self._pos + self._pending
+        if self._seek_end is not None and target > self._seek_end:
+            raise TarFormatError(f"refused {self._what}: truncated while reading entry data")
         if self._limit is not None and target > self._limit:
             raise UnsafeContentError(
                 f"refused {self._what}: it inflates past {self._limit} bytes (decompression bomb?)"
             )
-        if self._seek_end is not None and target > self._seek_end:
-            raise TarFormatError(f"refused {self._what}: truncated while reading entry data")
         self._stream.seek(self._base + target)
         self._pos = target
         self._pending = 0

@@ -43,6 +43,7 @@ from kitfs.errors import (
 )
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialSource, RegistryAuth, Scope
+from kitfs.oci.body import body_pieces
 from kitfs.oci.download import ByteProgress as _Progress
 from kitfs.oci.download import Download, Tee
 from kitfs.oci.download import hasher_for as _hasher
@@ -684,16 +685,17 @@ class RegistryClient:
                     )
             else:
                 raise await self._fail(response, target)
-            async for chunk in response.aiter_bytes():
-                if skip:
-                    dropped = min(skip, len(chunk))
-                    chunk, skip = chunk[dropped:], skip - dropped
-                chunk = chunk[: length - delivered]
-                if chunk:
-                    delivered += len(chunk)
-                    await consume(chunk)
-                if delivered >= length:
-                    return
+            async with contextlib.aclosing(body_pieces(response, self.options.timeout)) as body:
+                async for chunk in body:
+                    if skip:
+                        dropped = min(skip, len(chunk))
+                        chunk, skip = chunk[dropped:], skip - dropped
+                    chunk = chunk[: length - delivered]
+                    if chunk:
+                        delivered += len(chunk)
+                        await consume(chunk)
+                    if delivered >= length:
+                        return
 
         if length > 0:
             await self._exchange(
@@ -833,7 +835,7 @@ class RegistryClient:
         pieces: list[bytes] = []
         held = 0
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in body_pieces(response, self.options.timeout):
                 pieces.append(chunk)
                 held += len(chunk)
                 if held >= IO_CHUNK:

@@ -1,0 +1,204 @@
+"""Large blob bodies are read straight from the connection (kitfs.oci.body), and stay exactly as
+safe as through httpx: drops resume after the last byte that arrived, a stall times out and
+resumes, a flipped byte fails the digest.
+
+A real docker-registry behind the fault proxy. The spy on ``kitfs.oci.body._rest`` only counts the
+bytes that took the fast path (so each test shows which path it exercised); it changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from faultproxy import Fault, FaultProxy, blob_get, once
+from helpers import payload
+
+from kitfs.errors import DigestMismatchError
+from kitfs.oci import body, media
+from kitfs.oci.client import RegistryClient, RegistryOptions
+from kitfs.oci.manifest import Descriptor, sha256_digest
+
+MIB = 1 << 20
+SIZE = 12 * MIB + 777
+ONE_STREAM = RegistryOptions(plain_http=True, retries=3, backoff=0.01, parallel_min=0)
+
+
+def _run(
+    host: str, options: RegistryOptions, work: Callable[[RegistryClient], Awaitable[None]]
+) -> None:
+    async def main() -> None:
+        async with RegistryClient(host, options) as client:
+            await work(client)
+
+    trio.run(main)
+
+
+@pytest.fixture
+def fast_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Bytes read from the connection by the fast path, per body (one entry per answer)."""
+    counts: list[int] = []
+    real = body._rest
+
+    async def counting(
+        response: httpx.Response, remaining: int, timeout: float | None
+    ) -> AsyncGenerator[bytes, None]:
+        counts.append(0)
+        async for piece in real(response, remaining, timeout):
+            counts[-1] += len(piece)
+            yield piece
+
+    monkeypatch.setattr(body, "_rest", counting)
+    return counts
+
+
+@pytest.fixture
+def blob(fault_proxy: FaultProxy, repo_name: str, tmp_path: Path) -> tuple[bytes, Descriptor]:
+    data = payload(SIZE, seed=31)
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    desc = Descriptor(media.OCI_MANIFEST, sha256_digest(data), len(data))
+
+    async def upload(client: RegistryClient) -> None:
+        await client.upload_blob(repo_name, desc, source)
+
+    _run(fault_proxy.host, ONE_STREAM, upload)
+    fault_proxy.clear()
+    return data, desc
+
+
+def _download(
+    proxy: FaultProxy,
+    repo: str,
+    desc: Descriptor,
+    dest: Path,
+    options: RegistryOptions = ONE_STREAM,
+) -> None:
+    async def work(client: RegistryClient) -> None:
+        await client.download_blob(repo, desc, dest)
+
+    _run(proxy.host, options, work)
+
+
+def _ranges(proxy: FaultProxy, digest: str) -> list[str | None]:
+    return [
+        r.headers.get("range") for r in proxy.requests if blob_get(r) and r.path.endswith(digest)
+    ]
+
+
+def test_a_large_body_is_read_from_the_connection(
+    fault_proxy: FaultProxy,
+    repo_name: str,
+    blob: tuple[bytes, Descriptor],
+    tmp_path: Path,
+    fast_bytes: list[int],
+) -> None:
+    data, desc = blob
+    dest = tmp_path / "out"
+    _download(fault_proxy, repo_name, desc, dest)
+    assert dest.read_bytes() == data
+    assert _ranges(fault_proxy, desc.digest) == [None]
+    assert len(fast_bytes) == 1
+    assert SIZE - 256 * 1024 <= fast_bytes[0] < SIZE  # all but what came with the headers
+
+
+def test_parallel_ranges_are_read_from_the_connection(
+    fault_proxy: FaultProxy,
+    repo_name: str,
+    blob: tuple[bytes, Descriptor],
+    tmp_path: Path,
+    fast_bytes: list[int],
+) -> None:
+    data, desc = blob
+    parts = RegistryOptions(
+        plain_http=True, retries=3, backoff=0.01, parallel_min=MIB, range_part=9 * MIB
+    )
+    dest = tmp_path / "out"
+    _download(fault_proxy, repo_name, desc, dest, parts)
+    assert dest.read_bytes() == data
+    assert sorted(_ranges(fault_proxy, desc.digest), key=str) == [
+        f"bytes=0-{9 * MIB - 1}",
+        f"bytes={9 * MIB}-{SIZE - 1}",
+    ]
+    assert len(fast_bytes) == 1  # the 9 MiB part; the 3 MiB rest is below the threshold
+
+
+def test_a_drop_after_the_first_piece_resumes_after_the_last_byte_that_arrived(
+    fault_proxy: FaultProxy,
+    repo_name: str,
+    blob: tuple[bytes, Descriptor],
+    tmp_path: Path,
+    fast_bytes: list[int],
+) -> None:
+    data, desc = blob
+    cut = 10 * MIB + 12345
+    fault_proxy.add_rule(once(blob_get, Fault(cut_after=cut)))
+    dest = tmp_path / "out"
+    _download(fault_proxy, repo_name, desc, dest)
+    assert dest.read_bytes() == data
+    assert _ranges(fault_proxy, desc.digest) == [None, f"bytes={cut}-"]
+    assert fast_bytes and fast_bytes[0] > 9 * MIB  # the drop came in the fast path
+
+
+def test_a_stall_after_the_first_piece_times_out_and_resumes(
+    fault_proxy: FaultProxy,
+    repo_name: str,
+    blob: tuple[bytes, Descriptor],
+    tmp_path: Path,
+    fast_bytes: list[int],
+) -> None:
+    data, desc = blob
+    stall_at = 9 * MIB
+    fault_proxy.add_rule(once(blob_get, Fault(stall_after=stall_at, stall=30)))
+    quick = RegistryOptions(plain_http=True, retries=3, backoff=0.01, parallel_min=0, timeout=1)
+    dest = tmp_path / "out"
+    _download(fault_proxy, repo_name, desc, dest, quick)
+    assert dest.read_bytes() == data
+    assert _ranges(fault_proxy, desc.digest) == [None, f"bytes={stall_at}-"]
+    assert stall_at - 256 * 1024 <= fast_bytes[0] < stall_at  # the stall came in the fast path
+
+
+def test_a_flipped_byte_in_the_fast_path_fails_the_digest_and_keeps_nothing(
+    fault_proxy: FaultProxy,
+    repo_name: str,
+    blob: tuple[bytes, Descriptor],
+    tmp_path: Path,
+    fast_bytes: list[int],
+) -> None:
+    _, desc = blob
+    fault_proxy.add_rule(once(blob_get, Fault(corrupt_at=11 * MIB)))
+    dest = tmp_path / "out"
+    with pytest.raises(DigestMismatchError) as caught:
+        _download(fault_proxy, repo_name, desc, dest)
+    assert caught.value.expected == desc.digest
+    assert fast_bytes and fast_bytes[0] > 10 * MIB
+    assert sorted(os.listdir(tmp_path)) == ["source"]
+
+
+def _response(headers: dict[str, str], http_version: str = "HTTP/1.1") -> httpx.Response:
+    return httpx.Response(
+        200,
+        headers=headers,
+        extensions={"http_version": http_version.encode(), "network_stream": object()},
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "version", "fast"),
+    [
+        ({"content-length": str(body.FAST_MIN)}, "HTTP/1.1", True),
+        ({"content-length": str(body.FAST_MIN - 1)}, "HTTP/1.1", False),
+        ({}, "HTTP/1.1", False),  # no length: read through httpx to the end
+        ({"content-length": str(SIZE), "content-encoding": "gzip"}, "HTTP/1.1", False),
+        ({"content-length": str(SIZE), "transfer-encoding": "chunked"}, "HTTP/1.1", False),
+        ({"content-length": str(SIZE)}, "HTTP/2", False),
+    ],
+)
+def test_only_plain_large_http11_bodies_take_the_fast_path(
+    headers: dict[str, str], version: str, fast: bool
+) -> None:
+    assert body.fast_path_applies(_response(headers, version)) is fast
