@@ -81,6 +81,8 @@ class SpanReader:
         self._mismatched: dict[int, str] = {}  # spans whose bytes failed their digest, and why
         self._unsynced: dict[int, Path] = {}  # spans served from their temp file until synced
         self._ends: deque[int] = deque(maxlen=STREAMS)
+        self._horizon = -1  # the last span a read-ahead asked for
+        self._span_files: dict[int, str] = {}
         self._file_starts = {e.offset for e in index.entries if e.size > index.span_size}
         self._checked: set[tuple[int, str]] = set()
         self.fetched_spans = 0  # spans this reader fetched and verified (for logs and tests)
@@ -211,13 +213,19 @@ class SpanReader:
     def _ready(self, position: int) -> bool:
         if position in self._have or position in self._files:
             return True
-        if (
-            self._in_place is None
-            and self.cache.span_path(self.index.spans[position].digest).is_file()
-        ):
+        if self._in_place is None and os.path.isfile(self._span_file(position)):
             self._have.add(position)
             return True
         return False
+
+    def _span_file(self, position: int) -> str:
+        """The cache name of a span, as a string (asked for on every read: no Path objects)."""
+        name = self._span_files.get(position)
+        if name is None:
+            name = self._span_files[position] = str(
+                self.cache.span_path(self.index.spans[position].digest)
+            )
+        return name
 
     async def ensure(self, positions: range | list[int]) -> None:
         """Make these spans readable: fetch the missing ones (in runs, in parallel), wait for
@@ -273,7 +281,14 @@ class SpanReader:
             return
         spans = self.index.spans
         ahead, budget, missing = [], READAHEAD_BYTES, 0
-        position = positions[-1] + 1
+        position = first = positions[-1] + 1
+        # Spans up to the last one an earlier read-ahead asked for are on their way or here:
+        # start after it (each read looking at all of them again cost a stat per span).
+        if first <= self._horizon < len(spans) and spans[self._horizon].offset < (
+            spans[first].offset + budget
+        ):
+            position = self._horizon + 1
+            budget -= spans[self._horizon].end - spans[first].offset
         while position < len(spans) and budget > 0:
             if position not in self._inflight and not self._ready(position):
                 ahead.append(position)
@@ -282,6 +297,7 @@ class SpanReader:
             position += 1
         urgent = bool(ahead) and ahead[0] == positions[-1] + 1
         if ahead and (urgent or missing >= MAX_RUN_BYTES or position == len(spans)):
+            self._horizon = ahead[-1]
             self._spawn(lambda: self._prefetch(ahead))
 
     async def _prefetch(self, positions: list[int]) -> None:
@@ -333,7 +349,7 @@ class SpanReader:
     async def _stream(self, pending: list[int], *, origin_only: bool = False) -> list[int]:
         """One request for the spans in ``pending``; the ones it did not deliver."""
         spans = [self.index.spans[p] for p in pending]
-        pieces: list[bytes] = []  # the current span's bytes so far (joined once: one copy)
+        pieces: list[bytes | memoryview] = []  # the current span's bytes so far (joined once)
         held = 0
         done = 0
 
@@ -344,8 +360,8 @@ class SpanReader:
             while done < len(spans) and held >= spans[done].blob_size:
                 size = spans[done].blob_size
                 joined = memoryview(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-                data, rest = joined[:size], bytes(joined[size:])  # a view: no copy of the span
-                pieces[:] = [rest] if rest else []
+                data, rest = joined[:size], joined[size:]  # views: no copy
+                pieces[:] = [rest] if len(rest) else []
                 held = len(rest)
                 if await self._accept(pending[done], data):
                     event = self._inflight.pop(pending[done], None)
