@@ -197,25 +197,39 @@ class TarReader:
         self._pos += len(data)
         return data
 
+    def _read_piece(self, size: int) -> bytes:
+        """Up to ``size`` bytes, as the stream gives them (a decompressor's pieces need not be
+        joined into exact sizes: that copied every byte once more); empty at the end."""
+        if self._limit is not None and self._pos + size > self._limit:
+            return self._read(size)  # near the bound: the exact read checks it
+        data = self._stream.read(size)
+        self._pos += len(data)
+        return data
+
     def _read_exact(self, size: int, what: str) -> bytes:
         data = self._read(size)
         if len(data) != size:
-            raise TarFormatError(f"refused {self._what}: truncated while reading {what}")
+            raise self._truncated(what)
         return data
+
+    def _truncated(self, what: str) -> TarFormatError:
+        return TarFormatError(f"refused {self._what}: truncated while reading {what}")
 
     def _skip_pending(self) -> None:
         if self._pending and self._seek_end is not None:
             self._seek_past_pending()
             return
         while self._pending:
-            chunk = self._read_exact(min(self._pending, 1 << 20), "entry data")
+            chunk = self._read_piece(min(self._pending, 1 << 20))
+            if not chunk:
+                raise self._truncated("entry data")
             self._pending -= len(chunk)
 
     def _seek_past_pending(self) -> None:
         """Skip entry data by seeking (uncompressed layers on disk): indexing costs headers only."""
         target = self._pos + self._pending
         if self._seek_end is not None and target > self._seek_end:
-            raise TarFormatError(f"refused {self._what}: truncated while reading entry data")
+            raise self._truncated("entry data")
         if self._limit is not None and target > self._limit:
             raise UnsafeContentError(
                 f"refused {self._what}: it inflates past {self._limit} bytes (decompression bomb?)"
@@ -232,7 +246,9 @@ class TarReader:
             raise ValueError("read_data must be called for the entry just yielded")
         remaining = entry.size
         while remaining:
-            data = self._read_exact(min(chunk, remaining), "entry data")
+            data = self._read_piece(min(chunk, remaining))
+            if not data:
+                raise self._truncated("entry data")
             sink(data)
             remaining -= len(data)
         self._pending -= entry.size
