@@ -44,8 +44,8 @@ from kitfs.errors import (
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialSource, RegistryAuth, Scope
 from kitfs.oci.body import body_pieces
+from kitfs.oci.download import RESUME_MIN, Download, Tee
 from kitfs.oci.download import ByteProgress as _Progress
-from kitfs.oci.download import Download, Tee
 from kitfs.oci.download import hasher_for as _hasher
 from kitfs.oci.manifest import Descriptor
 from kitfs.oci.options import RegistryOptions
@@ -737,8 +737,10 @@ class RegistryClient:
         except (KitfsError, Exception) as exc:
             state.discard(keep=isinstance(exc, TransientError))
             raise
-        except BaseException:  # interrupted (Ctrl-C, cancelled): keep what arrived, to resume
-            state.discard(keep=True)
+        except BaseException:
+            # Interrupted (Ctrl-C, or cancelled because another blob of the same pull failed):
+            # keep what arrived to resume after, unless it is too little to be worth it.
+            state.discard(keep=state.written >= RESUME_MIN)
             raise
         log.debug("downloaded %s (%d bytes) to %s", descriptor.digest, descriptor.size, dest)
 

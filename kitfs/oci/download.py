@@ -31,6 +31,7 @@ from kitfs.oci.manifest import Descriptor
 from kitfs.writeback import Writeback
 
 IO_CHUNK = 1024 * 1024
+RESUME_MIN = 1024 * 1024  # a cancelled download keeps its partial file from this size on
 QUEUE_DEPTH = 4  # chunks between the network and the writer (parts are up to range_part each)
 
 Progress = Callable[[int], None]

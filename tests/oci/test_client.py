@@ -445,6 +445,33 @@ def test_download_gives_up_after_retries(
     assert 0 < (tmp_path / ".blob.out.partial").stat().st_size < descriptor.size
 
 
+def test_a_cancelled_download_keeps_what_arrived_to_resume_after(
+    fault_proxy: FaultProxy, repo_name: str, tmp_path: Path
+) -> None:
+    """A pull whose other blob failed cancels this one: the megabytes that arrived stay for the
+    next pull to resume after (under 1 MiB, RESUME_MIN, a cancelled download keeps nothing)."""
+    size = 3 << 20
+    path, descriptor = blob_file(tmp_path, payload(size, seed=12))
+    dest = tmp_path / "blob.out"
+    partial = tmp_path / ".blob.out.partial"
+
+    async def body(client: RegistryClient) -> None:
+        await client.upload_blob(repo_name, descriptor, path)
+        fault_proxy.add_rule(once(blob_get, Fault(stall_after=size // 2, stall=30)))
+        with trio.move_on_after(20) as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.download_blob, repo_name, descriptor, dest)
+                while not partial.exists() or partial.stat().st_size < 1 << 20:
+                    await trio.sleep(0.02)
+                nursery.cancel_scope.cancel()
+        assert not scope.cancelled_caught, "the stalled download never wrote what arrived"
+
+    run(fault_proxy.host, body)
+    assert not dest.exists()
+    assert sorted(os.listdir(tmp_path)) == [".blob.out.partial", "blob"]
+    assert partial.read_bytes() == path.read_bytes()[: partial.stat().st_size]
+
+
 # --- tags --------------------------------------------------------------------------------------
 
 
