@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -56,8 +57,33 @@ def fast_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counts
 
 
+@dataclass
+class Case:
+    """A 12 MiB blob in a real registry behind the fault proxy, and where a download puts it."""
+
+    proxy: FaultProxy
+    repo: str
+    data: bytes
+    desc: Descriptor
+    dest: Path
+    fast: list[int]  # what the fast path read, per answer (the spy above)
+
+    def download(self, options: RegistryOptions = ONE_STREAM) -> None:
+        async def work(client: RegistryClient) -> None:
+            await client.download_blob(self.repo, self.desc, self.dest)
+
+        _run(self.proxy.host, options, work)
+
+    def ranges(self) -> list[str | None]:
+        return [
+            r.headers.get("range")
+            for r in self.proxy.requests
+            if blob_get(r) and r.path.endswith(self.desc.digest)
+        ]
+
+
 @pytest.fixture
-def blob(fault_proxy: FaultProxy, repo_name: str, tmp_path: Path) -> tuple[bytes, Descriptor]:
+def case(fault_proxy: FaultProxy, repo_name: str, tmp_path: Path, fast_bytes: list[int]) -> Case:
     data = payload(SIZE, seed=31)
     source = tmp_path / "source"
     source.write_bytes(data)
@@ -68,114 +94,61 @@ def blob(fault_proxy: FaultProxy, repo_name: str, tmp_path: Path) -> tuple[bytes
 
     _run(fault_proxy.host, ONE_STREAM, upload)
     fault_proxy.clear()
-    return data, desc
+    return Case(fault_proxy, repo_name, data, desc, tmp_path / "out", fast_bytes)
 
 
-def _download(
-    proxy: FaultProxy,
-    repo: str,
-    desc: Descriptor,
-    dest: Path,
-    options: RegistryOptions = ONE_STREAM,
-) -> None:
-    async def work(client: RegistryClient) -> None:
-        await client.download_blob(repo, desc, dest)
-
-    _run(proxy.host, options, work)
+def test_a_large_body_is_read_from_the_connection(case: Case) -> None:
+    case.download()
+    assert case.dest.read_bytes() == case.data
+    assert case.ranges() == [None]
+    assert len(case.fast) == 1
+    assert SIZE - MIB <= case.fast[0] < SIZE  # all but what came with the headers
 
 
-def _ranges(proxy: FaultProxy, digest: str) -> list[str | None]:
-    return [
-        r.headers.get("range") for r in proxy.requests if blob_get(r) and r.path.endswith(digest)
-    ]
-
-
-def test_a_large_body_is_read_from_the_connection(
-    fault_proxy: FaultProxy,
-    repo_name: str,
-    blob: tuple[bytes, Descriptor],
-    tmp_path: Path,
-    fast_bytes: list[int],
-) -> None:
-    data, desc = blob
-    dest = tmp_path / "out"
-    _download(fault_proxy, repo_name, desc, dest)
-    assert dest.read_bytes() == data
-    assert _ranges(fault_proxy, desc.digest) == [None]
-    assert len(fast_bytes) == 1
-    assert SIZE - MIB <= fast_bytes[0] < SIZE  # all but what came with the headers
-
-
-def test_parallel_ranges_are_read_from_the_connection(
-    fault_proxy: FaultProxy,
-    repo_name: str,
-    blob: tuple[bytes, Descriptor],
-    tmp_path: Path,
-    fast_bytes: list[int],
-) -> None:
-    data, desc = blob
-    parts = RegistryOptions(
-        plain_http=True, retries=3, backoff=0.01, parallel_min=MIB, range_part=9 * MIB
+def test_parallel_ranges_are_read_from_the_connection(case: Case) -> None:
+    case.download(
+        RegistryOptions(
+            plain_http=True, retries=3, backoff=0.01, parallel_min=MIB, range_part=9 * MIB
+        )
     )
-    dest = tmp_path / "out"
-    _download(fault_proxy, repo_name, desc, dest, parts)
-    assert dest.read_bytes() == data
-    assert sorted(_ranges(fault_proxy, desc.digest), key=str) == [
+    assert case.dest.read_bytes() == case.data
+    assert sorted(case.ranges(), key=str) == [
         f"bytes=0-{9 * MIB - 1}",
         f"bytes={9 * MIB}-{SIZE - 1}",
     ]
-    assert len(fast_bytes) == 1  # the 9 MiB part; the 3 MiB rest is below the threshold
+    assert len(case.fast) == 1  # the 9 MiB part; the 3 MiB rest is below the threshold
 
 
 def test_a_drop_after_the_first_piece_resumes_after_the_last_byte_that_arrived(
-    fault_proxy: FaultProxy,
-    repo_name: str,
-    blob: tuple[bytes, Descriptor],
-    tmp_path: Path,
-    fast_bytes: list[int],
+    case: Case,
 ) -> None:
-    data, desc = blob
     cut = 10 * MIB + 12345
-    fault_proxy.add_rule(once(blob_get, Fault(cut_after=cut)))
-    dest = tmp_path / "out"
-    _download(fault_proxy, repo_name, desc, dest)
-    assert dest.read_bytes() == data
-    assert _ranges(fault_proxy, desc.digest) == [None, f"bytes={cut}-"]
-    assert fast_bytes and fast_bytes[0] > 9 * MIB  # the drop came in the fast path
+    case.proxy.add_rule(once(blob_get, Fault(cut_after=cut)))
+    case.download()
+    assert case.dest.read_bytes() == case.data
+    assert case.ranges() == [None, f"bytes={cut}-"]
+    assert case.fast and case.fast[0] > 9 * MIB  # the drop came in the fast path
 
 
-def test_a_stall_after_the_first_piece_times_out_and_resumes(
-    fault_proxy: FaultProxy,
-    repo_name: str,
-    blob: tuple[bytes, Descriptor],
-    tmp_path: Path,
-    fast_bytes: list[int],
-) -> None:
-    data, desc = blob
+def test_a_stall_after_the_first_piece_times_out_and_resumes(case: Case) -> None:
     stall_at = 9 * MIB
-    fault_proxy.add_rule(once(blob_get, Fault(stall_after=stall_at, stall=30)))
-    quick = RegistryOptions(plain_http=True, retries=3, backoff=0.01, parallel_min=0, timeout=1)
-    dest = tmp_path / "out"
-    _download(fault_proxy, repo_name, desc, dest, quick)
-    assert dest.read_bytes() == data
-    assert _ranges(fault_proxy, desc.digest) == [None, f"bytes={stall_at}-"]
-    assert stall_at - MIB <= fast_bytes[0] < stall_at  # the stall came in the fast path
+    case.proxy.add_rule(once(blob_get, Fault(stall_after=stall_at, stall=30)))
+    case.download(
+        RegistryOptions(plain_http=True, retries=3, backoff=0.01, parallel_min=0, timeout=1)
+    )
+    assert case.dest.read_bytes() == case.data
+    assert case.ranges() == [None, f"bytes={stall_at}-"]
+    assert stall_at - MIB <= case.fast[0] < stall_at  # the stall came in the fast path
 
 
 def test_a_flipped_byte_in_the_fast_path_fails_the_digest_and_keeps_nothing(
-    fault_proxy: FaultProxy,
-    repo_name: str,
-    blob: tuple[bytes, Descriptor],
-    tmp_path: Path,
-    fast_bytes: list[int],
+    case: Case, tmp_path: Path
 ) -> None:
-    _, desc = blob
-    fault_proxy.add_rule(once(blob_get, Fault(corrupt_at=11 * MIB)))
-    dest = tmp_path / "out"
+    case.proxy.add_rule(once(blob_get, Fault(corrupt_at=11 * MIB)))
     with pytest.raises(DigestMismatchError) as caught:
-        _download(fault_proxy, repo_name, desc, dest)
-    assert caught.value.expected == desc.digest
-    assert fast_bytes and fast_bytes[0] > 10 * MIB
+        case.download()
+    assert caught.value.expected == case.desc.digest
+    assert case.fast and case.fast[0] > 10 * MIB
     assert sorted(os.listdir(tmp_path)) == ["source"]
 
 
