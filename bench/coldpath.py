@@ -57,6 +57,7 @@ from tools import (  # noqa: E402
     fresh_dir,
     is_mountpoint,
     kitfs,
+    numbered_scratch,
     run,
 )
 
@@ -171,10 +172,7 @@ class ColdPath:
 
     def scratch(self, name: str) -> Path:
         self.counter += 1
-        path = self.work / "scratch" / f"{self.counter:03d}-{name}"
-        if is_mountpoint(path):
-            force_unmount(path)
-        return fresh_dir(path)
+        return numbered_scratch(self.work, self.counter, name)
 
     def clear_scratch(self) -> None:
         scratch = self.work / "scratch"

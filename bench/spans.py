@@ -42,6 +42,7 @@ from tools import (  # noqa: E402
     force_unmount,
     is_mountpoint,
     kitfs,
+    numbered_scratch,
     percentile,
     wait_readable,
 )
@@ -112,12 +113,7 @@ class Bench:
 
     def scratch(self, name: str) -> Path:
         self.counter += 1
-        path = self.work / "scratch" / f"{self.counter:03d}-{name}"
-        if is_mountpoint(path):
-            force_unmount(path)
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        return path
+        return numbered_scratch(self.work, self.counter, name)
 
     def publish(self, context: Path, tag: str, *flags: str) -> tuple[str, dict[str, object]]:
         ref = f"{self.registry.host}/bench/spans:{tag}"

@@ -119,6 +119,14 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
+def numbered_scratch(work: Path, number: int, name: str) -> Path:
+    """An empty ``WORK/scratch/NNN-NAME`` for one step of a run (a mount left there is removed)."""
+    path = work / "scratch" / f"{number:03d}-{name}"
+    if is_mountpoint(path):
+        force_unmount(path)
+    return fresh_dir(path)
+
+
 def wait_readable(path: Path, timeout: float = MOUNT_TIMEOUT) -> bytes:
     """Poll until ``path`` can be read; return its bytes."""
     deadline = time.monotonic() + timeout
