@@ -11,7 +11,7 @@ import datetime
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +31,7 @@ from kitfs.modelpack import kitfile_for
 from kitfs.oci.download import Tee
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
 from kitfs.oci.options import RegistryOptions
+from kitfs.oci.sink import Sink
 from kitfs.oci.tags import model_tags
 from kitfs.reference import Reference, is_digest, is_valid_tag, parse
 from kitfs.storage.cache import BlobCache
@@ -39,8 +40,6 @@ from kitfs.storage.local import LocalStore
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
-Consumer = Callable[[bytes], Awaitable[None]]
-RANGE_CHUNK = 1 << 20
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 CREATED_ANNOTATION = "org.opencontainers.image.created"
 TAG_TTL = 10.0  # seconds a tag's manifest (and the tag list) is trusted before asking again
@@ -81,19 +80,20 @@ def modelkit_from(name: str, digest: str, manifest: Manifest, config: bytes) -> 
     return ResolvedModelKit(name, digest, manifest, kitfile, created_ns(manifest))
 
 
-async def stream_file_range(path: Path, offset: int, length: int, consume: Consumer) -> int:
-    """Pass bytes of a local file to ``consume`` in 1 MiB pieces (read in a worker thread)."""
-    fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+def read_file_range(path: Path, offset: int, length: int, sink: Sink) -> int:
+    """Pass bytes of a local file to ``sink``, read straight into its buffers (blocking: call in
+    a worker thread); return how many there were."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         done = 0
         while done < length:
-            data = await trio.to_thread.run_sync(
-                os.pread, fd, min(RANGE_CHUNK, length - done), offset + done
-            )
-            if not data:
+            target = sink.buffer()
+            target = target[: length - done] if len(target) > length - done else target
+            count = os.preadv(fd, [target], offset + done)
+            if not count:
                 break
-            done += len(data)
-            await consume(data)
+            sink.filled(count)
+            done += count
         return done
     finally:
         os.close(fd)
@@ -149,17 +149,17 @@ class Source:
         desc: Descriptor,
         offset: int,
         length: int,
-        consume: Consumer,
+        sink: Sink,
         *,
         origin_only: bool = False,
     ) -> int:
-        """Pass bytes [offset, offset + length) of a blob to ``consume``, unverified (the caller
-        checks them against a span index); return how many there were. ``origin_only`` skips
-        mirrors (bytes a mirror served failed their digest)."""
+        """Pass bytes [offset, offset + length) of a blob to ``sink`` (kitfs.oci.handoff), in a
+        worker thread, unverified (the caller checks them against a span index); return how many
+        there were. ``origin_only`` skips mirrors (bytes a mirror served failed their digest)."""
         path = self.local_blob(desc)
         if path is None:
             raise NotFoundError(f"layer {desc.digest} of {self.description} is missing")
-        return await stream_file_range(path, offset, length, consume)
+        return await trio.to_thread.run_sync(read_file_range, path, offset, length, sink)
 
     def name_for(self, reference: str) -> str:
         return f"{self.description}{'@' if is_digest(reference) else ':'}{reference}"

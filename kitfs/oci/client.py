@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, cast
 from urllib.parse import quote
 
 import certifi
@@ -47,8 +47,10 @@ from kitfs.oci.body import body_pieces
 from kitfs.oci.download import RESUME_MIN, Download, Tee
 from kitfs.oci.download import ByteProgress as _Progress
 from kitfs.oci.download import hasher_for as _hasher
+from kitfs.oci.handoff import receive_body
 from kitfs.oci.manifest import Descriptor
 from kitfs.oci.options import RegistryOptions
+from kitfs.oci.sink import BufferSink, Counted, Sink
 from kitfs.oci.upload import ChunkLimits, UploadSource, read_verified
 
 log = logging.getLogger(__name__)
@@ -648,29 +650,29 @@ class RegistryClient:
         digest: str,
         offset: int,
         length: int,
-        consume: Callable[[bytes], Awaitable[None]],
+        sink: Sink,
         *,
         origin_only: bool = False,
     ) -> int:
-        """Pass bytes [offset, offset + length) of a blob to ``consume`` in order, unverified (the
-        caller checks them against digests it trusts); return how many arrived. (``origin_only``
-        matters to a client with mirrors, kitfs.oci.endpoints; this one talks to one registry.)
+        """Pass bytes [offset, offset + length) of a blob to ``sink`` in order, unverified (the
+        caller checks them against digests it trusts); return how many arrived. The body is
+        received in a worker thread (kitfs.oci.handoff). (``origin_only`` matters to a client
+        with mirrors, kitfs.oci.endpoints; this one talks to one registry.)
 
         One range per request (some registries refuse multi-range). A dropped connection resumes
         after the last byte delivered; a registry that ignores Range and answers 200 is read as a
         stream, skipping to ``offset``. A short 206 returns fewer bytes, for the caller to retry.
         """
-        delivered = 0
+        counted = Counted(sink, length)
         target = self._blob_target(repository, digest, f"reading bytes {offset}- of")
 
         def headers() -> Headers:
-            return {"Range": f"bytes={offset + delivered}-{offset + length - 1}"}
+            return {"Range": f"bytes={offset + counted.count}-{offset + length - 1}"}
 
         async def handle(response: httpx.Response) -> None:
-            nonlocal delivered
             skip = 0
             if response.status_code == 200:
-                skip = offset + delivered
+                skip = offset + counted.count
                 self._ignores_range = True
                 log.info(
                     "registry %s ignored a Range request: reading %s as a stream",
@@ -679,23 +681,13 @@ class RegistryClient:
                 )
             elif response.status_code == 206:
                 match = _CONTENT_RANGE_RE.match(response.headers.get("content-range", ""))
-                if match is None or int(match.group(1)) != offset + delivered:
+                if match is None or int(match.group(1)) != offset + counted.count:
                     raise RegistryError(
                         f"registry {self.registry} answered a Range request for {target.noun} with the wrong range"
                     )
             else:
                 raise await self._fail(response, target)
-            async with contextlib.aclosing(body_pieces(response, self.options.timeout)) as body:
-                async for chunk in body:
-                    if skip:
-                        dropped = min(skip, len(chunk))
-                        chunk, skip = chunk[dropped:], skip - dropped
-                    chunk = chunk[: length - delivered]
-                    if chunk:
-                        delivered += len(chunk)
-                        await consume(chunk)
-                    if delivered >= length:
-                        return
+            await receive_body(response, counted, skip, self.options.timeout)
 
         if length > 0:
             await self._exchange(
@@ -705,7 +697,7 @@ class RegistryClient:
                 headers=headers,
                 handle=handle,
             )
-        return delivered
+        return counted.count
 
     async def download_blob(
         self,
@@ -804,18 +796,13 @@ class RegistryClient:
         self, repository: str, digest: str, start: int, part: int, size: int
     ) -> list[bytes]:
         length = min(part, size - start)
-        pieces: list[bytes] = []
-        got = 0
-
-        async def keep(chunk: bytes) -> None:
-            nonlocal got
-            pieces.append(chunk)
-            got += len(chunk)
-
+        sink = BufferSink(length)
         for _attempt in range(self.options.retries):
-            await self.stream_blob_range(repository, digest, start + got, length - got, keep)
-            if got >= length:
-                return pieces
+            await self.stream_blob_range(
+                repository, digest, start + sink.count, length - sink.count, sink
+            )
+            if sink.count >= length:
+                return [cast(bytes, sink.data)]  # bytes-like: written and hashed, never changed
         raise TransientError(
             f"registry {self.registry} kept ending its answers early for bytes {start}- of {digest}"
         )
