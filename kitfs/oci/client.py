@@ -15,7 +15,7 @@ from types import TracebackType
 import httpx
 
 from kitfs.oci.auth import CredentialSource
-from kitfs.oci.download import Tee
+from kitfs.oci.download import Progress, Tee
 from kitfs.oci.listing import Lister
 from kitfs.oci.manifest import Descriptor
 from kitfs.oci.options import RegistryOptions
@@ -24,8 +24,6 @@ from kitfs.oci.push import Pusher
 from kitfs.oci.transport import Transport, endpoint_host
 
 __all__ = ["RegistryClient", "RegistryOptions", "endpoint_host"]
-
-Progress = Callable[[int], None]
 
 
 class RegistryClient:

@@ -28,7 +28,7 @@ from kitfs.errors import (
 from kitfs.oci import media
 from kitfs.oci.auth import Scope
 from kitfs.oci.body import body_pieces
-from kitfs.oci.download import RESUME_MIN, Download, Tee
+from kitfs.oci.download import RESUME_MIN, Download, Progress, Tee
 from kitfs.oci.manifest import Descriptor
 from kitfs.oci.transport import (
     CONTENT_RANGE_RE,
@@ -44,8 +44,6 @@ from kitfs.oci.transport import (
 )
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int], None]
 
 MAX_SMALL_BLOB = 64 * 1024 * 1024
 ACCEPT_MANIFESTS = ", ".join(media.MANIFEST_TYPES)

@@ -26,8 +26,7 @@ from kitfs.errors import (
     leading_error,
 )
 from kitfs.oci.auth import Scope
-from kitfs.oci.download import ByteProgress as _Progress
-from kitfs.oci.download import hasher_for as _hasher
+from kitfs.oci.download import ByteProgress, Progress, hasher_for
 from kitfs.oci.manifest import Descriptor
 from kitfs.oci.transport import (
     MAX_MANIFEST_SIZE,
@@ -43,8 +42,6 @@ from kitfs.oci.transport import (
 from kitfs.oci.upload import ChunkLimits, UploadSource, read_verified
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int], None]
 
 FALLBACK_CHUNK = 16 * 1024 * 1024  # PATCH size for a registry that refuses a whole blob (413)
 
@@ -81,7 +78,7 @@ class Pusher:
         a larger one streams in one PUT too (or in the chunks the registry asks for), hashed as it
         is read. Either way the upload is committed only when the bytes sent hash to the digest: a
         damaged ``source`` raises DigestMismatchError and its upload session is cancelled."""
-        tracker = _Progress(progress)
+        tracker = ByteProgress(progress)
         actual_size = (await trio.to_thread.run_sync(os.stat, source)).st_size
         if actual_size != descriptor.size:
             raise StorageError(
@@ -93,7 +90,7 @@ class Pusher:
         data = None
         if descriptor.size <= self.options.chunked_threshold:
             data = await trio.to_thread.run_sync(
-                read_verified, source, descriptor, _hasher(descriptor.digest)
+                read_verified, source, descriptor, hasher_for(descriptor.digest)
             )
         session = await self._start_upload(repository, descriptor, mount_from)
         if session is not None:
@@ -150,7 +147,7 @@ class Pusher:
         descriptor: Descriptor,
         source: Path,
         session: UploadSession,
-        tracker: _Progress,
+        tracker: ByteProgress,
     ) -> None:
         """Stream the blob, hashed as it is read: in one PUT that carries it and its digest when
         the registry takes it whole, else in PATCH chunks committed by a PUT once the hash of what
@@ -160,7 +157,11 @@ class Pusher:
         try:
             async with trio.open_nursery() as nursery:
                 blob = UploadSource(
-                    source, descriptor, lambda: _hasher(descriptor.digest), nursery, tracker.reached
+                    source,
+                    descriptor,
+                    lambda: hasher_for(descriptor.digest),
+                    nursery,
+                    tracker.reached,
                 )
                 try:
                     committed = await self._send_blob(repository, blob, session, target)

@@ -38,7 +38,7 @@ from kitfs.errors import (
     UsageError,
 )
 from kitfs.oci.auth import CredentialSource, RegistryAuth, Scope
-from kitfs.oci.download import hasher_for as _hasher
+from kitfs.oci.download import hasher_for
 from kitfs.oci.options import RegistryOptions
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def ref_text(repository: str, reference: str) -> str:
 
 
 def digest_of(data: bytes, like: str = "sha256:") -> str:
-    hasher = _hasher(like)
+    hasher = hasher_for(like)
     hasher.update(data)
     return f"{hasher.name}:{hasher.hexdigest()}"
 
