@@ -2,7 +2,8 @@
 
 A source resolves a tag or digest to a verified manifest and Kitfile, lists the repository's tags
 (for a repository mount), and gets layer blobs: in place when the bytes are already on this machine
-(local storage, an OCI layout written by ``skopeo copy ... oci:DIR:TAG``), else downloaded.
+(local storage, an OCI layout written by ``skopeo copy ... oci:DIR:TAG``), else downloaded. Which
+source a mount reference names is ``kitfs.fs.sourcechoice.open_source``.
 """
 
 from __future__ import annotations
@@ -18,23 +19,20 @@ from types import TracebackType
 
 import trio
 
-from kitfs.config import Paths, Refresh
 from kitfs.errors import (
     DigestMismatchError,
     MountError,
     NotFoundError,
     StorageError,
 )
-from kitfs.fs.ocireference import OCI_PREFIX, parse_oci_reference
+from kitfs.fs.ocireference import OCI_PREFIX
 from kitfs.kitfile import Kitfile
 from kitfs.modelpack import kitfile_for
 from kitfs.oci.download import Tee
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
-from kitfs.oci.options import RegistryOptions
 from kitfs.oci.sink import Sink
 from kitfs.oci.tags import model_tags
-from kitfs.reference import Reference, is_digest, is_valid_tag, parse
-from kitfs.storage.cache import BlobCache
+from kitfs.reference import Reference, is_digest, is_valid_tag
 from kitfs.storage.local import LocalStore
 
 log = logging.getLogger(__name__)
@@ -289,28 +287,3 @@ class OciLayoutSource(Source):
     def local_blob(self, desc: Descriptor) -> Path | None:
         path = self._blob_path(desc.digest)
         return path if path.is_file() else None
-
-
-# -- choosing a source ------------------------------------------------------------------------
-
-
-def open_source(
-    text: str,
-    paths: Paths,
-    cache: BlobCache,
-    registry_options: RegistryOptions | None = None,
-    refresh: Refresh = "auto",
-) -> Source:
-    """The source a mount reference names (no I/O yet; enter it with ``async with``)."""
-    if text.startswith(OCI_PREFIX):
-        root, target = parse_oci_reference(text)
-        if not root.is_dir():
-            raise NotFoundError(f"OCI layout directory {root} does not exist")
-        return OciLayoutSource(root, target)
-    ref = parse(text)
-    store = LocalStore(paths.storage)
-    if ref.is_local:
-        return LocalStorageSource(ref, store)
-    from kitfs.fs.registrysource import open_registry_source  # httpx loads for registries only
-
-    return open_registry_source(ref, paths, store, cache, registry_options, refresh)
