@@ -369,6 +369,11 @@ class SpanReader:
             for position in run:
                 if not self._ready(position):
                     self._fail(position, str(exc))
+        except Exception as exc:  # a worker that died: its readers get EIO, the mount goes on
+            log.exception("fetching spans %d-%d of %s failed", run[0], run[-1], self.slot.label)
+            for position in run:
+                if not self._ready(position):
+                    self._fail(position, f"fetching the span failed ({type(exc).__name__})")
         finally:
             for position in run:
                 event = self._inflight.pop(position, None)
