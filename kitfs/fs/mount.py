@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING
 from kitfs.config import Paths, Refresh, check_refresh, kitfs_cache_dir
 from kitfs.errors import KitfsError, MountError, UsageError
 from kitfs.fs.ocireference import absolute_reference
+from kitfs.fs.requestbound import request_timeout
 from kitfs.fs.tree import LAYOUTS
+from kitfs.oci.deadline import transfer_settings
 from kitfs.oci.options import RegistryOptions
 from kitfs.signing import signatures_requested
 from kitfs.storage.cache import BlobCache
@@ -61,6 +63,8 @@ class MountOptions:
     registry: RegistryOptions = field(default_factory=RegistryOptions)
     signatures: Policy | None = None  # what --verify-key / --policy / $KITFS_POLICY require
     refresh: Refresh = "auto"
+    request_timeout: float = 300.0  # the longest a FUSE request waits (kitfs.fs.operations)
+    shared_cache: bool = False  # a node cache other users may read (kitfs.storage.cache)
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -113,7 +117,9 @@ GENERIC_OPTIONS = frozenset(
     ]
 )
 GENERIC_PREFIXES = ("x-", "comment=", "helper=")
-FLAG_OPTIONS = frozenset({"allow_other", "nonempty", "debug", "foreground", "plain_http"})
+FLAG_OPTIONS = frozenset(
+    {"allow_other", "nonempty", "debug", "foreground", "plain_http", "shared_cache"}
+)
 VALUE_OPTIONS = frozenset(
     {
         "layout",
@@ -130,6 +136,10 @@ VALUE_OPTIONS = frozenset(
         "policy",
         "refresh",
         "registries_conf",
+        "min_rate",
+        "rate_window",
+        "idle_timeout",
+        "request_timeout",
     }
 )
 
@@ -200,6 +210,7 @@ def build_options(
         proxy=text("proxy"),
         concurrency=concurrency,
         registries_conf=path("registries_conf"),
+        **transfer_settings(text("min_rate"), text("rate_window"), text("idle_timeout")),
     )
     size = text("cache_size")
     return MountOptions(
@@ -217,6 +228,8 @@ def build_options(
         registry=registry,
         signatures=_signatures(path("verify_key"), path("policy")),
         refresh=check_refresh(text("refresh") or "auto"),
+        request_timeout=request_timeout(text("request_timeout")),
+        shared_cache=_as_bool(settings.get("shared_cache", False), "shared_cache"),
     )
 
 
@@ -390,7 +403,7 @@ def mount(options: MountOptions) -> int:
     options = replace(
         options, mountpoint=mountpoint, reference=absolute_reference(options.reference)
     )
-    BlobCache(options.cache_dir, options.cache_size).ensure()
+    BlobCache(options.cache_dir, options.cache_size, options.shared_cache or None).ensure()
     if options.foreground:
         from kitfs.fs.daemon import run
 
@@ -469,7 +482,8 @@ def _detach(log_path: Path) -> None:
     """Standard input from /dev/null, output to the log (libfuse writes its own errors there)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(out, 0o600)  # the log names what was read: private, like the cache
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)

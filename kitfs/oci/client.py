@@ -44,6 +44,9 @@ from kitfs.errors import (
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialSource, RegistryAuth, Scope
 from kitfs.oci.body import body_pieces
+from kitfs.oci.deadline import SLOW_ATTEMPTS, TransferGuard, TransferTooSlow, activate, received
+from kitfs.oci.deadline import current as current_guard
+from kitfs.oci.deadline import reset as reset_guard
 from kitfs.oci.download import RESUME_MIN, Download, Tee
 from kitfs.oci.download import ByteProgress as _Progress
 from kitfs.oci.download import hasher_for as _hasher
@@ -170,8 +173,24 @@ def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
                 stack.append(linked)
 
 
+def _current_guard() -> TransferGuard:
+    guard = current_guard()
+    assert guard is not None, "a request is sent only inside _exchange"
+    return guard
+
+
+async def _counted(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A request body, counted against the transfer guard as the sender takes each next piece
+    (the one before it is then sent)."""
+    async for chunk in source:
+        yield chunk
+        received(len(chunk))
+
+
 def _transport_reason(exc: BaseException) -> str:
     """A short reason for a transport failure: the innermost OS or TLS error, not httpx's wrapper."""
+    if isinstance(exc, TransferTooSlow):
+        return str(exc)
     chain = list(_exception_chain(exc))
     for kind, reason in (
         (ConnectionRefusedError, "connection refused"),
@@ -256,6 +275,7 @@ async def _read_limited(response: httpx.Response, limit: int) -> bytes | None:
     parts: list[bytes] = []
     total = 0
     async for chunk in response.aiter_bytes():
+        received(len(chunk))
         total += len(chunk)
         if total > limit:
             return None
@@ -332,9 +352,9 @@ class RegistryClient:
         failures = 0
         auth_rounds = 0
         while True:
+            token = activate(self._guard())
             try:
-                request = await self._build(method, url, scopes, headers, body)
-                response = await self._http.send(request, stream=True)
+                response = await self._send(method, url, scopes, headers, body)
                 try:
                     status = response.status_code
                     log.debug("%s %s -> %d", method, url.split("?", 1)[0], status)
@@ -349,7 +369,7 @@ class RegistryClient:
                     return await handle(response)
                 finally:
                     await response.aclose()
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, TransferTooSlow) as exc:
                 if not resend:
                     raise
                 failures += 1
@@ -361,6 +381,45 @@ class RegistryClient:
                     failures,
                 )
                 await self._backoff(failures, None)
+            finally:
+                reset_guard(token)
+
+    def _guard(self) -> TransferGuard:
+        options = self.options
+        return TransferGuard(self.registry, options.min_rate, options.rate_window, options.timeout)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        scopes: Sequence[Scope],
+        headers: Headers | Callable[[], Headers] | None,
+        body: Body,
+    ) -> httpx.Response:
+        """Build and send a request, until its answer's headers: bounded by the transfer guard
+        (kitfs.oci.deadline), so that a registry trickling its headers, or taking a request body
+        slower than the minimum rate, fails as TransferTooSlow instead of stretching the idle
+        timeout byte by byte. A bytes body may take its length at the minimum rate on top."""
+        guard = _current_guard()
+        with trio.CancelScope() as scope:
+            allowance = (
+                len(body) / guard.min_rate if isinstance(body, bytes) and guard.min_rate else 0
+            )
+
+            def follow() -> None:
+                scope.deadline = trio.current_time() + guard.remaining() + allowance
+
+            follow()
+            guard.listener = follow
+            try:
+                request = await self._build(method, url, scopes, headers, body)
+                response = await self._http.send(request, stream=True)
+            finally:
+                guard.listener = None
+        if scope.cancelled_caught:
+            raise guard.error()
+        guard.responded()
+        return response
 
     async def _build(
         self,
@@ -375,11 +434,17 @@ class RegistryClient:
         if authorization:
             merged["Authorization"] = authorization
         content: bytes | AsyncIterator[bytes] | None = body() if callable(body) else body
+        if content is not None and not isinstance(content, bytes):
+            content = _counted(content)
         if content is None and method in ("POST", "PUT", "PATCH"):
             content = b""
         return self._http.build_request(method, url, headers=merged, content=content)
 
-    def _give_up(self, exc: httpx.TransportError, failures: int) -> None:
+    def _give_up(self, exc: httpx.TransportError | TransferTooSlow, failures: int) -> None:
+        if isinstance(exc, TransferTooSlow):
+            if failures >= min(SLOW_ATTEMPTS, self.options.retries):
+                raise exc
+            return
         tls = _tls_failure(self.registry, exc, bool(self.options.cert))
         if tls is not None:
             raise tls from None
@@ -843,7 +908,7 @@ class RegistryClient:
                 if held >= IO_CHUNK:
                     await self._flush(state, pieces, held, target)
                     pieces, held = [], 0
-        except httpx.TransportError:
+        except (httpx.TransportError, TransferTooSlow):
             # The bytes that arrived before the drop are good: keep them and resume after them.
             await self._flush(state, pieces, held, target)
             raise
