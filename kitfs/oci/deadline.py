@@ -144,7 +144,12 @@ class TransferGuard:
     def error(self, now: float | None = None) -> TransferTooSlow:
         """The one-line error for this transfer as it stands."""
         now = self._clock() if now is None else now
-        if self._window_start is None or (self.idle is not None and now > self._last + self.idle):
+        if self._window_start is None:
+            return TransferTooSlow(
+                f"registry {self.registry} did not answer within {now - self.started:.0f} s "
+                f"(idle timeout {self.idle or 0:g} s; --idle-timeout or ${ENV_IDLE})"
+            )
+        if self.idle is not None and now > self._last + self.idle:
             return TransferTooSlow(
                 f"registry {self.registry} sent nothing for {now - self._last:.0f} s "
                 f"(idle timeout {self.idle:g} s; --idle-timeout or ${ENV_IDLE})"
