@@ -201,7 +201,9 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
         raise UsageError("-o/--overwrite and -i/--ignore-existing cannot be used together")
     from kitfs import remote
 
-    with progress_for(show_progress(args)) as sink:
+    from kitfs.cleanup import removed_on_failure
+
+    with removed_on_failure(options.target), progress_for(show_progress(args)) as sink:
         counts = remote.unpack_reference(
             ref,
             paths(args),

@@ -63,7 +63,10 @@ async def serve(
         try:
             pyfuse3.init(operations, str(options.mountpoint), fuse_options(options))
         except RuntimeError as exc:
-            raise MountError(f"cannot mount at {options.mountpoint}: {exc}") from None
+            from kitfs.fs.fusecheck import explain
+
+            message = explain(options.mountpoint, str(exc), allow_other=options.allow_other)
+            raise MountError(message) from None
         log.info("serving %s at %s (pid %d)", options.reference, options.mountpoint, os.getpid())
         try:
             notify("".join(["ready", *(f"\nwarning {w}" for w in warnings)]))

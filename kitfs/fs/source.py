@@ -229,7 +229,7 @@ class OciLayoutSource(Source):
             raw = json.loads(path.read_bytes())
         except FileNotFoundError:
             raise NotFoundError(f"{self.root} is not an OCI layout: it has no index.json") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise StorageError(f"{path} is unreadable: {exc}") from None
         manifests = raw.get("manifests") if isinstance(raw, dict) else None
         if not isinstance(manifests, list):

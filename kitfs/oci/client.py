@@ -253,7 +253,7 @@ def _error_entries(body: bytes) -> list[tuple[str, str]]:
     """(code, message) pairs of a Distribution error body ``{"errors": [...]}``."""
     try:
         raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return []
     errors = raw.get("errors") if isinstance(raw, dict) else None
     if not isinstance(errors, list):
@@ -554,7 +554,7 @@ class RegistryClient:
         declared = response.headers.get("content-type", "").split(";", 1)[0].strip()
         if declared in media.MANIFEST_TYPES:
             return declared
-        with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
+        with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError, RecursionError):
             inner = json.loads(body).get("mediaType") if body else None
             if inner in media.MANIFEST_TYPES:
                 return str(inner)
@@ -1210,7 +1210,7 @@ class RegistryClient:
     def _parse_tags(self, body: bytes, target: _Target) -> list[str]:
         try:
             raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raw = None
         if not isinstance(raw, dict) or not isinstance(raw.get("tags") or [], list):
             raise RegistryError(
