@@ -130,6 +130,7 @@ class BlobCache:
 
     def ensure(self) -> BlobCache:
         """Create the directories and drop temp files that crashed processes left behind."""
+        found = self._existing()
         try:
             for directory in (
                 self.tars,
@@ -145,13 +146,21 @@ class BlobCache:
             raise StorageError(
                 f"cannot create the cache directory {self.root}: {exc.strerror}"
             ) from None
-        self._set_modes()
+        self._set_modes(found)
         self._remove_stale_temps()
         return self
 
-    def _set_modes(self) -> None:
-        """Give the cache's directories their mode: a private cache found wider (made by an
-        older kitfs, or shared before) is tightened, or a warning says why it cannot be."""
+    def _existing(self) -> set[Path]:
+        """The cache directory and its subdirectories as they are before ``ensure``."""
+        try:
+            return {self.root, *self.root.iterdir()}
+        except OSError:
+            return set()
+
+    def _set_modes(self, found: set[Path]) -> None:
+        """Give the cache's directories their mode: a private cache ``found`` wider (made by an
+        older kitfs, or shared before) is tightened with a warning, or a warning says why it
+        cannot be; what ``ensure`` just created is set quietly."""
         for directory in sorted({self.root, *self.root.iterdir()}):
             with contextlib.suppress(FileNotFoundError):
                 st = directory.lstat()
@@ -170,7 +179,7 @@ class BlobCache:
                         exc.strerror,
                     )
                     continue
-                if not self.shared:
+                if not self.shared and directory in found:
                     log.warning("tightened the cache directory %s to mode 700", directory)
 
     def _remove_stale_temps(self) -> None:
