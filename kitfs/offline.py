@@ -64,7 +64,7 @@ class CachedResolver:
         self.cache = cache
         self.registry = registry
         self.refresh = refresh
-        self.records = TagRecords(cache.root)
+        self.records = TagRecords(cache.root, cache.shared)
         self._warn = warn or (lambda message: log.warning("%s", message))
         self._warned: set[tuple[str, str]] = set()
         self.fell_back = False  # whether an answer came from the cache because the registry failed
