@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from kitfs import limits
 from kitfs.config import Refresh
 from kitfs.errors import (
     AuthError,
@@ -39,7 +40,7 @@ from kitfs.unpack import VerifiedTar
 
 log = logging.getLogger(__name__)
 
-MAX_CONFIG_SIZE = 16 * 1024 * 1024
+MAX_CONFIG_SIZE = limits.MAX_CONFIG_SIZE  # one bound for every verb
 
 
 def _falls_back(exc: KitfsError) -> bool:

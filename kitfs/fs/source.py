@@ -18,6 +18,7 @@ from types import TracebackType
 
 import trio
 
+from kitfs import limits
 from kitfs.config import Paths, Refresh
 from kitfs.errors import (
     DigestMismatchError,
@@ -44,7 +45,7 @@ RANGE_CHUNK = 1 << 20
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 CREATED_ANNOTATION = "org.opencontainers.image.created"
 TAG_TTL = 10.0  # seconds a tag's manifest (and the tag list) is trusted before asking again
-MAX_CONFIG_SIZE = 16 * 1024 * 1024
+MAX_CONFIG_SIZE = limits.MAX_CONFIG_SIZE  # one bound for every verb
 
 
 @dataclass(frozen=True)

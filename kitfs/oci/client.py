@@ -30,6 +30,7 @@ import certifi
 import httpx
 import trio
 
+from kitfs import limits
 from kitfs.errors import (
     AuthError,
     DigestMismatchError,
@@ -61,7 +62,7 @@ Progress = Callable[[int], None]
 Headers = dict[str, str]
 Body = bytes | Callable[[], AsyncIterator[bytes]] | None
 
-MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_MANIFEST_SIZE = limits.MAX_MANIFEST_SIZE
 MAX_SMALL_BLOB = 64 * 1024 * 1024
 FALLBACK_CHUNK = 16 * 1024 * 1024  # PATCH size for a registry that refuses a whole blob (413)
 MAX_ERROR_BODY = 64 * 1024

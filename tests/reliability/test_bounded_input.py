@@ -144,6 +144,18 @@ def deep_manifest(registry: HostileRegistry, repository: str, depth: int) -> Non
     registry.add_manifest(repository, "v1", body)
 
 
+BIG_CONFIG = 16 * 1024 * 1024 + 1
+
+
+def big_config() -> bytes:
+    """A config one byte over the limit: 100,000s of datasets, as the issue's 20 MB one."""
+    head = b'{"manifestVersion":"1.0.0","datasets":['
+    item = b'{"name":"d","path":"d"},'
+    body = head + item * ((BIG_CONFIG - len(head)) // len(item))
+    body = body[:-1] + b"]}"
+    return body + b" " * (BIG_CONFIG - len(body))
+
+
 def hostile_config_kit(registry: HostileRegistry, repository: str, config: bytes) -> None:
     registry.add_modelkit(
         repository, "v1", config, [(MODEL, forge_tar(forge_file("model/w.bin", b"w")), NORMAL)]
@@ -163,6 +175,10 @@ SERVED = {
     "config-100000": (
         lambda r, n: hostile_config_kit(r, n, hostile_config(nested(100_000))),
         "nested deeper than 100 levels",
+    ),
+    "config-17mib": (
+        lambda r, n: hostile_config_kit(r, n, big_config()),
+        f"is {BIG_CONFIG} bytes",
     ),
     "config-nul-path": (
         lambda r, n: hostile_config_kit(r, n, hostile_config(path="model\0evil")),
@@ -224,12 +240,14 @@ def test_hostile_manifests_and_configs_fail_every_verb_with_one_line(
         else:
             assert SERVED[name][1] in line, (name, verb, line)
     assert peak < PEAK_RSS_MIB, f"peak RSS {peak} MiB"
+    big = hostile.manifests[("hostile/config-17mib", "v1")]
+    assert hostile.count("blobs", json.loads(big)["config"]["digest"]) == 0, "fetched, then refused"
     assert not (tmp_path / "out").exists(), "a failed unpack left the directory it created"
     stored = [p.read_text() for p in (home / "storage").rglob("index.json")]
     assert not any("hostile" in text for text in stored), "a refused ModelKit was stored"
 
 
-@pytest.mark.parametrize("name", ["manifest-100000", "config-500"])
+@pytest.mark.parametrize("name", ["manifest-100000", "config-500", "config-17mib"])
 def test_hostile_manifests_and_configs_fail_the_mount_with_one_line(
     hostile: HostileRegistry, mounts: Mounts, name: str
 ) -> None:
