@@ -186,6 +186,9 @@ async def _counted(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     async for chunk in source:
         yield chunk
         received(len(chunk))
+    guard = current_guard()
+    if guard is not None:
+        guard.sent()
 
 
 def _transport_reason(exc: BaseException) -> str:

@@ -103,6 +103,16 @@ class TransferGuard:
         if self.listener is not None:
             self.listener()
 
+    def sent(self) -> None:
+        """The request body is sent: the answer must now start within the idle timeout (a
+        registry may take a while to commit a large upload), not within a rate window."""
+        now = self._clock()
+        with self._lock:
+            self._last = now
+            self._window_start, self._window_bytes = None, 0
+        if self.listener is not None:
+            self.listener()
+
     def responded(self) -> None:
         """The answer's headers came: the idle clock and the first rate window start now."""
         now = self._clock()

@@ -156,3 +156,16 @@ def test_settings_come_from_flags_then_environment_then_defaults() -> None:
 def test_bad_settings_are_usage_errors(args: tuple[str | None, ...], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         transfer_settings(*args, environ={})
+
+
+def test_after_a_request_body_the_answer_has_the_idle_timeout() -> None:
+    clock = Clock()
+    g = guard(clock, window=20, idle=60)
+    g.advance(64 * 1024)  # sending an upload
+    clock.now += 1
+    g.sent()
+    clock.now += 50  # the registry commits the blob: longer than a window, within the idle timeout
+    g.responded()
+    clock.now += 21  # then its body must keep to the rate again
+    with pytest.raises(TransferTooSlow, match="slower than the minimum rate"):
+        g.advance(1)
