@@ -363,7 +363,15 @@ class RegistryClient:
                     status = response.status_code
                     log.debug("%s %s -> %d", method, url.split("?", 1)[0], status)
                     if status == 401:
-                        await self._auth.on_unauthorized(response, scopes, retried=auth_rounds > 0)
+                        with trio.move_on_after(self.options.timeout) as token_wait:
+                            await self._auth.on_unauthorized(
+                                response, scopes, retried=auth_rounds > 0
+                            )
+                        if token_wait.cancelled_caught:  # a token server that trickles
+                            raise TransferTooSlow(
+                                f"registry {self.registry}: no token within "
+                                f"{self.options.timeout:g} s (--idle-timeout)"
+                            )
                         auth_rounds += 1
                         continue
                     if status in TRANSIENT_STATUS and failures + 1 < self.options.retries:
