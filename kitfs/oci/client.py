@@ -300,17 +300,26 @@ class RegistryClient:
         self.options = options or RegistryOptions()
         scheme = "http" if self.options.plain_http else "https"
         self.base_url = f"{scheme}://{endpoint_host(registry)}"
-        self._http = httpx.AsyncClient(
+        try:
+            self._http = self._http_client()
+        except ValueError as exc:  # --proxy is checked (RegistryOptions); this is the environment's
+            raise UsageError(
+                f"cannot use the proxy from the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY): "
+                f"{_one_line(str(exc))}"
+            ) from None
+        self._auth = RegistryAuth(registry, self._http, credentials)
+        self._ignores_range = False  # set when the registry answered a Range request with 200
+
+    def _http_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             verify=True if self.options.plain_http else _ssl_context(self.options),
             proxy=self.options.proxy,
             timeout=httpx.Timeout(self.options.timeout),
             follow_redirects=True,
-            trust_env=self.options.proxy is None and not _is_loopback(registry),
+            trust_env=self.options.proxy is None and not _is_loopback(self.registry),
             headers={"User-Agent": USER_AGENT},
             limits=httpx.Limits(max_connections=max(10, 2 * self.options.concurrency)),
         )
-        self._auth = RegistryAuth(registry, self._http, credentials)
-        self._ignores_range = False  # set when the registry answered a Range request with 200
 
     async def __aenter__(self) -> RegistryClient:
         return self

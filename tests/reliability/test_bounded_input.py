@@ -275,3 +275,18 @@ def test_a_bad_proxy_is_a_usage_error_in_every_verb(tmp_path: Path, public_key: 
             == "kitfs: --proxy 'not a url' is not a proxy URL: use http|https|socks5|socks5h://HOST[:PORT]"
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_proxy_from_the_environment_that_httpx_cannot_use_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    from .helpers import run_kitfs
+
+    result = run_kitfs(
+        fresh_home(tmp_path), "pull", "registry.invalid/a/b:v1", env={"HTTPS_PROXY": "ftp://x"}
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "kitfs: cannot use the proxy from the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY): "
+        "Unknown scheme for proxy URL URL('ftp://x')"
+    )
