@@ -37,14 +37,14 @@ class Behaviour:
     kind: str = "normal"  # normal, trickle, trickle_headers, stall
     interval: float = 1.0  # seconds between pieces (trickle, trickle_headers)
     piece: int = 1  # bytes per piece
-    after: int = 0  # bytes sent before a stall
+    after: int = 0  # bytes sent at once before a stall or a trickle
 
 
 NORMAL = Behaviour()
 
 
-def trickle(interval: float = 1.0, piece: int = 1) -> Behaviour:
-    return Behaviour("trickle", interval, piece)
+def trickle(interval: float = 1.0, piece: int = 1, after: int = 0) -> Behaviour:
+    return Behaviour("trickle", interval, piece, after)
 
 
 def trickle_headers(interval: float = 1.0) -> Behaviour:
@@ -222,7 +222,8 @@ class HostileRegistry:
                     if not with_body:
                         return
                     if behaviour.kind == "trickle":
-                        self._dribble(body, behaviour)
+                        self.wfile.write(body[: behaviour.after])
+                        self._dribble(body[behaviour.after :], behaviour)
                     elif behaviour.kind == "stall":
                         self.wfile.write(body[: behaviour.after])
                         self.wfile.flush()

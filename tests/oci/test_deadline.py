@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import trio
+from hostileregistry import HostileRegistry, trickle
 
 from kitfs.errors import TransientError, UsageError
 from kitfs.oci.deadline import (
@@ -17,6 +22,11 @@ from kitfs.oci.deadline import (
     parse_rate,
     transfer_settings,
 )
+from kitfs.oci.manifest import Descriptor
+from kitfs.oci.sink import BufferSink
+
+if TYPE_CHECKING:
+    from kitfs.oci.client import RegistryClient
 
 
 class Clock:
@@ -169,3 +179,69 @@ def test_after_a_request_body_the_answer_has_the_idle_timeout() -> None:
     clock.now += 21  # then its body must keep to the rate again
     with pytest.raises(TransferTooSlow, match="slower than the minimum rate"):
         g.advance(1)
+
+
+# -- through the client, against a registry that slows down after a fast start ----------------
+
+LARGE = 9 * 1024 * 1024  # past kitfs.oci.body.FAST_MIN: received past httpx (a worker thread)
+
+
+def slow_client_run(
+    host: str, body: Callable[[RegistryClient], Awaitable[None]]
+) -> tuple[float, str]:
+    """Run ``body`` with a client whose bounds are small; (seconds until it failed, message)."""
+    from kitfs.oci.client import RegistryClient
+    from kitfs.oci.options import RegistryOptions
+
+    options = RegistryOptions(
+        plain_http=True, min_rate=1024, rate_window=1, timeout=2, retries=3, backoff=0.01
+    )
+
+    async def main() -> tuple[float, str]:
+        async with RegistryClient(host, options) as client:
+            started = trio.current_time()
+            with pytest.raises(TransferTooSlow) as failure:
+                await body(client)
+            return trio.current_time() - started, str(failure.value)
+
+    return trio.run(main)
+
+
+@pytest.fixture
+def slow_blob() -> Iterator[tuple[HostileRegistry, dict[str, Any]]]:
+    with HostileRegistry() as registry:
+        # 2 MiB at once, then 64 bytes every 0.25 s
+        yield registry, registry.add_blob(b"\1" * LARGE, trickle(0.25, 64, after=2 << 20))
+
+
+def test_a_large_body_that_slows_down_fails_in_the_receiving_thread(
+    slow_blob: tuple[HostileRegistry, dict[str, Any]],
+) -> None:
+    registry, blob = slow_blob
+    sink = BufferSink(LARGE)
+
+    async def stream(client: RegistryClient) -> None:
+        await client.stream_blob_range("slow/blob", blob["digest"], 0, LARGE, sink)
+
+    elapsed, message = slow_client_run(registry.host, stream)
+    assert elapsed < 10
+    assert "is sending slower than the minimum rate of 1 KiB/s" in message
+    assert registry.count("blobs", blob["digest"]) == 2  # tried again like a drop, then given up
+    assert sink.count >= 2 << 20  # what arrived before is kept, for the resumed request
+
+
+def test_a_large_download_that_slows_down_fails_and_keeps_what_arrived(
+    slow_blob: tuple[HostileRegistry, dict[str, Any]], tmp_path: Path
+) -> None:
+    registry, blob = slow_blob
+    descriptor = Descriptor("application/octet-stream", blob["digest"], blob["size"])
+
+    async def download(client: RegistryClient) -> None:
+        await client.download_blob("slow/blob", descriptor, tmp_path / "blob")
+
+    elapsed, message = slow_client_run(registry.host, download)
+    assert elapsed < 10
+    assert "is sending slower than the minimum rate" in message
+    assert not (tmp_path / "blob").exists()
+    partial = tmp_path / ".blob.partial"
+    assert partial.stat().st_size >= 2 << 20  # a TransientError keeps the partial file to resume
