@@ -26,7 +26,7 @@ import httpx
 import trio
 
 from kitfs.oci.body import fast_path_applies
-from kitfs.oci.deadline import TransferGuard, current, received
+from kitfs.oci.deadline import current, received
 from kitfs.oci.sink import Counted, feed, feed_all
 
 SLICE = 1.0  # a receiving thread looks at its stop flag this often while the socket is idle
@@ -114,7 +114,7 @@ async def _pump_in_thread(
     stop = threading.Event()
     try:
         await trio.to_thread.run_sync(
-            _pump, raw, sink, skip, want, timeout, stop, current(), abandon_on_cancel=True
+            _pump, raw, sink, skip, want, timeout, stop, abandon_on_cancel=True
         )
     except TimeoutError as exc:
         raise httpx.ReadTimeout(str(exc), request=request) from None
@@ -131,11 +131,12 @@ def _pump(
     want: int,
     timeout: float | None,
     stop: threading.Event,
-    guard: TransferGuard | None = None,
 ) -> None:
-    """Receive ``want`` bytes of the body into the sink's buffers (a worker thread's loop); the
-    transfer ``guard`` is told of every piece and asked while the socket is idle, so a registry
-    that trickles or stalls ends this loop with TransferTooSlow."""
+    """Receive ``want`` bytes of the body into the sink's buffers (a worker thread's loop). The
+    request's transfer guard (trio runs the thread in a copy of the caller's context) is told of
+    every piece and asked while the socket is idle, so a registry that trickles or stalls ends
+    this loop with TransferTooSlow."""
+    guard = current()
     scratch = memoryview(bytearray(min(skip, 1 << 20))) if skip else None
     try:
         raw.settimeout(SLICE)
