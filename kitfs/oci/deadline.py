@@ -13,7 +13,8 @@ transfer fell behind. A caller treats that like a dropped connection (retry, res
 Settings come from flags, then the environment (``KITFS_MIN_RATE``, ``KITFS_RATE_WINDOW``,
 ``KITFS_IDLE_TIMEOUT``), then the defaults below: a registry that sends less than 1 KiB/s for 20 s
 is far below any healthy one, and a 1-byte-per-second trickle is ended within a minute (two
-attempts of about 20 s).
+attempts of about 20 s). An answer whose headers trickle is ended once, after the idle timeout;
+one that does not start at all is httpx's read timeout, retried as a drop, as before.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ DEFAULT_MIN_RATE = 1024  # bytes per second; 0 turns the rate check off
 DEFAULT_WINDOW = 20.0  # seconds over which the rate is measured
 DEFAULT_IDLE = 60.0  # seconds without a byte (and before the first one)
 SLOW_ATTEMPTS = 2  # a transfer below the rate is tried this many times in all
+HEADER_GRACE = 1.0  # an answer that has not started is left to httpx's own timeout this long
 
 ENV_MIN_RATE = "KITFS_MIN_RATE"
 ENV_WINDOW = "KITFS_RATE_WINDOW"
@@ -42,7 +44,13 @@ _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(i?b?)(?:/s)?\s*$", re.IGN
 
 
 class TransferTooSlow(TransientError):
-    """A registry sent (or took) bytes slower than the minimum rate, or went idle too long."""
+    """A registry sent (or took) bytes slower than the minimum rate, or went idle too long.
+    ``answered`` is False when its answer never started (its headers trickled): a retry would
+    only wait as long again, so callers give up at once."""
+
+    def __init__(self, message: str, answered: bool = True) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 def format_rate(rate: float) -> str:
@@ -157,7 +165,8 @@ class TransferGuard:
         if self._window_start is None:
             return TransferTooSlow(
                 f"registry {self.registry} did not answer within {now - self.started:.0f} s "
-                f"(idle timeout {self.idle or 0:g} s; --idle-timeout or ${ENV_IDLE})"
+                f"(idle timeout {self.idle or 0:g} s; --idle-timeout or ${ENV_IDLE})",
+                answered=False,
             )
         if self.idle is not None and now > self._last + self.idle:
             return TransferTooSlow(

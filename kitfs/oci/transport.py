@@ -39,7 +39,14 @@ from kitfs.errors import (
     UsageError,
 )
 from kitfs.oci.auth import CredentialSource, RegistryAuth, Scope
-from kitfs.oci.deadline import SLOW_ATTEMPTS, TransferGuard, TransferTooSlow, activate, received
+from kitfs.oci.deadline import (
+    HEADER_GRACE,
+    SLOW_ATTEMPTS,
+    TransferGuard,
+    TransferTooSlow,
+    activate,
+    received,
+)
 from kitfs.oci.deadline import current as current_guard
 from kitfs.oci.deadline import reset as reset_guard
 from kitfs.oci.download import hasher_for
@@ -389,7 +396,10 @@ class Transport:
         with trio.CancelScope() as scope:
 
             def follow() -> None:
-                scope.deadline = trio.current_time() + guard.remaining() + allowance
+                # HEADER_GRACE: a registry that sends nothing at all meets httpx's timeout first
+                # (a drop, retried); one whose headers trickle meets this deadline.
+                wait = guard.remaining() + allowance + HEADER_GRACE
+                scope.deadline = trio.current_time() + wait
 
             follow()
             guard.listener = follow
@@ -424,7 +434,7 @@ class Transport:
 
     def give_up(self, exc: httpx.TransportError | TransferTooSlow, failures: int) -> None:
         if isinstance(exc, TransferTooSlow):
-            if failures >= min(SLOW_ATTEMPTS, self.options.retries):
+            if not exc.answered or failures >= min(SLOW_ATTEMPTS, self.options.retries):
                 raise exc
             return
         tls = _tls_failure(self.registry, exc, bool(self.options.cert))
