@@ -53,7 +53,7 @@ def _fuse_errors(method: F) -> F:
     @functools.wraps(method)
     async def wrapper(self: KitfsOperations, *args: Any) -> Any:
         try:
-            with self.bounds.bound(f"{method.__name__}{args[:2]!r}"):
+            with self.bounds.bound(method.__name__, args[:2]):
                 return await method(self, *args)
         except pyfuse3.FUSEError:
             raise

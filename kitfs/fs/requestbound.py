@@ -59,9 +59,10 @@ class RequestBounds:
         self._scopes: set[trio.CancelScope] = set()
 
     @contextlib.contextmanager
-    def bound(self, what: str) -> Iterator[None]:
-        """Run one request's work; raise FUSEError(ETIMEDOUT) when it takes longer than the
-        timeout, FUSEError(EIO) when the daemon is stopping."""
+    def bound(self, name: str, args: tuple[object, ...] = ()) -> Iterator[None]:
+        """Run one request's work (``name`` and the first ``args`` name it in the log); raise
+        FUSEError(ETIMEDOUT) when it takes longer than the timeout, FUSEError(EIO) when the daemon
+        is stopping."""
         import pyfuse3
         import trio
 
@@ -76,12 +77,14 @@ class RequestBounds:
         if not scope.cancelled_caught:
             return
         if self.stopping:
-            log.info("%s: cancelled, the daemon is stopping (EIO)", what)
+            log.info("%s%r: cancelled, the daemon is stopping (EIO)", name, args)
             raise pyfuse3.FUSEError(errno.EIO)
         self.timed_out += 1
         log.warning(
-            "%s: no answer within %g s (--request-timeout): ETIMEDOUT; a later request tries again",
-            what,
+            "%s%r: no answer within %g s (--request-timeout): ETIMEDOUT; a later request tries "
+            "again",
+            name,
+            args,
             self.timeout,
         )
         raise pyfuse3.FUSEError(errno.ETIMEDOUT)
