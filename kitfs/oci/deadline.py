@@ -8,7 +8,8 @@ is plain, synchronous and locked, so the trio client (kitfs.oci.client, kitfs.oc
 readers in worker threads use the same one: call :meth:`TransferGuard.advance` as bytes arrive;
 it raises :class:`TransferTooSlow`, a one-line error naming the registry and the rate, once the
 transfer fell behind. A caller treats that like a dropped connection (retry, resume), at most
-``SLOW_ATTEMPTS`` times.
+``SLOW_ATTEMPTS`` times. Time the receiving side spends busy (writing, hashing, a full queue) is
+left out with :meth:`TransferGuard.paused`: the rate is the registry's, not our disk's.
 
 Settings come from flags, then the environment (``KITFS_MIN_RATE``, ``KITFS_RATE_WINDOW``,
 ``KITFS_IDLE_TIMEOUT``), then the defaults below: a registry that sends less than 1 KiB/s for 20 s
@@ -19,13 +20,14 @@ one that does not start at all is httpx's read timeout, retried as a drop, as be
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from kitfs.errors import TransientError, UsageError
@@ -132,6 +134,20 @@ class TransferGuard:
         if self.listener is not None:
             self.listener()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside does not count: the receiving side is busy (writing, hashing, a full
+        queue), and the rate is the registry's, not our disk's."""
+        started = self._clock()
+        try:
+            yield
+        finally:
+            spent = self._clock() - started
+            with self._lock:
+                self._last += spent
+                if self._window_start is not None:
+                    self._window_start += spent
+
     def check(self) -> None:
         """Raise TransferTooSlow if the transfer is behind now."""
         now = self._clock()
@@ -199,6 +215,12 @@ def reset(token: contextvars.Token[TransferGuard | None]) -> None:
 def current() -> TransferGuard | None:
     """The guard of the running transfer in this task or thread, if any."""
     return _ACTIVE.get()
+
+
+def paused() -> contextlib.AbstractContextManager[None]:
+    """:meth:`TransferGuard.paused` of the running transfer (nothing when none is guarded)."""
+    guard = _ACTIVE.get()
+    return guard.paused() if guard is not None else contextlib.nullcontext()
 
 
 def received(nbytes: int) -> None:

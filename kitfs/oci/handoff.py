@@ -26,7 +26,7 @@ import httpx
 import trio
 
 from kitfs.oci.body import fast_path_applies
-from kitfs.oci.deadline import current, received
+from kitfs.oci.deadline import current, paused, received
 from kitfs.oci.sink import Counted, feed, feed_all
 
 SLICE = 1.0  # a receiving thread looks at its stop flag this often while the socket is idle
@@ -55,7 +55,8 @@ async def receive_body(
         view, skip = _discard(memoryview(first), skip)
         view = view[: sink.remaining]
         if len(view):
-            await trio.to_thread.run_sync(feed, sink, view)
+            with paused():
+                await trio.to_thread.run_sync(feed, sink, view)
         rest = int(response.headers["content-length"]) - len(first)
         want = min(rest, skip + sink.remaining)
         if want > 0:
@@ -77,7 +78,8 @@ async def _through_loop(pieces: AsyncIterator[bytes], sink: Counted, skip: int) 
                 batch.append(bytes(view))
                 held += len(view)
             if held >= BATCH or held >= sink.remaining:
-                await trio.to_thread.run_sync(feed_all, sink, batch)
+                with paused():  # the sink's work is our time, not the registry's
+                    await trio.to_thread.run_sync(feed_all, sink, batch)
                 batch, held = [], 0
             if not sink.remaining:
                 return
@@ -164,8 +166,11 @@ def _pump(
             want -= count
             if skip:
                 skip -= count
-            else:
+            elif guard is None:
                 sink.filled(count)
+            else:
+                with guard.paused():  # the sink hashes and writes here: our time
+                    sink.filled(count)
             if guard is not None:
                 guard.advance(count)
     finally:

@@ -28,7 +28,7 @@ from kitfs.errors import (
 from kitfs.oci import media
 from kitfs.oci.auth import Scope
 from kitfs.oci.body import body_pieces
-from kitfs.oci.deadline import TransferTooSlow
+from kitfs.oci.deadline import TransferTooSlow, paused
 from kitfs.oci.download import RESUME_MIN, Download, Progress, Tee
 from kitfs.oci.handoff import receive_body
 from kitfs.oci.manifest import Descriptor
@@ -388,7 +388,8 @@ class Puller:
             raise DigestMismatchError(
                 state.descriptor.digest, f"more than {state.descriptor.size} bytes", target.noun
             )
-        await state.put(pieces)
+        with paused():  # a full writer queue is our time, not the registry's
+            await state.put(pieces)
 
     def _check_download(self, state: Download, repository: str) -> None:
         noun = blob_target(repository, state.descriptor.digest, "").noun

@@ -245,3 +245,17 @@ def test_a_large_download_that_slows_down_fails_and_keeps_what_arrived(
     assert not (tmp_path / "blob").exists()
     partial = tmp_path / ".blob.partial"
     assert partial.stat().st_size >= 2 << 20  # a TransientError keeps the partial file to resume
+
+
+def test_time_the_receiving_side_is_busy_does_not_count() -> None:
+    clock = Clock()
+    g = guard(clock, window=20, idle=60)
+    g.responded()
+    g.advance(1024)
+    with g.paused():
+        clock.now += 300  # a slow disk, a full queue: longer than the window and the idle timeout
+    clock.now += 19
+    g.advance(1)  # 19 s of registry time since the window started: still within it
+    clock.now += 2
+    with pytest.raises(TransferTooSlow):
+        g.check()
