@@ -95,7 +95,13 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.parametrize(
     ("verb", "what"),
-    [("pull", "blob"), ("unpack", "blob"), ("pull", "manifest"), ("unpack", "manifest-headers")],
+    [
+        ("pull", "blob"),
+        ("unpack", "blob"),
+        ("pull", "manifest"),
+        ("unpack", "manifest"),
+        ("unpack", "manifest-headers"),
+    ],
 )
 def test_a_trickling_registry_fails_pull_and_unpack_within_the_bound(
     hostile: HostileRegistry, tmp_path: Path, verb: str, what: str
