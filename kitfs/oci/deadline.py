@@ -134,6 +134,15 @@ class TransferGuard:
         if self.listener is not None:
             self.listener()
 
+    def restart(self) -> None:
+        """A new window and idle period start now (a receiving thread has just started: the time
+        it waited for a thread was ours, not the registry's)."""
+        now = self._clock()
+        with self._lock:
+            self._last = now
+            if self._window_start is not None:
+                self._window_start, self._window_bytes = now, 0
+
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """Time spent inside does not count: the receiving side is busy (writing, hashing, a full

@@ -139,6 +139,8 @@ def _pump(
     every piece and asked while the socket is idle, so a registry that trickles or stalls ends
     this loop with TransferTooSlow."""
     guard = current()
+    if guard is not None:
+        guard.restart()
     scratch = memoryview(bytearray(min(skip, 1 << 20))) if skip else None
     try:
         raw.settimeout(SLICE)

@@ -259,3 +259,16 @@ def test_time_the_receiving_side_is_busy_does_not_count() -> None:
     clock.now += 2
     with pytest.raises(TransferTooSlow):
         g.check()
+
+
+def test_restart_forgives_the_wait_for_a_receiving_thread() -> None:
+    clock = Clock()
+    g = guard(clock, window=20, idle=60)
+    g.responded()
+    clock.now += 70  # all worker threads were busy
+    g.restart()
+    clock.now += 19
+    g.advance(1)
+    clock.now += 2
+    with pytest.raises(TransferTooSlow, match="slower than the minimum rate"):
+        g.check()
