@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from kitfs.errors import KitfileError
+from kitfs.limits import MAX_CONFIG_SIZE, YamlLimitError, check_yaml, load_json
 
 DEFAULT_NAMES = ("Kitfile", "kitfile", ".kitfile")
 
@@ -121,12 +122,9 @@ class Kitfile:
     @classmethod
     def from_config_json(cls, blob: bytes, source: str = "config") -> Kitfile:
         """Read the Kitfile from a ModelKit config blob (its JSON form)."""
-        try:
-            # Go decodes config JSON numbers into float64 (``parameters`` is ``any``); so do we, so
-            # that ``kit info`` and unpacked Kitfiles print numbers as kit does.
-            raw = json.loads(blob, parse_int=float)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise KitfileError(f"{source} is not valid JSON: {exc}") from None
+        # Go decodes config JSON numbers into float64 (``parameters`` is ``any``); so do we, so
+        # that ``kit info`` and unpacked Kitfiles print numbers as kit does.
+        raw = load_json(blob, source, KitfileError, MAX_CONFIG_SIZE, parse_int=float)
         if not isinstance(raw, dict):
             raise KitfileError(f"{source} is not a Kitfile: expected a JSON object")
         kitfile = cls(_from_plain(raw, KITFILE, source))
@@ -205,6 +203,7 @@ class Kitfile:
         def add(path: str, label: str, what: str, allowed: tuple[str, ...] = ("local",)) -> None:
             paths.setdefault(_clean_path(path or "."), []).append(label)
             kind, problem = path_type(path)
+            problem = problem or impossible_path(path)
             if problem:
                 errors.append(f"invalid path for {what}: {problem}")
             if kind not in allowed:
@@ -262,6 +261,9 @@ class Kitfile:
         if not self.manifest_version:
             raise KitfileError(f"{source} is not a Kitfile: it has no manifestVersion")
         for entry in self.entries():
+            problem = impossible_path(entry.path)
+            if problem:
+                raise KitfileError(f"{source} is refused: the {entry.kind} path: {problem}")
             path = _clean_path(entry.path or ".")
             if posixpath.isabs(path) or path == ".." or path.startswith("../"):
                 raise KitfileError(
@@ -319,6 +321,27 @@ def path_type(path: str) -> tuple[str, str | None]:
     if scheme in ("http", "https"):
         return "unknown", f"HTTP urls are not supported in paths ({path})"
     return "unknown", f"unrecognized URL in path: {path}"
+
+
+MAX_PATH_BYTES = 4095  # Linux's PATH_MAX less the terminating NUL
+MAX_NAME_BYTES = 255
+
+
+def impossible_path(path: str) -> str | None:
+    """What makes ``path`` impossible as a file name on any system kit runs on (a NUL byte, a name
+    or path longer than Linux allows, text that is not UTF-8); None for a possible one."""
+    if "\0" in path:
+        return f"{path!r} contains a NUL byte"
+    try:
+        raw = path.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{path!r} is not valid UTF-8"
+    if len(raw) > MAX_PATH_BYTES:
+        return f"a path of {len(raw)} bytes is longer than {MAX_PATH_BYTES}"
+    longest = max((len(part) for part in raw.split(b"/")), default=0)
+    if longest > MAX_NAME_BYTES:
+        return f"a name of {longest} bytes in {path[:60]!r}... is longer than {MAX_NAME_BYTES}"
+    return None
 
 
 def _clean_path(path: str) -> str:
@@ -397,9 +420,13 @@ def _check_part_type(part: dict[str, Any], errors: list[str]) -> None:
 
 
 def _first_document(text: str | bytes, source: str) -> yaml.Node | None:
-    """The first YAML document's node tree; like yaml.v3's Decoder, later documents are not read."""
+    """The first YAML document's node tree; like yaml.v3's Decoder, later documents are not read.
+    Its size, depth and alias expansion are bounded first (kitfs.limits)."""
     try:
+        check_yaml(text)
         loader = yaml.SafeLoader(text)
+    except YamlLimitError as exc:
+        raise KitfileError(f"{source}: refused: {exc}") from None
     except yaml.YAMLError as exc:  # the reader checks the encoding at once
         raise KitfileError(f"{source}: invalid YAML: {_one_line(exc)}") from None
     try:

@@ -11,13 +11,13 @@ are covered by the manifest digest (the annotation is in the manifest, the confi
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, datetime
 from typing import Any
 
 from kitfs.errors import KitfileError
 from kitfs.kitfile import Kitfile, go_json
+from kitfs.limits import MAX_CONFIG_SIZE, load_json
 from kitfs.oci import media
 from kitfs.oci.manifest import Manifest, ManifestError
 
@@ -54,10 +54,7 @@ def kitfile_for(
 
 def config_diff_ids(config: bytes, name: str) -> list[str] | None:
     """The ``modelfs.diffIds`` of a model-spec config, None when it records none."""
-    try:
-        raw = json.loads(config)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise KitfileError(f"the ModelPack config of {name} is not valid JSON: {exc}") from None
+    raw = load_json(config, f"the ModelPack config of {name}", KitfileError, MAX_CONFIG_SIZE)
     modelfs = raw.get("modelfs") if isinstance(raw, dict) else None
     if modelfs is None:
         return None

@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from kitfs import limits
 from kitfs.config import Refresh
 from kitfs.errors import (
     AuthError,
@@ -39,7 +40,7 @@ from kitfs.unpack import VerifiedTar
 
 log = logging.getLogger(__name__)
 
-MAX_CONFIG_SIZE = 16 * 1024 * 1024
+MAX_CONFIG_SIZE = limits.MAX_CONFIG_SIZE  # one bound for every verb
 
 
 def _falls_back(exc: KitfsError) -> bool:
@@ -64,7 +65,7 @@ class CachedResolver:
         self.cache = cache
         self.registry = registry
         self.refresh = refresh
-        self.records = TagRecords(cache.root)
+        self.records = TagRecords(cache.root, cache.shared)
         self._warn = warn or (lambda message: log.warning("%s", message))
         self._warned: set[tuple[str, str]] = set()
         self.fell_back = False  # whether an answer came from the cache because the registry failed

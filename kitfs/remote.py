@@ -31,6 +31,7 @@ from kitfs.errors import (
     first_kitfs_error,
 )
 from kitfs.kitfile import Kitfile, is_modelkit_reference
+from kitfs.limits import MAX_CONFIG_SIZE
 from kitfs.modelpack import check_model_artifact, kitfile_for
 from kitfs.oci import media
 from kitfs.oci.auth import CredentialStore
@@ -87,6 +88,11 @@ async def fetch_manifest(
             raise ManifestError(f"{ref} is an image index, not a ModelKit")
     manifest = Manifest.from_bytes(body, f"manifest of {ref}")
     check_model_artifact(manifest, str(ref))
+    if manifest.config.size > MAX_CONFIG_SIZE:  # refused before a byte of it is fetched
+        raise KitfileError(
+            f"the config of {ref} is {manifest.config.size} bytes: larger than the "
+            f"{MAX_CONFIG_SIZE} accepted"
+        )
     return digest, body, manifest
 
 
@@ -144,6 +150,9 @@ async def pull_async(
             return job
 
         await _gather([download(d) for d in unique], options.concurrency)
+    # The config is read as every other verb reads it (kitfs.limits): a ModelKit that `info`,
+    # `unpack` or a mount would refuse is not stored as pulled either.
+    kitfile_for(manifest, store.read_blob(manifest.config.digest), str(ref))
     store.put_blob(body)
     tags = [ref.tag] if ref.tag and not ref.digest else []
     store.repo_for(ref).add(manifest.descriptor(body), tags)

@@ -44,11 +44,33 @@ def add_network_flags(
         help="parallel blob transfers (default 5)",
     )
     group.add_argument("--proxy", metavar="URL", help="HTTP(S) proxy for registry traffic")
+    add_transfer_flags(group)
     group.add_argument(
         "--registries-conf",
         metavar="FILE",
         help="mirrors and registry settings, containers-registries.conf(5) format (default "
         "$KITFS_REGISTRIES_CONF, else ~/.config/kitfs/registries.conf, else /etc/kitfs/registries.conf)",
+    )
+
+
+def add_transfer_flags(group: Any) -> None:
+    """How slow a registry may be before a transfer is given up (kitfs.oci.deadline)."""
+    group.add_argument(
+        "--min-rate",
+        metavar="RATE",
+        help="give up a transfer that averages less than RATE bytes/s over --rate-window "
+        "(retried once; e.g. 1KiB, the default; 0 turns it off; $KITFS_MIN_RATE)",
+    )
+    group.add_argument(
+        "--rate-window",
+        metavar="SECONDS",
+        help="the window the minimum rate is measured over (default 20; $KITFS_RATE_WINDOW)",
+    )
+    group.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        help="give up a transfer after this long without a byte, and an answer that takes "
+        "longer to start (default 60; $KITFS_IDLE_TIMEOUT)",
     )
 
 
@@ -88,6 +110,7 @@ def _parse_bool(text: str) -> bool:
 
 def registry_options(args: argparse.Namespace) -> Any:
     """RegistryOptions from the network flags."""
+    from kitfs.oci.deadline import transfer_settings
     from kitfs.oci.options import RegistryOptions
 
     if args.concurrency < 1:
@@ -101,6 +124,11 @@ def registry_options(args: argparse.Namespace) -> Any:
         proxy=args.proxy,
         concurrency=args.concurrency,
         registries_conf=getattr(args, "registries_conf", None),
+        **transfer_settings(
+            getattr(args, "min_rate", None),
+            getattr(args, "rate_window", None),
+            getattr(args, "idle_timeout", None),
+        ),
     )
 
 

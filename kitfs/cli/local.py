@@ -200,8 +200,9 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
     if args.overwrite and args.ignore_existing:
         raise UsageError("-o/--overwrite and -i/--ignore-existing cannot be used together")
     from kitfs import remote
+    from kitfs.cleanup import removed_on_failure
 
-    with progress_for(show_progress(args)) as sink:
+    with removed_on_failure(options.target), progress_for(show_progress(args)) as sink:
         counts = remote.unpack_reference(
             ref,
             paths(args),

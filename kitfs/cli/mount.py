@@ -52,6 +52,18 @@ def _register_mount(subparsers: argparse._SubParsersAction) -> None:  # type: ig
         help="evict least recently used layers to keep the cache under SIZE (e.g. 50G; default: no bound)",
     )
     p.add_argument(
+        "--shared-cache",
+        action="store_true",
+        help="a node cache other users may read: directories 0755, files 0644 (default: private, "
+        "0700/0600; $KITFS_SHARED_CACHE=1)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        metavar="SECONDS",
+        help="the longest one file system request may wait (a fetch that cannot finish): it then "
+        "fails with ETIMEDOUT and a later read tries again (default 300; $KITFS_REQUEST_TIMEOUT)",
+    )
+    p.add_argument(
         "--debug",
         action="store_true",
         default=argparse.SUPPRESS,
@@ -96,6 +108,11 @@ def _cmd_mount(args: argparse.Namespace) -> int:
         "policy": args.policy,
         "refresh": args.refresh,
         "registries_conf": args.registries_conf,
+        "min_rate": args.min_rate,
+        "rate_window": args.rate_window,
+        "idle_timeout": args.idle_timeout,
+        "request_timeout": args.request_timeout,
+        "shared_cache": args.shared_cache,
     }
     settings.update({k: v for k, v in parse_option_list(args.options).items()})
     foreground = bool(settings["foreground"])

@@ -61,16 +61,19 @@ async def serve(
         layers = LayerStore(
             source, cache, progress=progress, concurrency=options.registry.concurrency
         )
-        operations = KitfsOperations(tree, layers, source)
+        operations = KitfsOperations(tree, layers, source, options.request_timeout)
         try:
             pyfuse3.init(operations, str(options.mountpoint), fuse_options(options))
         except RuntimeError as exc:
-            raise MountError(f"cannot mount at {options.mountpoint}: {exc}") from None
+            from kitfs.fs.fusecheck import explain
+
+            message = explain(options.mountpoint, str(exc), allow_other=options.allow_other)
+            raise MountError(message) from None
         log.info("serving %s at %s (pid %d)", options.reference, options.mountpoint, os.getpid())
         try:
             notify("".join(["ready", *(f"\nwarning {w}" for w in warnings)]))
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stop_on_signals)
+                nursery.start_soon(_stop_on_signals, operations)
                 nursery.start_soon(_widen_readahead_after_init, options.mountpoint)
                 layers.attach(nursery)
                 await pyfuse3.main()
@@ -109,16 +112,19 @@ async def _widen_readahead_after_init(mountpoint: Path) -> None:
             return
 
 
-async def _stop_on_signals() -> None:
+async def _stop_on_signals(operations: KitfsOperations) -> None:
+    """Stop serving on a signal: requests in flight (a fetch that hangs) are cancelled with EIO,
+    so that the FUSE loop ends now rather than when they would."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as received:
         async for signum in received:
             log.info("received %s: unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
+            operations.bounds.abort()
             return
 
 
 def run(options: MountOptions, notify: Notify) -> None:
     """Serve a mount in this process (the foreground mode, and the daemon's body)."""
-    cache = BlobCache(options.cache_dir, options.cache_size).ensure()
+    cache = BlobCache(options.cache_dir, options.cache_size, options.shared_cache or None).ensure()
     with progress_for(options.progress) as sink:
         trio.run(serve, options, cache, sink, notify)

@@ -535,6 +535,7 @@ class LayerStore:
             if slot.compression == "none":
                 dest = self.cache.tar_path(desc.digest)
                 await self.source.download(desc, dest, advance, durable=False)
+                os.chmod(dest, self.cache.file_mode)  # downloads are 0600; a shared cache reads
                 try:
                     return await self._scan(slot, dest, None, what, verified=True)
                 except BaseException:

@@ -134,7 +134,7 @@ def mount(options: MountOptions) -> int:
     options = replace(
         options, mountpoint=mountpoint, reference=absolute_reference(options.reference)
     )
-    BlobCache(options.cache_dir, options.cache_size).ensure()
+    BlobCache(options.cache_dir, options.cache_size, options.shared_cache or None).ensure()
     if options.foreground:
         from kitfs.fs.daemon import run
 
@@ -213,7 +213,8 @@ def _detach(log_path: Path) -> None:
     """Standard input from /dev/null, output to the log (libfuse writes its own errors there)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(out, 0o600)  # the log names what was read: private, like the cache
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)

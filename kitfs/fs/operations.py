@@ -22,6 +22,7 @@ import trio
 
 from kitfs.errors import KitfsError, NotFoundError
 from kitfs.fs.layerstore import LayerStore, OpenLayer
+from kitfs.fs.requestbound import DEFAULT_REQUEST_TIMEOUT, RequestBounds
 from kitfs.fs.source import TAG_TTL, Source
 from kitfs.fs.tree import (
     ROOT_INODE,
@@ -46,12 +47,14 @@ MAX_SETTLE_ROUNDS = 64
 
 def _fuse_errors(method: F) -> F:
     """Map what a handler raises to an errno: OSError keeps its own, a missing ModelKit or blob is
-    ENOENT, every other failure is EIO (logged; layer failures are logged by the layer store)."""
+    ENOENT, every other failure is EIO (logged; layer failures are logged by the layer store).
+    Each request is bounded in time (kitfs.fs.requestbound): ETIMEDOUT when it runs out."""
 
     @functools.wraps(method)
     async def wrapper(self: KitfsOperations, *args: Any) -> Any:
         try:
-            return await method(self, *args)
+            with self.bounds.bound(method.__name__, args[:2]):
+                return await method(self, *args)
         except pyfuse3.FUSEError:
             raise
         except OSError as exc:
@@ -89,11 +92,18 @@ class KitfsOperations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, tree: MountTree, layers: LayerStore, source: Source) -> None:
+    def __init__(
+        self,
+        tree: MountTree,
+        layers: LayerStore,
+        source: Source,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
         super().__init__()
         self.tree = tree
         self.layers = layers
         self.source = source
+        self.bounds = RequestBounds(request_timeout)
         self._files: dict[int, _OpenFile] = {}
         self._dirs: dict[int, list[tuple[bytes, pyfuse3.EntryAttributes]]] = {}
         self._next_fh = 0

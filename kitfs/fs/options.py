@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 
 from kitfs.config import Paths, Refresh, check_refresh, kitfs_cache_dir
 from kitfs.errors import UsageError
+from kitfs.fs.requestbound import request_timeout
 from kitfs.fs.tree import LAYOUTS
+from kitfs.oci.deadline import transfer_settings
 from kitfs.oci.options import RegistryOptions
 from kitfs.signing import signatures_requested
 
@@ -53,6 +55,8 @@ class MountOptions:
     registry: RegistryOptions = field(default_factory=RegistryOptions)
     signatures: Policy | None = None  # what --verify-key / --policy / $KITFS_POLICY require
     refresh: Refresh = "auto"
+    request_timeout: float = 300.0  # the longest a FUSE request waits (kitfs.fs.requestbound)
+    shared_cache: bool = False  # a node cache other users may read (kitfs.storage.cache)
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -105,7 +109,9 @@ GENERIC_OPTIONS = frozenset(
     ]
 )
 GENERIC_PREFIXES = ("x-", "comment=", "helper=")
-FLAG_OPTIONS = frozenset({"allow_other", "nonempty", "debug", "foreground", "plain_http"})
+FLAG_OPTIONS = frozenset(
+    {"allow_other", "nonempty", "debug", "foreground", "plain_http", "shared_cache"}
+)
 VALUE_OPTIONS = frozenset(
     {
         "layout",
@@ -122,6 +128,10 @@ VALUE_OPTIONS = frozenset(
         "policy",
         "refresh",
         "registries_conf",
+        "min_rate",
+        "rate_window",
+        "idle_timeout",
+        "request_timeout",
     }
 )
 
@@ -192,6 +202,7 @@ def build_options(
         proxy=text("proxy"),
         concurrency=concurrency,
         registries_conf=path("registries_conf"),
+        **transfer_settings(text("min_rate"), text("rate_window"), text("idle_timeout")),
     )
     size = text("cache_size")
     return MountOptions(
@@ -209,6 +220,8 @@ def build_options(
         registry=registry,
         signatures=_signatures(path("verify_key"), path("policy")),
         refresh=check_refresh(text("refresh") or "auto"),
+        request_timeout=request_timeout(text("request_timeout")),
+        shared_cache=_as_bool(settings.get("shared_cache", False), "shared_cache"),
     )
 
 

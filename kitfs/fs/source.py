@@ -19,6 +19,7 @@ from types import TracebackType
 
 import trio
 
+from kitfs import limits
 from kitfs.errors import (
     DigestMismatchError,
     MountError,
@@ -41,7 +42,7 @@ Progress = Callable[[int], None]
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 CREATED_ANNOTATION = "org.opencontainers.image.created"
 TAG_TTL = 10.0  # seconds a tag's manifest (and the tag list) is trusted before asking again
-MAX_CONFIG_SIZE = 16 * 1024 * 1024
+MAX_CONFIG_SIZE = limits.MAX_CONFIG_SIZE  # one bound for every verb
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ class OciLayoutSource(Source):
             raw = json.loads(path.read_bytes())
         except FileNotFoundError:
             raise NotFoundError(f"{self.root} is not an OCI layout: it has no index.json") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise StorageError(f"{path} is unreadable: {exc}") from None
         manifests = raw.get("manifests") if isinstance(raw, dict) else None
         if not isinstance(manifests, list):

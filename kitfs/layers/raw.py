@@ -68,7 +68,7 @@ def _metadata(desc: Descriptor) -> tuple[int, int | None]:
         size = meta.get("size")
         if not isinstance(mode, int) or (size is not None and not isinstance(size, int)):
             raise ValueError("mode and size must be integers")
-    except (ValueError, AttributeError) as exc:
+    except (ValueError, AttributeError, RecursionError) as exc:
         raise UnsafeContentError(
             f"refused raw layer {desc.digest}: invalid {media.MODELPACK_FILE_METADATA_ANNOTATION} "
             f"annotation ({exc})"

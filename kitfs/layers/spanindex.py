@@ -210,7 +210,7 @@ def parse_index(
     member = compression if location.inline is None else "none"
     try:
         raw = json.loads(bytes(decode_member(data, member, MAX_INDEX_SIZE)))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SpanIndexError(f"the span index is not JSON: {exc}") from None
     if not isinstance(raw, dict) or raw.get("mediaType") != MEDIA_TYPE:
         raise SpanIndexError(f"the span index is not a {MEDIA_TYPE}")

@@ -27,6 +27,8 @@ from typing import cast
 import httpcore
 import httpx
 
+from kitfs.oci.deadline import received
+
 FAST_MIN = 8 * 1024 * 1024  # bodies at least this large are read from the connection
 PIECE = 1024 * 1024
 
@@ -52,6 +54,7 @@ async def body_pieces(
     httpx's: a dropped connection is an ``httpx.TransportError``, as it would be through httpx."""
     if not fast_path_applies(response):
         async for chunk in response.aiter_raw():
+            received(len(chunk))  # TransferTooSlow when the registry fell below the rate
             yield chunk
         return
     remaining = int(response.headers["content-length"])
@@ -59,6 +62,7 @@ async def body_pieces(
     # Closed only once the rest is read: closing it closes the connection the rest comes from.
     async with contextlib.aclosing(through_httpx):
         first = await anext(through_httpx, b"")
+        received(len(first))
         remaining -= len(first)
         if first:
             yield first
@@ -86,4 +90,5 @@ async def _rest(
                 request=response.request,
             )
         remaining -= len(piece)
+        received(len(piece))
         yield piece

@@ -26,6 +26,7 @@ import httpx
 import trio
 
 from kitfs.oci.body import fast_path_applies
+from kitfs.oci.deadline import current, paused, received
 from kitfs.oci.sink import Counted, feed, feed_all
 
 SLICE = 1.0  # a receiving thread looks at its stop flag this often while the socket is idle
@@ -54,7 +55,8 @@ async def receive_body(
         view, skip = _discard(memoryview(first), skip)
         view = view[: sink.remaining]
         if len(view):
-            await trio.to_thread.run_sync(feed, sink, view)
+            with paused():
+                await trio.to_thread.run_sync(feed, sink, view)
         rest = int(response.headers["content-length"]) - len(first)
         want = min(rest, skip + sink.remaining)
         if want > 0:
@@ -69,13 +71,15 @@ async def _through_loop(pieces: AsyncIterator[bytes], sink: Counted, skip: int) 
     held = 0
     try:
         async for chunk in pieces:
+            received(len(chunk))  # TransferTooSlow below the minimum rate (kitfs.oci.deadline)
             view, skip = _discard(memoryview(chunk), skip)
             view = view[: sink.remaining - held]
             if len(view):
                 batch.append(bytes(view))
                 held += len(view)
             if held >= BATCH or held >= sink.remaining:
-                await trio.to_thread.run_sync(feed_all, sink, batch)
+                with paused():  # the sink's work is our time, not the registry's
+                    await trio.to_thread.run_sync(feed_all, sink, batch)
                 batch, held = [], 0
             if not sink.remaining:
                 return
@@ -130,7 +134,13 @@ def _pump(
     timeout: float | None,
     stop: threading.Event,
 ) -> None:
-    """Receive ``want`` bytes of the body into the sink's buffers (a worker thread's loop)."""
+    """Receive ``want`` bytes of the body into the sink's buffers (a worker thread's loop). The
+    request's transfer guard (trio runs the thread in a copy of the caller's context) is told of
+    every piece and asked while the socket is idle, so a registry that trickles or stalls ends
+    this loop with TransferTooSlow."""
+    guard = current()
+    if guard is not None:
+        guard.restart()
     scratch = memoryview(bytearray(min(skip, 1 << 20))) if skip else None
     try:
         raw.settimeout(SLICE)
@@ -146,6 +156,8 @@ def _pump(
             except TimeoutError:
                 if timeout is not None and time.monotonic() - idle_since > timeout:
                     raise TimeoutError(f"no byte for {timeout:g} s") from None
+                if guard is not None:
+                    guard.check()
                 continue
             if not count:
                 raise ConnectionError(
@@ -156,7 +168,12 @@ def _pump(
             want -= count
             if skip:
                 skip -= count
-            else:
+            elif guard is None:
                 sink.filled(count)
+            else:
+                with guard.paused():  # the sink hashes and writes here: our time
+                    sink.filled(count)
+            if guard is not None:
+                guard.advance(count)
     finally:
         raw.close()  # our duplicate of the descriptor; httpx closes its own with the answer

@@ -47,7 +47,7 @@ class Lister:
     def _parse_tags(self, body: bytes, target: Target) -> list[str]:
         try:
             raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raw = None
         if not isinstance(raw, dict) or not isinstance(raw.get("tags") or [], list):
             raise RegistryError(

@@ -7,12 +7,12 @@ manifest digest (the ModelKit ID) of a ModelKit packed by kitfs is what kit woul
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from kitfs.errors import KitfsError
 from kitfs.kitfile import go_json
+from kitfs.limits import MAX_MANIFEST_SIZE, load_json
 from kitfs.oci import media
 
 
@@ -129,10 +129,7 @@ class Manifest:
     @classmethod
     def from_bytes(cls, data: bytes, what: str = "manifest") -> Manifest:
         """Parse and check a manifest; refuse indexes, other schema versions and absurd layer counts."""
-        try:
-            raw = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise ManifestError(f"{what} is not valid JSON") from None
+        raw = load_json(data, what, ManifestError, MAX_MANIFEST_SIZE)
         if not isinstance(raw, dict):
             raise ManifestError(f"{what} is not a JSON object")
         media_type = raw.get("mediaType")

@@ -28,6 +28,7 @@ from kitfs.errors import (
 from kitfs.oci import media
 from kitfs.oci.auth import Scope
 from kitfs.oci.body import body_pieces
+from kitfs.oci.deadline import TransferTooSlow, paused
 from kitfs.oci.download import RESUME_MIN, Download, Progress, Tee
 from kitfs.oci.handoff import receive_body
 from kitfs.oci.manifest import Descriptor
@@ -79,7 +80,7 @@ class Puller:
         declared = response.headers.get("content-type", "").split(";", 1)[0].strip()
         if declared in media.MANIFEST_TYPES:
             return declared
-        with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError):
+        with contextlib.suppress(ValueError, UnicodeDecodeError, AttributeError, RecursionError):
             inner = json.loads(body).get("mediaType") if body else None
             if inner in media.MANIFEST_TYPES:
                 return str(inner)
@@ -374,7 +375,7 @@ class Puller:
                 if held >= IO_CHUNK:
                     await self._flush(state, pieces, held, target)
                     pieces, held = [], 0
-        except httpx.TransportError:
+        except (httpx.TransportError, TransferTooSlow):
             # The bytes that arrived before the drop are good: keep them and resume after them.
             await self._flush(state, pieces, held, target)
             raise
@@ -387,7 +388,8 @@ class Puller:
             raise DigestMismatchError(
                 state.descriptor.digest, f"more than {state.descriptor.size} bytes", target.noun
             )
-        await state.put(pieces)
+        with paused():  # a full writer queue is our time, not the registry's
+            await state.put(pieces)
 
     def _check_download(self, state: Download, repository: str) -> None:
         noun = blob_target(repository, state.descriptor.digest, "").noun

@@ -26,6 +26,7 @@ from kitfs.errors import (
     leading_error,
 )
 from kitfs.oci.auth import Scope
+from kitfs.oci.deadline import TransferTooSlow
 from kitfs.oci.download import ByteProgress, Progress, hasher_for
 from kitfs.oci.manifest import Descriptor
 from kitfs.oci.transport import (
@@ -202,7 +203,7 @@ class Pusher:
                 response = await self._send_part(
                     repository, blob, session, (offset, end), whole, target
                 )
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, TransferTooSlow) as exc:
                 failures += 1
                 self._transport.give_up(exc, failures)
                 log.info(

@@ -29,6 +29,7 @@ import certifi
 import httpx
 import trio
 
+from kitfs import limits
 from kitfs.errors import (
     AuthError,
     KitfsError,
@@ -38,6 +39,16 @@ from kitfs.errors import (
     UsageError,
 )
 from kitfs.oci.auth import CredentialSource, RegistryAuth, Scope
+from kitfs.oci.deadline import (
+    HEADER_GRACE,
+    SLOW_ATTEMPTS,
+    TransferGuard,
+    TransferTooSlow,
+    activate,
+    received,
+)
+from kitfs.oci.deadline import current as current_guard
+from kitfs.oci.deadline import reset as reset_guard
 from kitfs.oci.download import hasher_for
 from kitfs.oci.options import RegistryOptions
 
@@ -47,7 +58,7 @@ T = TypeVar("T")
 Headers = dict[str, str]
 Body = bytes | Callable[[], AsyncIterator[bytes]] | None
 
-MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_MANIFEST_SIZE = limits.MAX_MANIFEST_SIZE
 MAX_ERROR_BODY = 64 * 1024
 IO_CHUNK = 1024 * 1024
 CONNECT_ATTEMPTS = 3
@@ -147,6 +158,8 @@ def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
 
 def transport_reason(exc: BaseException) -> str:
     """A short reason for a transport failure: the innermost OS or TLS error, not httpx's wrapper."""
+    if isinstance(exc, TransferTooSlow):
+        return str(exc)
     chain = list(_exception_chain(exc))
     for kind, reason in (
         (ConnectionRefusedError, "connection refused"),
@@ -209,7 +222,7 @@ def _error_entries(body: bytes) -> list[tuple[str, str]]:
     """(code, message) pairs of a Distribution error body ``{"errors": [...]}``."""
     try:
         raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return []
     errors = raw.get("errors") if isinstance(raw, dict) else None
     if not isinstance(errors, list):
@@ -231,11 +244,23 @@ async def read_limited(response: httpx.Response, limit: int) -> bytes | None:
     parts: list[bytes] = []
     total = 0
     async for chunk in response.aiter_bytes():
+        received(len(chunk))  # TransferTooSlow when the registry fell below the minimum rate
         total += len(chunk)
         if total > limit:
             return None
         parts.append(chunk)
     return b"".join(parts)
+
+
+async def _counted(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A request body, counted against the transfer guard as the sender takes each next piece
+    (the one before it is then sent); once it is all sent, the answer has the idle timeout."""
+    async for chunk in source:
+        yield chunk
+        received(len(chunk))
+    guard = current_guard()
+    if guard is not None:
+        guard.sent()
 
 
 def blob_target(repository: str, digest: str, action: str) -> Target:
@@ -257,16 +282,26 @@ class Transport:
         self.options = options
         scheme = "http" if options.plain_http else "https"
         self.base_url = f"{scheme}://{endpoint_host(registry)}"
-        self.http = httpx.AsyncClient(
+        try:
+            self.http = self._http_client()
+        except ValueError as exc:  # --proxy is checked (RegistryOptions); this is the environment's
+            raise UsageError(
+                f"cannot use the proxy from the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY): "
+                f"{_one_line(str(exc))}"
+            ) from None
+        self._auth = RegistryAuth(registry, self.http, credentials)
+
+    def _http_client(self) -> httpx.AsyncClient:
+        options = self.options
+        return httpx.AsyncClient(
             verify=True if options.plain_http else _ssl_context(options),
             proxy=options.proxy,
             timeout=httpx.Timeout(options.timeout),
             follow_redirects=True,
-            trust_env=options.proxy is None and not _is_loopback(registry),
+            trust_env=options.proxy is None and not _is_loopback(self.registry),
             headers={"User-Agent": USER_AGENT},
             limits=httpx.Limits(max_connections=max(10, 2 * options.concurrency)),
         )
-        self._auth = RegistryAuth(registry, self.http, credentials)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -299,14 +334,22 @@ class Transport:
         failures = 0
         auth_rounds = 0
         while True:
+            token = activate(self._guard())
             try:
-                request = await self._build(method, url, scopes, headers, body)
-                response = await self.http.send(request, stream=True)
+                response = await self._send(method, url, scopes, headers, body)
                 try:
                     status = response.status_code
                     log.debug("%s %s -> %d", method, url.split("?", 1)[0], status)
                     if status == 401:
-                        await self._auth.on_unauthorized(response, scopes, retried=auth_rounds > 0)
+                        with trio.move_on_after(self.options.timeout) as token_wait:
+                            await self._auth.on_unauthorized(
+                                response, scopes, retried=auth_rounds > 0
+                            )
+                        if token_wait.cancelled_caught:  # a token server that trickles
+                            raise TransferTooSlow(
+                                f"registry {self.registry}: no token within "
+                                f"{self.options.timeout:g} s (--idle-timeout)"
+                            )
                         auth_rounds += 1
                         continue
                     if status in TRANSIENT_STATUS and failures + 1 < self.options.retries:
@@ -316,7 +359,7 @@ class Transport:
                     return await handle(response)
                 finally:
                     await response.aclose()
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, TransferTooSlow) as exc:
                 if not resend:
                     raise
                 failures += 1
@@ -328,6 +371,47 @@ class Transport:
                     failures,
                 )
                 await self.backoff(failures, None)
+            finally:
+                reset_guard(token)
+
+    def _guard(self) -> TransferGuard:
+        options = self.options
+        return TransferGuard(self.registry, options.min_rate, options.rate_window, options.timeout)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        scopes: Sequence[Scope],
+        headers: Headers | Callable[[], Headers] | None,
+        body: Body,
+    ) -> httpx.Response:
+        """Build and send a request, until its answer's headers: bounded by the transfer guard
+        (kitfs.oci.deadline), so that a registry trickling its headers, or taking a request body
+        slower than the minimum rate, fails as TransferTooSlow instead of stretching the idle
+        timeout byte by byte. A bytes body may take its length at the minimum rate on top."""
+        guard = current_guard()
+        assert guard is not None, "a request is sent only inside exchange"
+        allowance = len(body) / guard.min_rate if isinstance(body, bytes) and guard.min_rate else 0
+        with trio.CancelScope() as scope:
+
+            def follow() -> None:
+                # HEADER_GRACE: a registry that sends nothing at all meets httpx's timeout first
+                # (a drop, retried); one whose headers trickle meets this deadline.
+                wait = guard.remaining() + allowance + HEADER_GRACE
+                scope.deadline = trio.current_time() + wait
+
+            follow()
+            guard.listener = follow
+            try:
+                request = await self._build(method, url, scopes, headers, body)
+                response = await self.http.send(request, stream=True)
+            finally:
+                guard.listener = None
+        if scope.cancelled_caught:
+            raise guard.error()
+        guard.responded()
+        return response
 
     async def _build(
         self,
@@ -342,11 +426,17 @@ class Transport:
         if authorization:
             merged["Authorization"] = authorization
         content: bytes | AsyncIterator[bytes] | None = body() if callable(body) else body
+        if content is not None and not isinstance(content, bytes):
+            content = _counted(content)
         if content is None and method in ("POST", "PUT", "PATCH"):
             content = b""
         return self.http.build_request(method, url, headers=merged, content=content)
 
-    def give_up(self, exc: httpx.TransportError, failures: int) -> None:
+    def give_up(self, exc: httpx.TransportError | TransferTooSlow, failures: int) -> None:
+        if isinstance(exc, TransferTooSlow):
+            if not exc.answered or failures >= min(SLOW_ATTEMPTS, self.options.retries):
+                raise exc
+            return
         tls = _tls_failure(self.registry, exc, bool(self.options.cert))
         if tls is not None:
             raise tls from None

@@ -57,7 +57,7 @@ def parse(data: bytes) -> dict[str, Any]:
     """The bundle's JSON, checked for its media type and for exactly one kind of content."""
     try:
         raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BundleError("the bundle is not JSON") from None
     if not isinstance(raw, dict):
         raise BundleError("the bundle is not a JSON object")
@@ -71,7 +71,7 @@ def parse(data: bytes) -> dict[str, Any]:
 def _statement_digests(payload: bytes) -> tuple[str, ...]:
     try:
         statement = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BundleError("the signed statement is not JSON") from None
     if not isinstance(statement, dict) or statement.get("_type") not in STATEMENT_TYPES:
         raise BundleError("the signed payload is not an in-toto statement")

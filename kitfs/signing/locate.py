@@ -61,7 +61,7 @@ def fallback_tag(digest: str) -> str:
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ManifestError(f"{what} is not JSON") from None
     if not isinstance(raw, dict):
         raise ManifestError(f"{what} is not a JSON object")

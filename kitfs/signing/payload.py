@@ -78,7 +78,7 @@ def parse(data: bytes) -> SimpleSigning:
         raise PayloadError(f"the payload is larger than {MAX_PAYLOAD_SIZE} bytes")
     try:
         raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise PayloadError("the payload is not JSON") from None
     kind = _get(raw, "critical", "type")
     if kind != PAYLOAD_TYPE:

@@ -148,7 +148,7 @@ def parse_policy(data: bytes, source: str, base: Path) -> Policy:
     """A policy from JSON text; ``base`` is where relative key paths start."""
     try:
         raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise PolicyError(f"policy {source} is not valid JSON") from None
     if not isinstance(raw, dict) or "default" not in raw:
         raise PolicyError(f"policy {source} needs a 'default' list of requirements")

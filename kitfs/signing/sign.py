@@ -91,7 +91,7 @@ async def _existing_layers(
         return []
     try:
         layers = json.loads(body).get("layers") or []
-    except (ValueError, UnicodeDecodeError, AttributeError):
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
         raise SignatureError(
             f"the existing signature tag {tag} does not hold a manifest: refusing to overwrite it"
         ) from None

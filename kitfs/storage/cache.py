@@ -11,6 +11,12 @@ Layout under the cache directory (``$XDG_CACHE_HOME/kitfs`` unless ``--cache-dir
     tmp/                   downloads in flight
     logs/                  mount daemon logs
 
+The cache is private by default: its directories are ``0700`` and its files ``0600`` (a mount is
+private to its user, and so must be the bytes behind it); an existing cache with wider directories is
+tightened. A *shared* cache (``--shared-cache``, ``-o shared_cache``, ``$KITFS_SHARED_CACHE=1``: a
+node cache behind ``-o allow_other`` mounts) is ``0755``/``0644``: readable by every user, written by
+its owner.
+
 Files appear only by an atomic rename after verification, so a reader never sees a partial file.
 Several mount processes share the cache: fetches of one digest are serialised by ``flock`` on its
 lock file, and a tar an open file is reading is held with a shared ``flock`` that eviction (which
@@ -27,6 +33,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +49,9 @@ log = logging.getLogger(__name__)
 
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 INDEX_VERSION = 1
+ENV_SHARED = "KITFS_SHARED_CACHE"
+PRIVATE_MODES = (0o700, 0o600)  # directories, files
+SHARED_MODES = (0o755, 0o644)
 STALE_TEMP_SECONDS = 24 * 3600
 
 
@@ -76,6 +86,11 @@ class PinnedTar:
             self.fd = -1
 
 
+def shared_from_env() -> bool:
+    """Whether ``$KITFS_SHARED_CACHE`` asks for a shared cache (1, true, yes)."""
+    return os.environ.get(ENV_SHARED, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _writer_gone(name: str) -> bool:
     """Whether the process named in a temp file's name (``[.]NAME.PID.NS...``) has exited."""
     parts = name.lstrip(".").split(".")
@@ -100,9 +115,11 @@ def process_gone(pid: int) -> bool:
 class BlobCache:
     """A cache directory; every method is blocking (call it from a worker thread under trio)."""
 
-    def __init__(self, root: Path, max_size: int | None = None) -> None:
+    def __init__(self, root: Path, max_size: int | None = None, shared: bool | None = None) -> None:
         self.root = root
         self.max_size = max_size
+        self.shared = shared_from_env() if shared is None else shared
+        self.dir_mode, self.file_mode = SHARED_MODES if self.shared else PRIVATE_MODES
         self.tars = root / "tars" / "sha256"
         self.indexes = root / "index" / "sha256"
         self.blobs = root / "blobs" / "sha256"
@@ -113,6 +130,7 @@ class BlobCache:
 
     def ensure(self) -> BlobCache:
         """Create the directories and drop temp files that crashed processes left behind."""
+        found = self._existing()
         try:
             for directory in (
                 self.tars,
@@ -123,13 +141,46 @@ class BlobCache:
                 self.tmp,
                 self.logs,
             ):
-                directory.mkdir(parents=True, exist_ok=True)
+                directory.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
         except OSError as exc:
             raise StorageError(
                 f"cannot create the cache directory {self.root}: {exc.strerror}"
             ) from None
+        self._set_modes(found)
         self._remove_stale_temps()
         return self
+
+    def _existing(self) -> set[Path]:
+        """The cache directory and its subdirectories as they are before ``ensure``."""
+        try:
+            return {self.root, *self.root.iterdir()}
+        except OSError:
+            return set()
+
+    def _set_modes(self, found: set[Path]) -> None:
+        """Give the cache's directories their mode: a private cache ``found`` wider (made by an
+        older kitfs, or shared before) is tightened with a warning, or a warning says why it
+        cannot be; what ``ensure`` just created is set quietly."""
+        for directory in sorted({self.root, *self.root.iterdir()}):
+            with contextlib.suppress(FileNotFoundError):
+                st = directory.lstat()
+                if not stat.S_ISDIR(st.st_mode) or (st.st_mode & 0o777) == self.dir_mode:
+                    continue
+                if not self.shared and not st.st_mode & 0o077:
+                    continue  # narrower than ours already
+                try:
+                    os.chmod(directory, self.dir_mode)
+                except OSError as exc:
+                    log.warning(
+                        "the cache directory %s is mode %o, not %o, and cannot be changed (%s)",
+                        directory,
+                        st.st_mode & 0o777,
+                        self.dir_mode,
+                        exc.strerror,
+                    )
+                    continue
+                if not self.shared and directory in found:
+                    log.warning("tightened the cache directory %s to mode 700", directory)
 
     def _remove_stale_temps(self) -> None:
         """Remove temp files older than a day, and at once those of processes that are gone
@@ -170,7 +221,7 @@ class BlobCache:
         actual = sha256_digest(data)
         if actual != digest:
             raise DigestMismatchError(digest, actual)
-        write_atomic(self.blobs / digest_hex(digest), data)
+        write_atomic(self.blobs / digest_hex(digest), data, self.file_mode)
 
     # -- layer indexes ------------------------------------------------------------------------
 
@@ -200,7 +251,9 @@ class BlobCache:
                 [e.name, int(e.is_dir), e.mode, e.size, e.offset, e.mtime] for e in record.entries
             ],
         }
-        write_atomic(self.indexes / digest_hex(record.digest), json.dumps(body).encode())
+        write_atomic(
+            self.indexes / digest_hex(record.digest), json.dumps(body).encode(), self.file_mode
+        )
 
     # -- layer tars ---------------------------------------------------------------------------
 
@@ -214,7 +267,7 @@ class BlobCache:
     def commit_tar(self, temp: Path, diff_id: str) -> Path:
         """Move a verified temp file into place as the tar ``diff_id``."""
         path = self.tar_path(diff_id)
-        os.chmod(temp, 0o644)
+        os.chmod(temp, self.file_mode)
         os.replace(temp, path)
         return path
 
@@ -226,7 +279,7 @@ class BlobCache:
     def commit_span(self, temp: Path, digest: str) -> Path:
         """Move a verified span's bytes into place (only verified bytes ever get this name)."""
         path = self.span_path(digest)
-        os.chmod(temp, 0o644)
+        os.chmod(temp, self.file_mode)
         os.replace(temp, path)
         return path
 
@@ -268,7 +321,7 @@ class BlobCache:
     def try_fetch_lock(self, digest: str) -> Iterator[bool]:
         """Hold the exclusive fetch lock of ``digest`` if free; yields whether it was taken."""
         path = self.locks / digest_hex(digest)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.file_mode)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -317,7 +370,7 @@ class BlobCache:
 
     @contextlib.contextmanager
     def _eviction_lock(self) -> Iterator[None]:
-        fd = os.open(self.locks / "evict", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.locks / "evict", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.file_mode)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -65,7 +65,7 @@ def _read_index(path: Path) -> list[Descriptor]:
         raw = json.loads(path.read_bytes())
     except FileNotFoundError:
         return []
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RecursionError) as exc:
         raise StorageError(f"local storage index {path} is unreadable: {exc}") from None
     return [Descriptor.from_dict(d, f"{path.name} entry") for d in (raw.get("manifests") or [])]
 
@@ -99,7 +99,7 @@ class LocalRepo:
             raw = json.loads(self.tags_path.read_bytes())
         except FileNotFoundError:
             return {}
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, RecursionError) as exc:
             raise StorageError(
                 f"local storage tags {self.tags_path} are unreadable: {exc}"
             ) from None

@@ -27,8 +27,10 @@ TAGS_DIR = "@tags"
 class TagRecords:
     """Tag→digest records under ``<cache>/refs``; blocking (call from a worker thread under trio)."""
 
-    def __init__(self, cache_root: Path) -> None:
+    def __init__(self, cache_root: Path, shared: bool = False) -> None:
         self.root = cache_root / "refs"
+        # private like the rest of the cache (kitfs.storage.cache), unless the cache is shared
+        self.dir_mode, self.file_mode = (0o755, 0o644) if shared else (0o700, 0o600)
 
     def _path(self, registry: str, repository: str, tag: str) -> Path | None:
         parts = repository.split("/")
@@ -42,12 +44,14 @@ class TagRecords:
         if path is None or not is_digest(digest):
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            for directory in reversed([path.parent, *path.parent.parents]):
+                if not directory.is_dir():
+                    directory.mkdir(mode=self.dir_mode, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 if path.read_text().strip() == digest:
                     os.utime(path)
                     return
-            write_atomic(path, f"{digest}\n".encode())
+            write_atomic(path, f"{digest}\n".encode(), self.file_mode)
         except OSError as exc:
             log.info("cannot record %s:%s -> %s: %s", repository, tag, digest, exc.strerror)
 
