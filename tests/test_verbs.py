@@ -10,6 +10,7 @@ import argparse
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import cli, fails, kitfs, ok, saved_digest
@@ -305,7 +306,7 @@ def test_kit_v1_7_lists_unpacks_and_pushes_what_kitfs_packs(
 # test_prompt-handling.yaml's stored copy predates that and SKILL.md skills (a root SKILL.md now
 # makes the whole directory one skill: TestGenerateKitfile_RootSkillMD), so its SKILL.md row is
 # left out and its directories carry the slash.
-GENERATION = {
+GENERATION: dict[str, tuple[list[str], dict[str, Any]]] = {
     "test_type-detect.yaml": (
         ["a-model.gguf", "b-model.safetensors", "c-model.pkl", "d-model.pb", "a-dataset.tar",
          "b-dataset.csv", "c-dataset.zip", "a-docs.md", "b-docs.adoc", "c-docs.pdf", "README.md",

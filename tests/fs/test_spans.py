@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,10 +95,10 @@ def spanned(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture
-def mounter(spanned: Spanned, tmp_path: Path) -> Mounter:
+def mounter(spanned: Spanned, tmp_path: Path) -> Iterator[Mounter]:
     m = Mounter(tmp_path, spanned.home)
     try:
-        yield m  # type: ignore[misc]
+        yield m
     finally:
         m.cleanup()
 
