@@ -407,6 +407,38 @@ def test_the_cache_bound_evicts_closed_layers_but_not_open_ones(
     assert "evicted layer sha256:" + diff_ids["README.md"] in mounter.log_path(mnt).read_text()
 
 
+def test_a_smaller_cache_bound_evicts_every_closed_layer_it_must_at_once(
+    mounter: Mounter, published: Published
+) -> None:
+    """A cache filled by an unbounded mount, then mounted with --cache-size 1: the first fetch
+    evicts every closed layer at once (four of them here), and spares the one an open file reads."""
+    diff_ids = _diff_ids(published, "gzip")
+    tars = mounter.cache / "tars" / "sha256"
+    first = mounter.mount(published.ref("gzip"))
+    for path in ("docs/README.md", "docs/docs/guide.md", "datasets/data/test.csv",
+                 "datasets/data/extra/more.csv", "code/src/train.py"):  # fmt: skip
+        assert (first / path).read_bytes() == (
+            published.unpacked / path.split("/", 1)[1]
+        ).read_bytes()
+    closed = {diff_ids[p] for p in ("README.md", "docs", "data/extra", ".")}
+    assert {p.name for p in tars.iterdir()} == closed | {diff_ids["data/test.csv"]}
+    pid = mounter.daemon_pid(first)
+    subprocess.run(["fusermount3", "-u", str(first)], check=True)
+    assert wait_for(lambda: not alive(pid), timeout=20)  # its files (and locks) are closed
+
+    mnt = mounter.mount(published.ref("gzip"), mounter.mountpoint("bounded"), "--cache-size", "1")
+    with open(mnt / "datasets" / "data" / "test.csv", "rb") as held:
+        train = (mnt / "datasets" / "data" / "train.csv").read_bytes()
+        assert train == (published.unpacked / "data" / "train.csv").read_bytes()
+        assert {p.name for p in tars.iterdir()} == {
+            diff_ids["data/test.csv"],
+            diff_ids["data/train.csv"],
+        }
+        assert held.read() == b"x,y\n3,4\n"
+    log = mounter.log_path(mnt).read_text()
+    assert all(f"evicted layer sha256:{d}" in log for d in closed), log
+
+
 def test_registry_flags_reach_a_tls_registry(
     mounter: Mounter, published: Published, tls_registry: RegistryServer, tmp_path: Path
 ) -> None:
