@@ -299,6 +299,40 @@ def test_local_storage_mount_reads_uncompressed_layers_in_place(
     assert list((mounter.cache / "tars" / "sha256").iterdir()) == []
 
 
+def test_a_local_blob_damaged_between_two_mounts_of_one_cache_is_refused(tmp_path: Path) -> None:
+    """An uncompressed layer read in place is hashed by every mount that opens it: the cache
+    remembers its index, never that the blob in kit's storage was sound. A byte changed there after
+    a first mount makes the next mount of the same cache answer EIO, not the changed bytes."""
+    from fs_modelkits import kitfs, write_context
+
+    home = tmp_path / "home"
+    context = write_context(tmp_path / "context", big=1000)
+    kitfs(home, "pack", str(context), "-t", "inplace/film:v1", "--compression", "none", *WHOLE)
+    train = (context / "data" / "train.csv").read_bytes()
+    mounter = Mounter(tmp_path / "node", home)
+    mounter.base.mkdir()
+    try:
+        first = mounter.mount("inplace/film:v1", local=True)
+        assert (first / "datasets" / "data" / "train.csv").read_bytes() == train
+        pid = mounter.daemon_pid(first)
+        subprocess.run(["fusermount3", "-u", str(first)], check=True)
+        assert wait_for(lambda: not alive(pid), timeout=20)
+        blobs = home / "storage" / "blobs" / "sha256"
+        blob = next(p for p in blobs.iterdir() if train in p.read_bytes())
+        data = bytearray(blob.read_bytes())
+        data[data.index(train) + len(train) // 2] ^= 0x01  # same size, one bit off
+        blob.write_bytes(bytes(data))
+
+        again = mounter.mount("inplace/film:v1", mounter.mountpoint("again"), local=True)
+        with pytest.raises(OSError) as failure:
+            (again / "datasets" / "data" / "train.csv").read_bytes()
+        assert failure.value.errno == errno.EIO
+        assert (again / "datasets" / "data" / "test.csv").read_bytes() == b"x,y\n3,4\n"
+        assert list((mounter.cache / "tars" / "sha256").iterdir()) == []  # read in place, as before
+    finally:
+        mounter.cleanup()
+
+
 def test_oci_layout_written_by_skopeo_mounts(
     mounter: Mounter, published: Published, tmp_path: Path
 ) -> None:
