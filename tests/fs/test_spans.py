@@ -423,28 +423,52 @@ def test_a_short_206_is_asked_again_and_never_serves_wrong_bytes(
 def test_a_corrupted_range_in_transit_is_eio_for_that_read_then_recovers(
     spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy
 ) -> None:
-    desc, index = spanned.layer("gzip", "models")
-    flips = {"left": 3}
+    """One bit flipped inside a zstd span's data (a raw block of random weights: it decompresses
+    to wrong bytes, nothing but the span's digest can tell) in its answer and in the retry from
+    the origin: the read is EIO, never the wrong bytes; once the failure expires, a read of the
+    same bytes fetches the span again and gets them right."""
+    desc, index = spanned.layer("zstd", "models")
+    entry = next(e for e in index.entries if e.name == "models/weights.bin")
+    span = index.spans[index.covering(entry.offset + BIG // 2, 1)[0]]
+    start = -(-(span.offset - entry.offset) // 4096) * 4096  # a page of the file inside the span
+    assert span.offset <= entry.offset + start and entry.offset + start + 4096 <= span.end
+    # The frame's header comes first, then its one raw block: plain byte k is blob byte extra + k.
+    extra = span.blob_size - span.size
+    plain_at = entry.offset + start + 2048 - span.offset
+    corrupted = {"left": 2}
 
-    def flip_ranges(request: ProxyRequest) -> Fault | None:
-        ranged = blob_get(request) and bool(request.headers.get("range"))
-        if ranged and request.path.endswith(desc.digest) and flips["left"] > 0:
-            flips["left"] -= 1
-            return Fault(corrupt_at=5)
+    def corrupt_the_span(request: ProxyRequest) -> Fault | None:
+        header = request.headers.get("range", "")
+        if not (blob_get(request) and request.path.endswith(desc.digest) and header):
+            return None
+        first, _, last = header.removeprefix("bytes=").partition("-")
+        if corrupted["left"] > 0 and int(first) <= span.blob_offset <= int(last):
+            corrupted["left"] -= 1
+            return Fault(corrupt_at=span.blob_offset - int(first) + extra + plain_at)
         return None
 
-    fault_proxy.add_rule(flip_ranges)
-    mnt = mounter.mount(spanned.ref("gzip", fault_proxy.host))
-    target = mnt / "model" / "models" / "tokenizer" / "vocab.txt"
-    expected = (spanned.context / "models" / "tokenizer" / "vocab.txt").read_bytes()
-    results = []
-    for _ in range(3):
-        try:
-            results.append(target.read_bytes())
-        except OSError as exc:
-            results.append(exc.errno)  # type: ignore[arg-type]
-    assert all(r in (expected, errno.EIO) for r in results)
-    assert wait_for(lambda: _read_or_none(target) == expected, timeout=15)
+    fault_proxy.add_rule(corrupt_the_span)
+    mnt = mounter.mount(spanned.ref("zstd", fault_proxy.host))
+    expected = (spanned.context / "models" / "weights.bin").read_bytes()[start : start + 4096]
+    served: list[bytes] = []
+
+    def read_page() -> int:
+        """The errno of a read of the page (0 when it read), noting every byte it served."""
+        with open(mnt / "model" / "models" / "weights.bin", "rb", buffering=0) as handle:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+            handle.seek(start)
+            try:
+                served.append(handle.read(4096))
+            except OSError as exc:
+                return exc.errno or -1
+        return 0
+
+    assert read_page() == errno.EIO
+    assert corrupted["left"] == 0  # the first answer and the retry from the origin were both bad
+    assert served == []
+    assert wait_for(lambda: read_page() == 0, timeout=20)
+    assert served == [expected]
+    assert "span" in mounter.log_path(mnt).read_text()
 
 
 def _read_or_none(path: Path) -> bytes | None:
