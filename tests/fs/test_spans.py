@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trio
 from faultproxy import Fault, FaultProxy, ProxyRequest, Response, always, blob_get
 from fs_modelkits import kitfs, snapshot, unpack_sections, write_context
 from fs_mounting import Mounter, alive, wait_for
@@ -29,9 +30,14 @@ from helpers import WHOLE
 from registry import RegistryServer
 
 from kitfs.config import Paths
+from kitfs.fs import spanreader
+from kitfs.fs.layerstore import LayerStore
+from kitfs.fs.source import open_source
+from kitfs.fs.tree import layer_slots
 from kitfs.layers import spanindex
 from kitfs.layers.spanindex import SpanIndex, location_of, parse_index
 from kitfs.oci.manifest import Descriptor, Manifest
+from kitfs.oci.options import RegistryOptions
 from kitfs.reference import parse
 from kitfs.storage.cache import BlobCache
 from kitfs.storage.local import LocalStore
@@ -245,6 +251,71 @@ def test_sequential_read_is_complete_and_spans_are_shared_by_the_next_mount(
     second = mounter.mount(spanned.ref("gzip", fault_proxy.host), mounter.mountpoint("second"))
     assert (second / "model" / "models" / "weights.bin").read_bytes() == original
     assert _ranges(fault_proxy, desc.digest) == []
+
+
+# -- read-ahead stays within its budget ---------------------------------------------------------
+
+READAHEAD_BUDGET = 512 << 10  # far below the 3 MiB file, so that a read-ahead past it shows
+
+
+async def _read_through_a_store(
+    spanned: Spanned, proxy: FaultProxy, base: Path, reads: list[tuple[int, int]]
+) -> bytes:
+    """Read ``(offset, size)`` pieces of weights.bin through a LayerStore on a registry source
+    (what a mount's FUSE reads call, in this process), then let its read-ahead finish."""
+    cache = BlobCache(base / "cache").ensure()
+    source = open_source(
+        spanned.ref("none", proxy.host),
+        Paths(base / "home"),
+        cache,
+        RegistryOptions(plain_http=True),
+    )
+    async with source:
+        assert source.target is not None
+        kit = await source.resolve(source.target)
+        slot = next(s for s in layer_slots(kit.manifest, kit.kitfile) if s.root == "models")
+        store = LayerStore(source, cache)
+        entries = await store.index(slot)
+        entry = next(e for e in entries if e.name == "models/weights.bin")
+        layer = await store.open(slot)
+        try:
+            async with trio.open_nursery() as nursery:  # it waits for the read-ahead it runs
+                store.attach(nursery)
+                got = [await store.read(layer, entry.offset + o, n) for o, n in reads]
+        finally:
+            store.release(layer)
+    return b"".join(got)
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [(0, 100)],  # head -c 100
+        [(0, 256 << 10)],  # one larger read at the start
+        [(i * (64 << 10), 64 << 10) for i in range(16)],  # a sequential reader, 1 MiB of it
+    ],
+    ids=["head", "one-read", "sequential"],
+)
+def test_read_ahead_never_fetches_more_than_its_budget_past_the_reads(
+    spanned: Spanned,
+    fault_proxy: FaultProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reads: list[tuple[int, int]],
+) -> None:
+    """Bytes asked of the registry for reads from the start of a file bigger than the read-ahead
+    budget stay below what was read + the budget + two spans (rounding to whole spans): a
+    sequential reader gets read-ahead, but not the rest of the file."""
+    monkeypatch.setattr(spanreader, "READAHEAD_BYTES", READAHEAD_BUDGET)
+    desc, index = spanned.layer("none", "models")
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    got = trio.run(_read_through_a_store, spanned, fault_proxy, tmp_path, reads)
+    assert got == b"".join(original[o : o + n] for o, n in reads)
+    fetched = sum(last + 1 - first for first, last in _ranges(fault_proxy, desc.digest))
+    read = max(o + n for o, n in reads)
+    assert fetched >= read
+    assert fetched <= read + READAHEAD_BUDGET + 2 * SPAN, fetched
+    assert read + READAHEAD_BUDGET + 2 * SPAN < BIG  # the file goes on: the budget is what stops it
 
 
 # -- a registry that lies or misbehaves ------------------------------------------------------
