@@ -29,7 +29,7 @@ import pytest
 import trustme
 from faultproxy import Fault, FaultProxy, ProxyRequest, Response, blob_get, once
 from helpers import payload
-from registry import RegistryServer, free_port
+from registry import RegistryServer
 
 KITFS = str(Path(sys.executable).parent / "kitfs")
 SKOPEO = shutil.which("skopeo")
@@ -790,13 +790,13 @@ def test_non_oci_manifest_answer_is_refused(
 
 
 def test_unknown_tag_repository_and_unreachable_registry(
-    shared: str, registry: RegistryServer, tmp_path: Path
+    shared: str, registry: RegistryServer, tmp_path: Path, unreachable_host: str
 ) -> None:
     home = tmp_path / "home"
     out = tmp_path / "out"
     base = f"{registry.host}/{shared}"
     missing = f"{registry.host}/{shared}-missing"
-    dead = f"127.0.0.1:{free_port()}"
+    dead = unreachable_host
     tag, info, unpack, repo, listing, unreachable, tls = kitfs_together(
         (home, ("pull", f"{base}:nope", PLAIN)),
         (home, ("info", "--remote", f"{base}:nope", PLAIN)),

@@ -610,11 +610,9 @@ def test_mount_errors_are_one_clear_line_and_leave_no_mount(
         assert find_mount(mnt) is None
 
 
-def test_an_unreachable_registry_is_reported(mounter: Mounter, tmp_path: Path) -> None:
-    from registry import free_port
-
+def test_an_unreachable_registry_is_reported(mounter: Mounter, unreachable_host: str) -> None:
     mnt = mounter.mountpoint()
-    host = f"127.0.0.1:{free_port()}"
+    host = unreachable_host
     result = mounter.try_mount(f"{host}/some/model:v1", mnt)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
