@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from registry import RegistryServer
 from kitfs.config import Paths
 from kitfs.fs import spanreader
 from kitfs.fs.layerstore import LayerStore
-from kitfs.fs.source import open_source
+from kitfs.fs.sourcechoice import open_source
 from kitfs.fs.tree import layer_slots
 from kitfs.layers import spanindex
 from kitfs.layers.spanindex import SpanIndex, location_of, parse_index
@@ -305,8 +306,10 @@ def test_read_ahead_never_fetches_more_than_its_budget_past_the_reads(
 ) -> None:
     """Bytes asked of the registry for reads from the start of a file bigger than the read-ahead
     budget stay below what was read + the budget + two spans (rounding to whole spans): a
-    sequential reader gets read-ahead, but not the rest of the file."""
-    monkeypatch.setattr(spanreader, "READAHEAD_BYTES", READAHEAD_BUDGET)
+    sequential reader gets read-ahead, but not the rest of the file. (The budget is made small
+    here by its constants; test_head_of_a_big_file_fetches... bounds it by --cache-size.)"""
+    monkeypatch.setattr(spanreader, "READAHEAD_START", READAHEAD_BUDGET)
+    monkeypatch.setattr(spanreader, "READAHEAD_MAX", READAHEAD_BUDGET)
     desc, index = spanned.layer("none", "models")
     original = (spanned.context / "models" / "weights.bin").read_bytes()
     got = trio.run(_read_through_a_store, spanned, fault_proxy, tmp_path, reads)
@@ -316,6 +319,56 @@ def test_read_ahead_never_fetches_more_than_its_budget_past_the_reads(
     assert fetched >= read
     assert fetched <= read + READAHEAD_BUDGET + 2 * SPAN, fetched
     assert read + READAHEAD_BUDGET + 2 * SPAN < BIG  # the file goes on: the budget is what stops it
+
+
+def _quiet(proxy: FaultProxy, seconds: float, timeout: float = 30.0) -> bool:
+    """Wait until ``proxy`` has seen no new request for ``seconds``."""
+    deadline = time.monotonic() + timeout
+    seen, since = len(proxy.requests), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if len(proxy.requests) != seen:
+            seen, since = len(proxy.requests), time.monotonic()
+        elif time.monotonic() - since >= seconds:
+            return True
+    return False
+
+
+def test_head_of_a_big_file_fetches_no_more_than_the_cache_size_allows(
+    registry: RegistryServer, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """``head -c 100`` of an 8 MiB file through a mount with --cache-size 2M: read-ahead never
+    exceeds the cache size, so the registry is asked for at most the kernel's own read-ahead
+    (1 MiB: kitfs.fs.daemon widens it to that) + 2 MiB + two spans, not the whole file."""
+    home, context = tmp_path / "home", tmp_path / "context"
+    context.mkdir()
+    size = 8 << 20
+    (context / "big.bin").write_bytes(random.Random(17).randbytes(size))
+    (context / "Kitfile").write_text("manifestVersion: 1.0.0\nmodel:\n  path: big.bin\n")
+    ref = f"{registry.host}/kitfs-spans/head-{os.getpid()}:v1"
+    kitfs(home, "pack", str(context), "-t", ref, "--compression", "none", "--span-size", str(SPAN))
+    kitfs(home, "push", ref, "--plain-http")
+    store = LocalStore(Paths(home).storage)
+    _repo, mdesc = store.resolve(parse(ref))
+    layer = store.load_manifest(mdesc).layers[0]
+    mounter = Mounter(tmp_path / "node", home)
+    mounter.base.mkdir()
+    try:
+        mnt = mounter.mount(
+            ref.replace(registry.host, fault_proxy.host), None, "--cache-size", "2M"
+        )
+        head = subprocess.run(
+            ["head", "-c", "100", str(mnt / "model" / "big.bin")], capture_output=True, check=True
+        )
+        assert head.stdout == (context / "big.bin").read_bytes()[:100]
+        assert _quiet(fault_proxy, seconds=1.0)  # what read-ahead asks for, it has asked for
+        daemon = mounter.daemon_pid(mnt)
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=True)  # read-ahead ends with it
+        assert wait_for(lambda: not alive(daemon), timeout=20)
+    finally:
+        mounter.cleanup()
+    fetched = sum(last + 1 - first for first, last in _ranges(fault_proxy, layer.digest))
+    assert 0 < fetched <= (1 << 20) + (2 << 20) + 2 * SPAN, fetched
 
 
 # -- a registry that lies or misbehaves ------------------------------------------------------
