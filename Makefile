@@ -16,7 +16,8 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check kitfs tests bench
 	$(VENV)/bin/ruff format --check kitfs tests bench
-	$(VENV)/bin/mypy kitfs
+	$(VENV)/bin/mypy kitfs tests
+	$(VENV)/bin/mypy tests/fs/conftest.py
 
 test: lint
 	$(PY) -m pytest tests

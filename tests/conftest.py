@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import trustme
+from ci_skips import pytest_runtest_makereport  # noqa: F401  (the hook: skips fail in CI)
 from faultproxy import FaultProxy
-from registry import RegistryServer, TokenAuth, start_registry
+from registry import RegistryServer, TokenAuth, start_registry, unreachable_port
 from tokenserver import TokenServer
 
 # ---------------------------------------------------------------------------------------------------
@@ -131,6 +132,14 @@ def fault_proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.stop()
+
+
+@pytest.fixture
+def unreachable_host() -> Iterator[str]:
+    """``127.0.0.1:PORT`` where nothing listens: the port is held (bound, not listening) for the
+    test, so connections are refused and no other server can start there meanwhile."""
+    with unreachable_port() as port:
+        yield f"127.0.0.1:{port}"
 
 
 @pytest.fixture

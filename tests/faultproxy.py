@@ -123,6 +123,7 @@ class FaultProxy:
         self._sockets: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._closed = False
+        self._held: socket.socket | None = None  # the port while refusing: bound, not listening
         self._stopping = threading.Event()  # wakes stalled responses when the proxy stops
         self._accepter = threading.Thread(target=self._accept_loop, name="fault-proxy", daemon=True)
 
@@ -149,14 +150,19 @@ class FaultProxy:
         return self
 
     def refuse_connections(self, refuse: bool = True) -> None:
-        """Close the listening port (new connections are refused), or open it again on the same
-        port (``refuse=False``)."""
+        """Stop listening (new connections are refused) but keep the port, bound, so that no
+        other server takes it meanwhile; or listen on it again (``refuse=False``)."""
         if refuse == self._closed:
             return
         self._closed = True
         self._accepter.join(5)
         self._listener.close()
-        if not refuse:
+        if refuse:
+            self._held = _bound(self._port)
+        else:
+            if self._held is not None:
+                self._held.close()
+                self._held = None
             self._listener = socket.create_server(("127.0.0.1", self._port))
             self._closed = False
             self._accepter = threading.Thread(
@@ -170,6 +176,9 @@ class FaultProxy:
         if self._accepter.is_alive():
             self._accepter.join(5)
         self._listener.close()
+        if self._held is not None:
+            self._held.close()
+            self._held = None
         with self._lock:
             for sock in list(self._sockets):
                 _close(sock)
@@ -390,6 +399,22 @@ def _apply(chunk: bytes, offset: int, fault: Fault) -> bytes:
     data = bytearray(chunk)
     data[at - offset] ^= 0xFF
     return bytes(data)
+
+
+def _bound(port: int) -> socket.socket:
+    """A socket bound to 127.0.0.1:``port`` that never listens: connections to the port are
+    refused, and while it is open no other socket can bind there, nor is the port handed out as
+    a free one. Connections the listener just closed may linger in TIME_WAIT on the port: then
+    it binds with SO_REUSEADDR, which still keeps out any socket that does not ask for it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    return sock
 
 
 def _reset(sock: socket.socket) -> None:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ WHOLE = ("--no-span-index",)
 # -- context directories and the CLI --------------------------------------------------------
 
 
-def make_tree(root: Path, files: dict[str, str | bytes]) -> None:
+def make_tree(root: Path, files: Mapping[str, str | bytes]) -> None:
     """Create ``files`` (relative path -> content) under ``root``; a path ending in / is a dir."""
     for rel, content in files.items():
         path = root / rel
@@ -182,7 +183,7 @@ def _octal(field: bytes) -> int:
 
 def raw_entries(tar: bytes) -> tuple[list[RawEntry], int]:
     """Every header in an uncompressed tar, and the offset where the end marker starts."""
-    out = []
+    out: list[RawEntry] = []
     pos = 0
     while True:
         block = tar[pos : pos + BLOCK]

@@ -255,7 +255,7 @@ datasets:
 docs:
   - path: README.md
 """
-CONTEXT = {
+CONTEXT: dict[str, str | bytes] = {
     "Kitfile": KITFILE,
     "model.bin": payload(200_000, "m"),
     "tok.json": b'{"t": 1}\n',

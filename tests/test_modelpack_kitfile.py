@@ -8,6 +8,7 @@ manifest with malformed digests before it gets this far.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ def d(short: str) -> str:
 
 
 def manifest(
-    layers: list[tuple[str, str, str | None]],
+    layers: Sequence[tuple[str, str, str | None]],
     artifact: str = media.MODELPACK_ARTIFACT,
     config: str = media.MODELPACK_CONFIG,
 ) -> Manifest:

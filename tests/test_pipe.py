@@ -56,8 +56,13 @@ def test_a_decompressor_reads_the_pipe_like_a_file() -> None:
     plain = os.urandom(1 << 20) + bytes(1 << 20)
     pipe = BytePipe()
     packed = gzip.compress(plain)
-    feeder, _ = _in_thread(lambda: (pipe.feed(packed), pipe.close()))
-    assert gzip.GzipFile(fileobj=pipe).read() == plain  # type: ignore[arg-type]
+
+    def feed() -> None:
+        pipe.feed(packed)
+        pipe.close()
+
+    feeder, _ = _in_thread(feed)
+    assert gzip.GzipFile(fileobj=pipe).read() == plain  # type: ignore[call-overload]
     _joined(feeder)
 
 

@@ -29,7 +29,7 @@ import pytest
 import trustme
 from faultproxy import Fault, FaultProxy, ProxyRequest, Response, blob_get, once
 from helpers import payload
-from registry import RegistryServer, free_port
+from registry import RegistryServer
 
 KITFS = str(Path(sys.executable).parent / "kitfs")
 SKOPEO = shutil.which("skopeo")
@@ -790,13 +790,13 @@ def test_non_oci_manifest_answer_is_refused(
 
 
 def test_unknown_tag_repository_and_unreachable_registry(
-    shared: str, registry: RegistryServer, tmp_path: Path
+    shared: str, registry: RegistryServer, tmp_path: Path, unreachable_host: str
 ) -> None:
     home = tmp_path / "home"
     out = tmp_path / "out"
     base = f"{registry.host}/{shared}"
     missing = f"{registry.host}/{shared}-missing"
-    dead = f"127.0.0.1:{free_port()}"
+    dead = unreachable_host
     tag, info, unpack, repo, listing, unreachable, tls = kitfs_together(
         (home, ("pull", f"{base}:nope", PLAIN)),
         (home, ("info", "--remote", f"{base}:nope", PLAIN)),
@@ -822,10 +822,73 @@ def test_unknown_tag_repository_and_unreachable_registry(
 NETWORK_FLAGS = ("--plain-http", "--tls-verify", "--cert", "--key", "--concurrency", "--proxy")
 
 
+@pytest.fixture(scope="module")
+def tls_shared(gz: Packed, tls_registry: RegistryServer) -> str:
+    """``gz`` pushed once to the TLS registry as ``<repository>:1``; the repository."""
+    repository = f"kitfs-e2e/{uuid.uuid4().hex[:12]}"
+    push(gz, f"{tls_registry.host}/{repository}:1", "--ca-file", str(tls_registry.ca_pem))
+    return repository
+
+
+def _verb_args(verb: str, host: str, repository: str, work: Path) -> tuple[str, ...]:
+    """The arguments of ``verb`` against ``host/repository`` (its tag 1; ``push`` writes the tag
+    ``pushed``; ``remove`` deletes ``repository-gone:1``: a manifest goes with all its tags)."""
+    ref = f"{host}/{repository}:1"
+    return {
+        "push": ("push", "src:gzip", f"{host}/{repository}:pushed"),
+        "pull": ("pull", ref),
+        "login": ("login", host, "-u", "alice", "-p", "s3cret"),
+        "info": ("info", "--remote", ref),
+        "inspect": ("inspect", "--remote", ref),
+        "list": ("list", f"{host}/{repository}"),
+        "unpack": ("unpack", ref, "--filter", "datasets:test", "-d", str(work / "out")),
+        "remove": ("remove", "--remote", f"{host}/{repository}-gone:1"),
+        "mount": ("mount", ref, str(work / "mnt"), "--cache-dir", str(work / "cache")),
+    }[verb]
+
+
+def _check_verb(
+    verb: str, result: subprocess.CompletedProcess[str], work: Path, gz: Packed
+) -> None:
+    """What ``verb`` must have done, beyond exiting 0."""
+    ok(result)
+    if verb in ("push", "pull"):
+        assert last_digest(result, "Pushed" if verb == "push" else "Pulled") == gz.digest
+    elif verb == "login":
+        assert "Log in successful" in result.stdout + result.stderr
+    elif verb == "info":
+        assert "name: registry-e2e" in result.stdout
+    elif verb == "inspect":
+        assert json.loads(result.stdout)["digest"] == gz.digest
+    elif verb == "list":
+        assert gz.digest in result.stdout
+    elif verb == "unpack":
+        assert (work / "out" / "data" / "test" / "test.csv").read_bytes() == b"x,y\n7,8\n"
+    elif verb == "remove":
+        assert gz.digest in result.stdout
+    elif verb == "mount":
+        assert (work / "mnt" / "datasets" / "data" / "test" / "test.csv").read_bytes() == (
+            b"x,y\n7,8\n"
+        )
+
+
 @pytest.mark.parametrize(
     "verb", ["push", "pull", "login", "info", "inspect", "list", "unpack", "remove", "mount"]
 )
-def test_network_flags_on_every_registry_verb(verb: str) -> None:
+def test_network_flags_on_every_registry_verb(
+    verb: str,
+    gz: Packed,
+    shared: str,
+    tls_shared: str,
+    registry: RegistryServer,
+    tls_registry: RegistryServer,
+    fault_proxy: FaultProxy,
+    tmp_path: Path,
+) -> None:
+    """Each registry verb takes the network flags and acts on them: --ca-file lets it trust a TLS
+    registry whose throw-away CA nothing else trusts (test_tls_is_verified_by_default shows the
+    refusal without it); --plain-http, --proxy and --concurrency reach a plain registry through
+    an HTTP proxy, which sees every request."""
     from kitfs.cli import build_parser
 
     commands = next(a for a in build_parser()._actions if a.dest == "command")
@@ -837,6 +900,38 @@ def test_network_flags_on_every_registry_verb(verb: str) -> None:
     assert flags["--concurrency"].default == 5
     assert flags["--plain-http"].default is False
     assert flags["--proxy"].default is None and flags["--ca-file"].default is None
+    if verb == "mount" and not os.path.exists("/dev/fuse"):
+        pytest.skip("needs /dev/fuse")
+
+    ca = str(tls_registry.ca_pem)
+    if verb == "remove":
+        push(gz, f"{tls_registry.host}/{tls_shared}-gone:1", "--ca-file", ca)
+        push(gz, f"{registry.host}/{shared}-gone:1", PLAIN)
+    by_tls, by_proxy = tmp_path / "tls", tmp_path / "proxied"
+    for work in (by_tls, by_proxy):
+        work.mkdir()
+        if verb == "mount":
+            (work / "mnt").mkdir()
+    homes = (gz.home, gz.home) if verb == "push" else (by_tls / "home", by_proxy / "home")
+    tls_args = _verb_args(verb, tls_registry.host, tls_shared, by_tls)
+    proxied_args = _verb_args(verb, registry.host, shared, by_proxy)
+    try:
+        trusted, proxied = kitfs_together(
+            (homes[0], (*tls_args, "--ca-file", ca)),
+            (homes[1], (*proxied_args, PLAIN, "--proxy", fault_proxy.url, "--concurrency", "2")),
+        )
+        _check_verb(verb, trusted, by_tls, gz)
+        _check_verb(verb, proxied, by_proxy, gz)
+        assert fault_proxy.requests
+        assert all(r.path.startswith(f"http://{registry.host}/v2/") for r in fault_proxy.requests)
+    finally:
+        if verb == "mount":
+            from kitfs.fs.mount import find_mount
+
+            for work in (by_tls, by_proxy):
+                for _ in range(3):  # every mount there, should a bug have stacked two
+                    if find_mount(work / "mnt") is not None:
+                        subprocess.run(["fusermount3", "-u", "-z", str(work / "mnt")], check=False)
 
 
 def test_proxy_and_concurrency_flags(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import cli, fails, kitfs, ok, saved_digest
@@ -255,26 +257,40 @@ def test_version_has_kits_shape(tmp_path: Path) -> None:
 
 
 def test_global_flags_are_accepted_after_the_verb(tmp_path: Path) -> None:
+    """Each global flag given after the verb does what it does before it."""
     ctx = make_tree(
         tmp_path / "ctx", {"Kitfile": "manifestVersion: 1.0.0\ncode:\n  - path: a\n", "a": "x"}
     )
-    other = tmp_path / "other-home"
-    result = kitfs(
-        tmp_path / "home",
-        "pack",
-        str(ctx),
-        "--progress",
-        "none",
-        "-v",
-        "--config",
-        str(other),
-        "-t",
-        "g:1",
-    )
-    digest = saved_digest(ok(result))
-    assert "g" in ok(kitfs(other, "list")).stdout  # --config after the verb chose the home
+    home, other = tmp_path / "home", tmp_path / "other-home"
+    packed = ok(kitfs(home, "pack", str(ctx), "--progress", "none", "-v", "--config", str(other),
+                      "-t", "g:1"))  # fmt: skip
+    digest = saved_digest(packed)
+    # --config after the verb chose the home: the ModelKit is in the other one, not in HOME.
+    rows = [line.split() for line in ok(kitfs(other, "list")).stdout.splitlines()[1:]]
+    assert [(row[0], row[1], row[-1]) for row in rows] == [("g", "1", digest)]
+    assert ok(kitfs(home, "list")).stdout.splitlines()[1:] == []
     assert digest in ok(cli(tmp_path / "x", "list", "--config", str(other))).stdout
-    assert ok(cli(tmp_path / "x", "list", "--debug", "--config", str(other), "--progress", "plain"))
+    # --progress after the verb: none shows no progress line, plain does.
+    assert "pack code a:" not in packed.stderr
+    plain = ok(kitfs(home, "pack", str(ctx), "-t", "g:2", "--config", str(other), "--progress",
+                     "plain"))  # fmt: skip
+    assert "pack code a: 100% (1/1 bytes)" in plain.stderr
+    # -v after the verb: INFO logs (unpack notes a Kitfile it finds already there).
+    ok(kitfs(other, "unpack", "g:1", "-d", str(tmp_path / "first")))
+    quiet, loud = tmp_path / "quiet", tmp_path / "loud"
+    for out in (quiet, loud):
+        out.mkdir()
+        shutil.copy(tmp_path / "first" / "Kitfile", out / "Kitfile")
+    assert "found existing" not in ok(kitfs(other, "unpack", "g:1", "-d", str(quiet))).stderr
+    verbose = ok(kitfs(other, "unpack", "g:1", "-d", str(loud), "-v"))
+    assert f"INFO kitfs.unpack: found existing Kitfile at {loud / 'Kitfile'}" in verbose.stderr
+    # --debug after the verb: a failure shows its traceback; without it, one line.
+    assert kitfs(other, "inspect", "nope:1").stderr.splitlines() == [
+        "kitfs: ModelKit nope:1 not found in local storage"
+    ]
+    debug = kitfs(other, "inspect", "nope:1", "--debug", "--config", str(other))
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "ERROR kitfs: command failed" in debug.stderr
 
 
 @needs_kit
@@ -305,7 +321,7 @@ def test_kit_v1_7_lists_unpacks_and_pushes_what_kitfs_packs(
 # test_prompt-handling.yaml's stored copy predates that and SKILL.md skills (a root SKILL.md now
 # makes the whole directory one skill: TestGenerateKitfile_RootSkillMD), so its SKILL.md row is
 # left out and its directories carry the slash.
-GENERATION = {
+GENERATION: dict[str, tuple[list[str], dict[str, Any]]] = {
     "test_type-detect.yaml": (
         ["a-model.gguf", "b-model.safetensors", "c-model.pkl", "d-model.pb", "a-dataset.tar",
          "b-dataset.csv", "c-dataset.zip", "a-docs.md", "b-docs.adoc", "c-docs.pdf", "README.md",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -141,7 +142,7 @@ class Mounter:
         return int(pids[-1])
 
     def cleanup(self) -> None:
-        daemons = []
+        daemons: list[int] = []
         for path in self.mountpoints:
             with contextlib.suppress(Exception):
                 if self.log_path(path).exists():
@@ -159,7 +160,7 @@ class Mounter:
                 process.kill()
                 process.wait(5)
         for pid in daemons:
-            if not wait_for(lambda pid=pid: not alive(pid), timeout=10) and _is_kitfs(pid):
+            if not wait_for(functools.partial(_gone, pid), timeout=10) and _is_kitfs(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
@@ -171,6 +172,10 @@ def _is_kitfs(pid: int) -> bool:
     except OSError:
         return False
     return b"kitfs" in command and b"mount" in command
+
+
+def _gone(pid: int) -> bool:
+    return not alive(pid)
 
 
 def alive(pid: int) -> bool:

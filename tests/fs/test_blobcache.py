@@ -59,6 +59,46 @@ def test_eviction_spares_a_tar_that_is_pinned(cache: BlobCache) -> None:
     assert not cache.tar_path(old).exists()
 
 
+def _add_span(cache: BlobCache, data: bytes, age: float) -> str:
+    digest = _digest(data)
+    temp = cache.temp_path("s")
+    temp.write_bytes(data)
+    path = cache.commit_span(temp, digest)
+    stamp = time.time() - age
+    os.utime(path, (stamp, stamp))
+    return digest
+
+
+def test_one_eviction_removes_as_many_entries_as_the_incoming_bytes_need(tmp_path: Path) -> None:
+    """A cache over its bound (a smaller --cache-size than last time) and a big arrival: one
+    make_room evicts every old entry it takes, tars and spans alike, oldest first."""
+    cache = BlobCache(tmp_path / "cache", max_size=10_000).ensure()
+    tars = [_add_tar(cache, bytes([65 + i]) * 1000, age=900 - 100 * i) for i in range(3)]
+    spans = [_add_span(cache, bytes([97 + i]) * 1000, age=600 - 100 * i) for i in range(3)]
+    newest = _add_tar(cache, b"z" * 1000, age=10)
+    cache.max_size = 3000  # 7000 bytes held: 4000 over, and 1000 more are coming
+    assert cache.make_room(1000) == 5000
+    assert [cache.tar_path(d).exists() for d in tars] == [False, False, False]
+    assert [cache.span_path(d).exists() for d in spans] == [False, False, True]
+    assert cache.tar_path(newest).exists()
+    assert cache.usage() == 2000
+
+
+def test_eviction_goes_past_pinned_tars_to_free_enough(cache: BlobCache) -> None:
+    oldest = _add_tar(cache, b"a" * 1000, age=500)
+    pinned_digest = _add_tar(cache, b"b" * 1000, age=400)
+    third = _add_tar(cache, b"c" * 1000, age=300)
+    pinned = cache.pin(pinned_digest)
+    assert pinned is not None
+    os.utime(cache.tar_path(pinned_digest), (time.time() - 450, time.time() - 450))
+    try:
+        assert cache.make_room(2500) == 2000  # all it can: the pinned one stays
+        assert not cache.tar_path(oldest).exists() and not cache.tar_path(third).exists()
+        assert cache.tar_path(pinned_digest).exists()
+    finally:
+        pinned.close()
+
+
 def test_pin_bumps_the_tar_to_most_recently_used(cache: BlobCache) -> None:
     first = _add_tar(cache, b"a" * 1000, age=300)
     second = _add_tar(cache, b"b" * 1000, age=200)

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ FILES = {"model/weights.bin": WEIGHTS, "data/train.csv": b"q,r\n" * 400}
 
 
 @pytest.fixture
-def mounter(tmp_path: Path) -> Mounter:
+def mounter(tmp_path: Path) -> Iterator[Mounter]:
     if not os.path.exists("/dev/fuse"):
         pytest.skip("needs /dev/fuse")
     m = Mounter(tmp_path / "node", tmp_path / "pub")

@@ -4,6 +4,8 @@ fetch for many readers. Registry-backed fetching is covered through real mounts 
 from __future__ import annotations
 
 import dataclasses
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -115,22 +117,77 @@ def test_a_wrong_diff_id_fails_and_caches_nothing(home: Path, tmp_path: Path) ->
     assert cache.read_record(slot.digest) is None
 
 
+def _private_copy(home: Path, tmp_path: Path) -> Path:
+    """A kit home of the test's own (a copy of the module's storage), to damage blobs in."""
+    copy = tmp_path / "home"
+    shutil.copytree(home / "storage", copy / "storage")
+    return copy
+
+
+def _flip(path: Path, at: int) -> bytes:
+    """Flip one bit of the file at ``at`` (same size); return what it held before."""
+    good = path.read_bytes()
+    data = bytearray(good)
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    return good
+
+
 def test_a_damaged_local_blob_fails_verification(home: Path, tmp_path: Path) -> None:
-    layers, slots, cache = _setup(home, tmp_path, "zstd")
+    own = _private_copy(home, tmp_path)
+    layers, slots, cache = _setup(own, tmp_path, "zstd")
     slot = _weights(slots)
-    source: Any = layers.source
-    damaged = tmp_path / "damaged"
-    data = bytearray(source.store.blob_path(slot.digest).read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    damaged.write_bytes(bytes(data))
-    source.local_blob = lambda desc: damaged
-    with pytest.raises(LayerError, match="failed verification"):
+    blob = LocalStore(Paths(own).storage).blob_path(slot.digest)
+    good = _flip(blob, blob.stat().st_size // 2)
+    # The blob's own digest fails (not only the diffId of what it decompresses to).
+    with pytest.raises(LayerError, match=f"{re.escape(str(blob))} failed verification"):
         trio.run(layers.index, slot)
     assert list(cache.tars.iterdir()) == []
-    # The failure is remembered for a few seconds: no second attempt hammers the source.
-    source.local_blob = lambda desc: None
+    assert list(cache.tmp.iterdir()) == []
+    assert cache.read_record(slot.digest) is None
+    # The failure is remembered for a few seconds: no second attempt hammers the source, even
+    # once the blob is sound again; a new store (a new mount) reads it.
+    blob.write_bytes(good)
     with pytest.raises(LayerError, match="failed verification"):
         trio.run(layers.index, slot)
+    again, _, _ = _setup(own, tmp_path, "zstd")
+    assert trio.run(again.index, slot) == trio.run(
+        _setup(home, tmp_path / "x", "zstd")[0].index, slot
+    )
+
+
+def test_an_in_place_blob_damaged_after_indexing_is_refused_by_the_next_store(
+    home: Path, tmp_path: Path
+) -> None:
+    """Two stores (two mounts) on one cache: the first indexes an uncompressed layer in place, the
+    blob is then damaged in kit's storage; the second, finding the index cached, must still hash
+    the blob before it serves a byte of it."""
+    own = _private_copy(home, tmp_path)
+    first, slots, cache = _setup(own, tmp_path, "none")
+    slot = _weights(slots)
+    entries = trio.run(first.index, slot)
+    weights = next(e for e in entries if e.name == "models/weights.bin")
+    assert cache.read_record(slot.digest) is not None
+    blob = LocalStore(Paths(own).storage).blob_path(slot.digest)
+    good = _flip(blob, weights.offset + 100)
+    second, _, _ = _setup(own, tmp_path, "none")
+
+    async def read_head(store: LayerStore) -> bytes:
+        assert await store.index(slot) == entries  # from the cache: no hash needed for this
+        layer = await store.open(slot)
+        try:
+            return await store.read(layer, weights.offset, 4096)
+        finally:
+            store.release(layer)
+
+    with pytest.raises(LayerError, match=slot.digest):
+        trio.run(read_head, second)
+    blob.write_bytes(good)
+    third, _, _ = _setup(own, tmp_path, "none")
+    assert (
+        trio.run(read_head, third)
+        == (home.parent / "context" / "models" / "weights.bin").read_bytes()[:4096]
+    )
 
 
 def test_a_cached_tar_whose_index_is_gone_is_reindexed_without_fetching(

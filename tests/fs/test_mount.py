@@ -299,6 +299,40 @@ def test_local_storage_mount_reads_uncompressed_layers_in_place(
     assert list((mounter.cache / "tars" / "sha256").iterdir()) == []
 
 
+def test_a_local_blob_damaged_between_two_mounts_of_one_cache_is_refused(tmp_path: Path) -> None:
+    """An uncompressed layer read in place is hashed by every mount that opens it: the cache
+    remembers its index, never that the blob in kit's storage was sound. A byte changed there after
+    a first mount makes the next mount of the same cache answer EIO, not the changed bytes."""
+    from fs_modelkits import kitfs, write_context
+
+    home = tmp_path / "home"
+    context = write_context(tmp_path / "context", big=1000)
+    kitfs(home, "pack", str(context), "-t", "inplace/film:v1", "--compression", "none", *WHOLE)
+    train = (context / "data" / "train.csv").read_bytes()
+    mounter = Mounter(tmp_path / "node", home)
+    mounter.base.mkdir()
+    try:
+        first = mounter.mount("inplace/film:v1", local=True)
+        assert (first / "datasets" / "data" / "train.csv").read_bytes() == train
+        pid = mounter.daemon_pid(first)
+        subprocess.run(["fusermount3", "-u", str(first)], check=True)
+        assert wait_for(lambda: not alive(pid), timeout=20)
+        blobs = home / "storage" / "blobs" / "sha256"
+        blob = next(p for p in blobs.iterdir() if train in p.read_bytes())
+        data = bytearray(blob.read_bytes())
+        data[data.index(train) + len(train) // 2] ^= 0x01  # same size, one bit off
+        blob.write_bytes(bytes(data))
+
+        again = mounter.mount("inplace/film:v1", mounter.mountpoint("again"), local=True)
+        with pytest.raises(OSError) as failure:
+            (again / "datasets" / "data" / "train.csv").read_bytes()
+        assert failure.value.errno == errno.EIO
+        assert (again / "datasets" / "data" / "test.csv").read_bytes() == b"x,y\n3,4\n"
+        assert list((mounter.cache / "tars" / "sha256").iterdir()) == []  # read in place, as before
+    finally:
+        mounter.cleanup()
+
+
 def test_oci_layout_written_by_skopeo_mounts(
     mounter: Mounter, published: Published, tmp_path: Path
 ) -> None:
@@ -405,6 +439,38 @@ def test_the_cache_bound_evicts_closed_layers_but_not_open_ones(
         }
         assert held.read() == (published.unpacked / "data" / "train.csv").read_bytes()
     assert "evicted layer sha256:" + diff_ids["README.md"] in mounter.log_path(mnt).read_text()
+
+
+def test_a_smaller_cache_bound_evicts_every_closed_layer_it_must_at_once(
+    mounter: Mounter, published: Published
+) -> None:
+    """A cache filled by an unbounded mount, then mounted with --cache-size 1: the first fetch
+    evicts every closed layer at once (four of them here), and spares the one an open file reads."""
+    diff_ids = _diff_ids(published, "gzip")
+    tars = mounter.cache / "tars" / "sha256"
+    first = mounter.mount(published.ref("gzip"))
+    for path in ("docs/README.md", "docs/docs/guide.md", "datasets/data/test.csv",
+                 "datasets/data/extra/more.csv", "code/src/train.py"):  # fmt: skip
+        assert (first / path).read_bytes() == (
+            published.unpacked / path.split("/", 1)[1]
+        ).read_bytes()
+    closed = {diff_ids[p] for p in ("README.md", "docs", "data/extra", ".")}
+    assert {p.name for p in tars.iterdir()} == closed | {diff_ids["data/test.csv"]}
+    pid = mounter.daemon_pid(first)
+    subprocess.run(["fusermount3", "-u", str(first)], check=True)
+    assert wait_for(lambda: not alive(pid), timeout=20)  # its files (and locks) are closed
+
+    mnt = mounter.mount(published.ref("gzip"), mounter.mountpoint("bounded"), "--cache-size", "1")
+    with open(mnt / "datasets" / "data" / "test.csv", "rb") as held:
+        train = (mnt / "datasets" / "data" / "train.csv").read_bytes()
+        assert train == (published.unpacked / "data" / "train.csv").read_bytes()
+        assert {p.name for p in tars.iterdir()} == {
+            diff_ids["data/test.csv"],
+            diff_ids["data/train.csv"],
+        }
+        assert held.read() == b"x,y\n3,4\n"
+    log = mounter.log_path(mnt).read_text()
+    assert all(f"evicted layer sha256:{d}" in log for d in closed), log
 
 
 def test_registry_flags_reach_a_tls_registry(
@@ -544,11 +610,9 @@ def test_mount_errors_are_one_clear_line_and_leave_no_mount(
         assert find_mount(mnt) is None
 
 
-def test_an_unreachable_registry_is_reported(mounter: Mounter, tmp_path: Path) -> None:
-    from registry import free_port
-
+def test_an_unreachable_registry_is_reported(mounter: Mounter, unreachable_host: str) -> None:
     mnt = mounter.mountpoint()
-    host = f"127.0.0.1:{free_port()}"
+    host = unreachable_host
     result = mounter.try_mount(f"{host}/some/model:v1", mnt)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def mounter(tmp_path: Path) -> Mounter:
+def mounter(tmp_path: Path) -> Iterator[Mounter]:
     if not os.path.exists("/dev/fuse"):
         pytest.skip("needs /dev/fuse")
     m = Mounter(tmp_path / "node", tmp_path / "publisher")
@@ -219,8 +220,8 @@ def test_prefetch_fills_the_cache_that_unpack_and_info_then_read_offline(
     result = ok(
         cli(node, "unpack", tag_ref, "-d", str(out), "--plain-http", "--cache-dir", str(cache))
     )
-    for rel, data in FILES.items():
-        assert (out / rel).read_bytes() == data
+    for rel, content in FILES.items():
+        assert (out / rel).read_bytes() == content
     info = ok(cli(node, "info", "--remote", digest_ref, "--plain-http", "--cache-dir", str(cache)))
     assert "name: offline" in info.stdout
     never = ok(
@@ -260,8 +261,8 @@ def test_offline_unpack_checks_cached_tars_against_the_config(
     fault_proxy.refuse_connections(False)
     before = len(fault_proxy.requests)
     ok(cli(node, "unpack", tag_ref, "-d", str(out), "--plain-http", "--cache-dir", str(cache)))
-    for rel, data in FILES.items():
-        assert (out / rel).read_bytes() == data
+    for rel, content in FILES.items():
+        assert (out / rel).read_bytes() == content
     fetched = [
         r for r in fault_proxy.requests[before:] if r.method == "GET" and "/blobs/" in r.path
     ]

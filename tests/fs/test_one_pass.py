@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from faultproxy import Fault, FaultProxy, Response, blob_get
+from faultproxy import Fault, FaultProxy, ProxyRequest, Response, blob_get
 from fs_mounting import Mounter
 from helpers import WHOLE, kitfs
 from registry import RegistryServer
@@ -111,8 +111,8 @@ def test_a_stream_restarted_from_byte_zero_is_read_again_from_the_file(
     whole = Fault(respond=Response(200, {"Content-Type": "application/octet-stream"}, blob))
     seen: list[int] = []
 
-    def rule(request: object) -> Fault | None:
-        if not (blob_get(request) and request.path.endswith(digest)):  # type: ignore[attr-defined]
+    def rule(request: ProxyRequest) -> Fault | None:
+        if not (blob_get(request) and request.path.endswith(digest)):
             return None
         seen.append(1)
         return Fault(cut_after=2 << 20) if len(seen) == 1 else whole

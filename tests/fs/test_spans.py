@@ -17,21 +17,30 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trio
 from faultproxy import Fault, FaultProxy, ProxyRequest, Response, always, blob_get
 from fs_modelkits import kitfs, snapshot, unpack_sections, write_context
-from fs_mounting import Mounter, wait_for
+from fs_mounting import Mounter, alive, wait_for
 from helpers import WHOLE
 from registry import RegistryServer
 
 from kitfs.config import Paths
+from kitfs.fs import spanreader
+from kitfs.fs.layerstore import LayerStore
+from kitfs.fs.sourcechoice import open_source
+from kitfs.fs.tree import layer_slots
 from kitfs.layers import spanindex
 from kitfs.layers.spanindex import SpanIndex, location_of, parse_index
 from kitfs.oci.manifest import Descriptor, Manifest
+from kitfs.oci.options import RegistryOptions
 from kitfs.reference import parse
+from kitfs.storage.cache import BlobCache
 from kitfs.storage.local import LocalStore
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
@@ -94,10 +103,10 @@ def spanned(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture
-def mounter(spanned: Spanned, tmp_path: Path) -> Mounter:
+def mounter(spanned: Spanned, tmp_path: Path) -> Iterator[Mounter]:
     m = Mounter(tmp_path, spanned.home)
     try:
-        yield m  # type: ignore[misc]
+        yield m
     finally:
         m.cleanup()
 
@@ -243,6 +252,123 @@ def test_sequential_read_is_complete_and_spans_are_shared_by_the_next_mount(
     second = mounter.mount(spanned.ref("gzip", fault_proxy.host), mounter.mountpoint("second"))
     assert (second / "model" / "models" / "weights.bin").read_bytes() == original
     assert _ranges(fault_proxy, desc.digest) == []
+
+
+# -- read-ahead stays within its budget ---------------------------------------------------------
+
+READAHEAD_BUDGET = 512 << 10  # far below the 3 MiB file, so that a read-ahead past it shows
+
+
+async def _read_through_a_store(
+    spanned: Spanned, proxy: FaultProxy, base: Path, reads: list[tuple[int, int]]
+) -> bytes:
+    """Read ``(offset, size)`` pieces of weights.bin through a LayerStore on a registry source
+    (what a mount's FUSE reads call, in this process), then let its read-ahead finish."""
+    cache = BlobCache(base / "cache").ensure()
+    source = open_source(
+        spanned.ref("none", proxy.host),
+        Paths(base / "home"),
+        cache,
+        RegistryOptions(plain_http=True),
+    )
+    async with source:
+        assert source.target is not None
+        kit = await source.resolve(source.target)
+        slot = next(s for s in layer_slots(kit.manifest, kit.kitfile) if s.root == "models")
+        store = LayerStore(source, cache)
+        entries = await store.index(slot)
+        entry = next(e for e in entries if e.name == "models/weights.bin")
+        layer = await store.open(slot)
+        try:
+            async with trio.open_nursery() as nursery:  # it waits for the read-ahead it runs
+                store.attach(nursery)
+                got = [await store.read(layer, entry.offset + o, n) for o, n in reads]
+        finally:
+            store.release(layer)
+    return b"".join(got)
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [(0, 100)],  # head -c 100
+        [(0, 256 << 10)],  # one larger read at the start
+        [(i * (64 << 10), 64 << 10) for i in range(16)],  # a sequential reader, 1 MiB of it
+    ],
+    ids=["head", "one-read", "sequential"],
+)
+def test_read_ahead_never_fetches_more_than_its_budget_past_the_reads(
+    spanned: Spanned,
+    fault_proxy: FaultProxy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reads: list[tuple[int, int]],
+) -> None:
+    """Bytes asked of the registry for reads from the start of a file bigger than the read-ahead
+    budget stay below what was read + the budget + two spans (rounding to whole spans): a
+    sequential reader gets read-ahead, but not the rest of the file. (The budget is made small
+    here by its constants; test_head_of_a_big_file_fetches... bounds it by --cache-size.)"""
+    monkeypatch.setattr(spanreader, "READAHEAD_START", READAHEAD_BUDGET)
+    monkeypatch.setattr(spanreader, "READAHEAD_MAX", READAHEAD_BUDGET)
+    desc, index = spanned.layer("none", "models")
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    got = trio.run(_read_through_a_store, spanned, fault_proxy, tmp_path, reads)
+    assert got == b"".join(original[o : o + n] for o, n in reads)
+    fetched = sum(last + 1 - first for first, last in _ranges(fault_proxy, desc.digest))
+    read = max(o + n for o, n in reads)
+    assert fetched >= read
+    assert fetched <= read + READAHEAD_BUDGET + 2 * SPAN, fetched
+    assert read + READAHEAD_BUDGET + 2 * SPAN < BIG  # the file goes on: the budget is what stops it
+
+
+def _quiet(proxy: FaultProxy, seconds: float, timeout: float = 30.0) -> bool:
+    """Wait until ``proxy`` has seen no new request for ``seconds``."""
+    deadline = time.monotonic() + timeout
+    seen, since = len(proxy.requests), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if len(proxy.requests) != seen:
+            seen, since = len(proxy.requests), time.monotonic()
+        elif time.monotonic() - since >= seconds:
+            return True
+    return False
+
+
+def test_head_of_a_big_file_fetches_no_more_than_the_cache_size_allows(
+    registry: RegistryServer, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """``head -c 100`` of an 8 MiB file through a mount with --cache-size 2M: read-ahead never
+    exceeds the cache size, so the registry is asked for at most the kernel's own read-ahead
+    (1 MiB: kitfs.fs.daemon widens it to that) + 2 MiB + two spans, not the whole file."""
+    home, context = tmp_path / "home", tmp_path / "context"
+    context.mkdir()
+    size = 8 << 20
+    (context / "big.bin").write_bytes(random.Random(17).randbytes(size))
+    (context / "Kitfile").write_text("manifestVersion: 1.0.0\nmodel:\n  path: big.bin\n")
+    ref = f"{registry.host}/kitfs-spans/head-{os.getpid()}:v1"
+    kitfs(home, "pack", str(context), "-t", ref, "--compression", "none", "--span-size", str(SPAN))
+    kitfs(home, "push", ref, "--plain-http")
+    store = LocalStore(Paths(home).storage)
+    _repo, mdesc = store.resolve(parse(ref))
+    layer = store.load_manifest(mdesc).layers[0]
+    mounter = Mounter(tmp_path / "node", home)
+    mounter.base.mkdir()
+    try:
+        mnt = mounter.mount(
+            ref.replace(registry.host, fault_proxy.host), None, "--cache-size", "2M"
+        )
+        head = subprocess.run(
+            ["head", "-c", "100", str(mnt / "model" / "big.bin")], capture_output=True, check=True
+        )
+        assert head.stdout == (context / "big.bin").read_bytes()[:100]
+        assert _quiet(fault_proxy, seconds=1.0)  # what read-ahead asks for, it has asked for
+        daemon = mounter.daemon_pid(mnt)
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=True)  # read-ahead ends with it
+        assert wait_for(lambda: not alive(daemon), timeout=20)
+    finally:
+        mounter.cleanup()
+    fetched = sum(last + 1 - first for first, last in _ranges(fault_proxy, layer.digest))
+    assert 0 < fetched <= (1 << 20) + (2 << 20) + 2 * SPAN, fetched
 
 
 # -- a registry that lies or misbehaves ------------------------------------------------------
@@ -421,28 +547,52 @@ def test_a_short_206_is_asked_again_and_never_serves_wrong_bytes(
 def test_a_corrupted_range_in_transit_is_eio_for_that_read_then_recovers(
     spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy
 ) -> None:
-    desc, index = spanned.layer("gzip", "models")
-    flips = {"left": 3}
+    """One bit flipped inside a zstd span's data (a raw block of random weights: it decompresses
+    to wrong bytes, nothing but the span's digest can tell) in its answer and in the retry from
+    the origin: the read is EIO, never the wrong bytes; once the failure expires, a read of the
+    same bytes fetches the span again and gets them right."""
+    desc, index = spanned.layer("zstd", "models")
+    entry = next(e for e in index.entries if e.name == "models/weights.bin")
+    span = index.spans[index.covering(entry.offset + BIG // 2, 1)[0]]
+    start = -(-(span.offset - entry.offset) // 4096) * 4096  # a page of the file inside the span
+    assert span.offset <= entry.offset + start and entry.offset + start + 4096 <= span.end
+    # The frame's header comes first, then its one raw block: plain byte k is blob byte extra + k.
+    extra = span.blob_size - span.size
+    plain_at = entry.offset + start + 2048 - span.offset
+    corrupted = {"left": 2}
 
-    def flip_ranges(request: ProxyRequest) -> Fault | None:
-        ranged = blob_get(request) and bool(request.headers.get("range"))
-        if ranged and request.path.endswith(desc.digest) and flips["left"] > 0:
-            flips["left"] -= 1
-            return Fault(corrupt_at=5)
+    def corrupt_the_span(request: ProxyRequest) -> Fault | None:
+        header = request.headers.get("range", "")
+        if not (blob_get(request) and request.path.endswith(desc.digest) and header):
+            return None
+        first, _, last = header.removeprefix("bytes=").partition("-")
+        if corrupted["left"] > 0 and int(first) <= span.blob_offset <= int(last):
+            corrupted["left"] -= 1
+            return Fault(corrupt_at=span.blob_offset - int(first) + extra + plain_at)
         return None
 
-    fault_proxy.add_rule(flip_ranges)
-    mnt = mounter.mount(spanned.ref("gzip", fault_proxy.host))
-    target = mnt / "model" / "models" / "tokenizer" / "vocab.txt"
-    expected = (spanned.context / "models" / "tokenizer" / "vocab.txt").read_bytes()
-    results = []
-    for _ in range(3):
-        try:
-            results.append(target.read_bytes())
-        except OSError as exc:
-            results.append(exc.errno)  # type: ignore[arg-type]
-    assert all(r in (expected, errno.EIO) for r in results)
-    assert wait_for(lambda: _read_or_none(target) == expected, timeout=15)
+    fault_proxy.add_rule(corrupt_the_span)
+    mnt = mounter.mount(spanned.ref("zstd", fault_proxy.host))
+    expected = (spanned.context / "models" / "weights.bin").read_bytes()[start : start + 4096]
+    served: list[bytes] = []
+
+    def read_page() -> int:
+        """The errno of a read of the page (0 when it read), noting every byte it served."""
+        with open(mnt / "model" / "models" / "weights.bin", "rb", buffering=0) as handle:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+            handle.seek(start)
+            try:
+                served.append(handle.read(4096))
+            except OSError as exc:
+                return exc.errno or -1
+        return 0
+
+    assert read_page() == errno.EIO
+    assert corrupted["left"] == 0  # the first answer and the retry from the origin were both bad
+    assert served == []
+    assert wait_for(lambda: read_page() == 0, timeout=20)
+    assert served == [expected]
+    assert "span" in mounter.log_path(mnt).read_text()
 
 
 def _read_or_none(path: Path) -> bytes | None:
@@ -481,12 +631,32 @@ def test_kill_9_mid_fetch_leaves_only_verified_spans(
 def test_the_cache_bound_covers_spans(
     spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy
 ) -> None:
-    mnt = mounter.mount(spanned.ref("zstd", fault_proxy.host), None, "--cache-size", "1M")
+    """Spans a first, unbounded mount cached (3 MiB of them) are evicted, as many as it takes, by
+    the first fetch of a mount of the same cache with --cache-size 1M: the cache fits its bound."""
+    first = mounter.mount(spanned.ref("zstd", fault_proxy.host))
     original = (spanned.context / "models" / "weights.bin").read_bytes()
-    assert (mnt / "model" / "models" / "weights.bin").read_bytes() == original
-    held = sum(p.stat().st_size for p in (mounter.cache / "spans" / "sha256").iterdir())
-    assert held <= (1 << 20) + 16 * SPAN + 2 * (16 << 20)  # the bound, give or take runs in flight
-    assert "evicted span" in mounter.log_path(mnt).read_text()
+    assert (first / "model" / "models" / "weights.bin").read_bytes() == original
+    spans = mounter.cache / "spans" / "sha256"
+    _desc, index = spanned.layer("zstd", "models")
+    wanted = len(index.spans) - 2  # all but the first and the last (which hold other files)
+    assert wait_for(lambda: len(list(spans.iterdir())) >= wanted, timeout=60)
+    pid = mounter.daemon_pid(first)
+    subprocess.run(["fusermount3", "-u", str(first)], check=True)
+    assert wait_for(lambda: not alive(pid), timeout=20)
+    held = sum(p.stat().st_size for p in spans.iterdir())
+    assert held >= BIG
+
+    bound = 1 << 20
+    mnt = mounter.mount(
+        spanned.ref("zstd", fault_proxy.host), mounter.mountpoint("bounded"), "--cache-size", "1M"
+    )
+    assert (mnt / "model" / "models" / "config.json").read_bytes() == (
+        spanned.context / "models" / "config.json"
+    ).read_bytes()
+    # make_room counts what is coming: two runs in flight at once may overshoot by a span each.
+    assert BlobCache(mounter.cache).usage() <= bound + 2 * SPAN
+    log = mounter.log_path(mnt).read_text()
+    assert log.count("evicted span") >= (held - bound) // SPAN
 
 
 # -- kit, skopeo and kitfs index --------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 import trio
 from faultproxy import Fault, FaultProxy, ProxyRequest, Response, blob_get, once
 from helpers import payload
-from registry import RegistryServer, free_port
+from registry import RegistryServer
 
 from kitfs.errors import DigestMismatchError, NotFoundError, RegistryError, TransientError
 from kitfs.oci import media
@@ -527,8 +527,8 @@ def test_unknown_repository_is_named(registry: RegistryServer, repo_name: str) -
 # --- transport ---------------------------------------------------------------------------------
 
 
-def test_unreachable_registry_message() -> None:
-    host = f"127.0.0.1:{free_port()}"
+def test_unreachable_registry_message(unreachable_host: str) -> None:
+    host = unreachable_host
 
     async def body(client: RegistryClient) -> list[str]:
         return await client.list_tags("acme/model")

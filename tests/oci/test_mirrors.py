@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from faultproxy import FaultProxy, always, blob_get, flip, for_digest
 from helpers import WHOLE, cli, fails, make_tree, ok, payload, saved_digest
-from registry import RegistryServer, free_port
+from registry import RegistryServer
 
 from kitfs.config import Paths
 from kitfs.layers.hashing import hash_file
@@ -191,10 +191,14 @@ def test_a_corrupt_span_from_a_mirror_is_asked_again_from_the_origin(
 
 
 def test_mirrors_are_tried_in_order_and_an_unreachable_one_is_skipped(
-    origin: FaultProxy, mirror: FaultProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    origin: FaultProxy,
+    mirror: FaultProxy,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    unreachable_host: str,
 ) -> None:
     ref, _ = publish(tmp_path / "pub", origin.host, f"mirrors/{uuid.uuid4().hex[:8]}")
-    dead = f"127.0.0.1:{free_port()}"
+    dead = unreachable_host
     conf = write_conf(tmp_path / "registries.conf", origin.host, dead, mirror.host)
     before = len(origin.requests)
     info = ok(cli(tmp_path / "node", "info", "--remote", ref, "--registries-conf", str(conf)))
@@ -205,7 +209,7 @@ def test_mirrors_are_tried_in_order_and_an_unreachable_one_is_skipped(
 
 
 def test_credentials_are_those_of_the_mirror_contacted(
-    auth_registry: RegistryServer, registry: RegistryServer, tmp_path: Path
+    auth_registry: RegistryServer, registry: RegistryServer, tmp_path: Path, unreachable_host: str
 ) -> None:
     """The origin is down; only the mirror (htpasswd) has the ModelKit, under another path."""
     name = uuid.uuid4().hex[:8]
@@ -232,7 +236,7 @@ def test_credentials_are_those_of_the_mirror_contacted(
             "--plain-http",
         )
     )
-    dead = f"127.0.0.1:{free_port()}"
+    dead = unreachable_host
     conf = tmp_path / "registries.conf"
     conf.write_text(
         f'[[registry]]\nprefix = "{dead}/team"\nlocation = "{dead}/team"\ninsecure = true\n\n'

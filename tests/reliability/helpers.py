@@ -9,6 +9,7 @@ way a crafted ModelKit would: from a registry.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -276,6 +277,23 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str =
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_until_read(path: Path, expected: bytes, timeout: float = 30.0) -> None:
+    """Read ``path`` until it gives ``expected``: a layer that failed answers EIO for a few
+    seconds (kitfs.fs.layerstore.FAILURE_TTL) before it is fetched again. A read that fails
+    otherwise, or serves other bytes, fails the test at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            assert exc.errno == errno.EIO, f"{path}: {exc}"
+            assert time.monotonic() < deadline, f"{path} still fails after {timeout} s"
+            time.sleep(0.1)
+            continue
+        assert data == expected, f"{path}: wrong bytes served"
+        return
 
 
 def is_mounted(path: Path) -> bool:

@@ -155,3 +155,16 @@ def test_a_stale_partial_download_does_not_poison_the_next_pull(
     result = run_kitfs(home, "pull", kit.ref(fault_proxy.host), "--plain-http")
     assert result.returncode == 0, result.stderr
     assert_blobs_verified(home / "storage")
+    # Every blob of the ModelKit is stored, each the publisher's bytes (the garbage was not it).
+    manifest = kit.manifest()
+    wanted = {kit.digest, manifest["config"]["digest"], *(d.digest for d in kit.layers())}
+    stored = home / "storage" / "blobs" / "sha256"
+    assert {f"sha256:{p.name}" for p in stored.iterdir()} == wanted
+    published = kit.home / "storage" / "blobs" / "sha256"
+    for digest in wanted:
+        hexpart = digest.removeprefix("sha256:")
+        assert (stored / hexpart).read_bytes() == (published / hexpart).read_bytes()
+    gets = [r for r in fault_proxy.requests if for_digest(layer.digest)(r)]
+    assert [r.headers.get("range") for r in gets] == [None]  # fetched whole, from the start
+    listed = json.loads(run_kitfs(home, "list", "--format", "json").stdout)
+    assert [row["digest"] for row in listed] == [kit.digest]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from helpers import KITFS
-from registry import RegistryServer, free_port
+from registry import RegistryServer
 from tokenserver import TokenServer
 
 from kitfs.oci.client import RegistryOptions
@@ -117,7 +117,11 @@ def basic_secrets(user: str, password: str) -> list[str]:
 
 
 def test_basic_auth_secrets_never_appear_with_debug(
-    auth_registry: RegistryServer, registry: RegistryServer, repo_name: str, tmp_path: Path
+    auth_registry: RegistryServer,
+    registry: RegistryServer,
+    repo_name: str,
+    tmp_path: Path,
+    unreachable_host: str,
 ) -> None:
     host = auth_registry.host
     home = tmp_path / "home"
@@ -148,7 +152,7 @@ def test_basic_auth_secrets_never_appear_with_debug(
     refused = kitfs("pull", ref, PLAIN)
     assert refused.returncode == 1 and "refused the credentials" in refused.stderr
     # Credentials in a proxy URL stay out of connection errors.
-    proxy = f"http://alice:{wrong}@127.0.0.1:{free_port()}"
+    proxy = f"http://alice:{wrong}@{unreachable_host}"
     assert kitfs("pull", ref, PLAIN, "--proxy", proxy).returncode == 1
     assert any("DEBUG" in output for output in outputs)  # debug logging was really on
     for output in outputs:

@@ -8,6 +8,7 @@ registry has none (it answers 404, which sends clients to the ``sha256-<hex>`` f
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def sign(home: Path, kit: Kit, key: Path) -> None:
     ok(cli(home, "sign", kit.ref(), "--key", str(key), "--plain-http"))
 
 
-def verify(home: Path, ref: str, key: Path) -> object:
+def verify(home: Path, ref: str, key: Path) -> subprocess.CompletedProcess[str]:
     return cli(home, "verify", ref, "--key", str(key), "--plain-http")
 
 
@@ -63,7 +64,7 @@ def test_sign_then_verify_names_the_digest(make, key_dir: Path, tmp_path: Path) 
     )
     by_digest = ok(
         verify(tmp_path, f"{kit.registry}/{kit.repository}@{kit.digest}", key_dir / "good.pub")
-    )  # type: ignore[arg-type]
+    )
     assert by_digest.stdout.startswith(f"Verified {kit.digest}:")
 
 
@@ -191,7 +192,7 @@ def test_signature_blob_larger_than_declared_is_cut_off(
     )
     line = fails(
         verify(tmp_path, f"{fault_proxy.host}/{kit.repository}:{kit.tag}", key_dir / "good.pub")
-    )  # type: ignore[arg-type]
+    )
     assert "malformed signature at tag" in line and "does not match its digest" in line
 
 
@@ -288,7 +289,7 @@ def test_bundle_through_the_referrers_api_verifies(
     )
     result = ok(
         verify(tmp_path, f"{fault_proxy.host}/{kit.repository}:{kit.tag}", key_dir / "good.pub")
-    )  # type: ignore[arg-type]
+    )
     assert f"(bundle referrer {referrer} via the referrers API)" in result.stdout  # type: ignore[attr-defined]
     paths = [r.path for r in fault_proxy.requests]
     assert (
