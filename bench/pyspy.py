@@ -23,6 +23,18 @@ from pathlib import Path
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
 THREAD_FRAME = re.compile(r"^(thread|process) \(")
 LINE_NUMBER = re.compile(r":\d+\)$")
+# Leaves where a thread waits rather than works (py-spy's idle test does not see these waits): a
+# trio worker thread blocked on its next job, the trio loop in epoll_wait, Python-level waits.
+WAITING = frozenset(
+    {
+        "WorkerThread._work (trio/_core/_thread_cache.py)",
+        "EpollIOManager.get_events (trio/_core/_io_epoll.py)",
+        "Condition.wait (threading.py)",
+        "Event.wait (threading.py)",
+        "Queue.get (queue.py)",
+        "SimpleQueue.get (queue.py)",
+    }
+)
 
 
 def available() -> str | None:
@@ -60,13 +72,16 @@ class Summary:
     """Sample counts from a raw py-spy profile: per function (self and total) and per thread."""
 
     samples: int
+    waiting: int
     self_counts: list[tuple[str, int]]
     total_counts: list[tuple[str, int]]
     threads: list[tuple[str, int]]
 
     def markdown(self, top: int = 15) -> list[str]:
         lines = [
-            f"{self.samples} samples of the daemon's busy threads (200 per second per thread)."
+            f"{self.samples} samples of the daemon's threads at work (200 per second per thread; "
+            f"{self.waiting} more where a thread waited for work: trio's idle worker threads, its "
+            "loop in epoll_wait, Python-level waits, left out below)."
         ]
         for title, counts in (
             ("Self (the function itself was running)", self.self_counts),
@@ -81,7 +96,9 @@ class Summary:
 
 
 def summarise(raw: Path) -> Summary:
-    """Count a raw (collapsed stacks) profile by function, ignoring line numbers."""
+    """Count a raw (collapsed stacks) profile by function, ignoring line numbers; the samples
+    whose leaf is a wait (WAITING) are counted apart."""
+    waiting = 0
     self_counts: collections.Counter[str] = collections.Counter()
     total_counts: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
@@ -97,12 +114,19 @@ def summarise(raw: Path) -> Summary:
             thread = frames.pop(0)
         if not frames:
             continue
+        names = [LINE_NUMBER.sub(")", frame) for frame in frames]
+        if names[-1] in WAITING:
+            waiting += count
+            continue
         samples += count
         threads[thread] += count
-        names = [LINE_NUMBER.sub(")", frame) for frame in frames]
         self_counts[names[-1]] += count
         for name in set(names):
             total_counts[name] += count
     return Summary(
-        samples, self_counts.most_common(), total_counts.most_common(), threads.most_common()
+        samples,
+        waiting,
+        self_counts.most_common(),
+        total_counts.most_common(),
+        threads.most_common(),
     )
