@@ -60,6 +60,8 @@ from loadsteps import (  # noqa: E402
 from registry import Registry  # noqa: E402
 from tools import REPO, find_kit, kitfs, run  # noqa: E402
 
+KIT_PACKED = (PAIR, TP)  # the models kit packs too (for the kit rows and the kit's-layers mount)
+
 # ---- building and publishing -------------------------------------------------------------------
 
 
@@ -81,50 +83,56 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
+def local_tag(model: HfModel) -> str:
+    """The tag a packed model has in the pack homes: one per model shape, so homes hold every
+    size packed (a --small run and a full one never mix up their ModelKits)."""
+    return f"modelload:{model.context.name}"
+
+
 def pack_kitfs(work: Path, models: dict[str, HfModel]) -> Path:
-    """A kitfs home holding ``modelload:NAME`` per model, packed with kitfs's defaults, once per
-    kitfs source tree (``git rev-parse HEAD:kitfs``) so reruns skip the packing."""
+    """A kitfs home holding every model packed with kitfs's defaults, once per kitfs source tree
+    (``git rev-parse HEAD:kitfs``) so reruns skip the packing."""
     tree = _git("rev-parse", "HEAD:kitfs")[:12] or "unknown"
     home = work / f"kitfs-home-{tree}"
     for stale in work.glob("kitfs-home-*"):
         if stale != home:
             shutil.rmtree(stale, ignore_errors=True)
-    for name, model in models.items():
-        marker = home / f".packed-{name}-{model.context.name}"
+    for model in models.values():
+        marker = home / f".packed-{model.context.name}"
         if not marker.exists():
-            print(f"modelload: kitfs pack {name} at {clock()}", flush=True)
-            kitfs(home, "pack", str(model.context), "-t", f"modelload:{name}")
+            print(f"modelload: kitfs pack {model.context.name} at {clock()}", flush=True)
+            kitfs(home, "pack", str(model.context), "-t", local_tag(model))
             marker.touch()
     return home
 
 
-def pack_kit(work: Path, kit: str, models: dict[str, HfModel], names: list[str]) -> Path:
-    """A kit home holding ``modelload:NAME`` packed by the real kit (kit's layers: no index)."""
+def pack_kit(work: Path, kit: str, models: list[HfModel]) -> Path:
+    """A kit home holding ``models`` packed by the real kit (kit's layers: no index)."""
     home = work / "kit-home"
     home.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        marker = home / f".packed-{name}-{models[name].context.name}"
+    for model in models:
+        marker = home / f".packed-{model.context.name}"
         if not marker.exists():
-            print(f"modelload: kit pack {name} at {clock()}", flush=True)
+            print(f"modelload: kit pack {model.context.name} at {clock()}", flush=True)
             env = {"KITOPS_HOME": str(home)}
-            run([kit, "pack", str(models[name].context), "-t", f"modelload:{name}"], env=env)
+            run([kit, "pack", str(model.context), "-t", local_tag(model)], env=env)
             marker.touch()
     return home
 
 
 def publish(b: ModelLoad, kitfs_home: Path, kit_home: Path | None) -> None:
     """Push every packed ModelKit to the registry; record each model layer blob."""
-    for name in b.models:
+    for name, model in b.models.items():
         ref = f"{b.registry.host}/{REPO_NAME}:{DEFAULT}-{name}"
-        kitfs(kitfs_home, "tag", f"modelload:{name}", ref)
+        kitfs(kitfs_home, "tag", local_tag(model), ref)
         kitfs(kitfs_home, "push", ref, "--plain-http")
         b.blobs[(DEFAULT, name)] = model_blob(b.registry.host, ref)
     if kit_home is None or b.kit is None:
         return
     env = {"KITOPS_HOME": str(kit_home)}
-    for name in (PAIR, TP):
+    for name in KIT_PACKED:
         ref = f"{b.registry.host}/{REPO_NAME}:{KIT}-{name}"
-        run([b.kit, "tag", f"modelload:{name}", ref], env=env)
+        run([b.kit, "tag", local_tag(b.models[name]), ref], env=env)
         run([b.kit, "push", ref, "--plain-http"], env=env)
         b.blobs[(KIT, name)] = model_blob(b.registry.host, ref)
 
@@ -221,7 +229,7 @@ def run_all(args: argparse.Namespace, kit: str | None) -> ModelLoad:
     (work / "scratch").mkdir(parents=True, exist_ok=True)
     models = build_models(work, args.sizes)
     kitfs_home = pack_kitfs(work, models)
-    kit_home = pack_kit(work, kit, models, [PAIR, TP]) if kit else None
+    kit_home = pack_kit(work, kit, [models[n] for n in KIT_PACKED]) if kit else None
     shutil.rmtree(work / "registry", ignore_errors=True)
     registry = Registry(work / "registry")
     registry.start()
