@@ -85,8 +85,8 @@ class LoaderPool:
 
         Returns the wall seconds from handing out the work to the last answer, and the tensor
         bytes loaded in all; raises RuntimeError when a loader fails or dies."""
-        if len(assignments) > len(self.processes):
-            raise RuntimeError(f"{len(assignments)} loads for {len(self.processes)} loaders")
+        while len(self.processes) < len(assignments):  # after ``kill``, or a pool made smaller
+            self.processes.append(self._spawn())
         start = time.perf_counter()
         for process, files in zip(self.processes, assignments, strict=False):
             assert process.stdin is not None
@@ -115,7 +115,7 @@ class LoaderPool:
         return answer
 
     def kill(self) -> None:
-        """End the loaders now (one is stuck in a read); the pool is empty afterwards."""
+        """End the loaders now (one is stuck in a read); the next ``load`` starts new ones."""
         for process in self.processes:
             process.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -367,9 +367,12 @@ def profile_load(b: ModelLoad, pool: LoaderPool, native: bool) -> None:
         drop_page_cache()
         try:
             mounted.start()
-            assert mounted.pid is not None, "the daemon's pid was not found"
+            if mounted.pid is None:
+                raise RuntimeError("the daemon's pid was not found")
             with pyspy.recording(mounted.pid, path, fmt, native):
                 _checked_load(pool, b.models[PAIR], mounted.model_dir(), 1)
+            if not path.exists():
+                raise RuntimeError(f"py-spy wrote no {path}; see {path}.log")
         except (CommandFailed, OSError, RuntimeError) as exc:
             b.profile.error = f"{fmt}: {exc}"
             return
