@@ -249,7 +249,8 @@ def render(
             "empty homes and caches; "
         )
         + "every kit home and kitfs cache starts empty (the warm mount reuses the cold mount's "
-        "cache). A load is `safetensors.numpy.load_file` of every shard (and reading the small "
+        "cache). Each curl row is the fastest of three runs, each after a page cache drop (every "
+        "other row runs once). A load is `safetensors.numpy.load_file` of every shard (and reading the small "
         "files) in loader processes started before the step, so no row holds Python's start-up. "
         "Mount rows run from launching `kitfs mount` to the last byte loaded; the kit rows from "
         "`kit pull` to the last byte loaded, with no page cache drop between unpack and load (as "
