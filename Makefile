@@ -28,6 +28,7 @@ bench: setup
 	$(PY) bench/run.py --spans
 	$(PY) bench/run.py --fleet
 	$(PY) bench/run.py --coldpath
+	$(PY) bench/run.py --modelload
 
 bench-small: setup
 	$(VENV)/bin/pip install -q -e ".[bench]"

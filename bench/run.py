@@ -62,7 +62,9 @@ HOW_TO_RUN = (
     "`--fleet` (with `--fleet-nodes`, `--fleet-mib`) runs only the fleet benchmark (bench/fleet.py) and "
     "rewrites only its section, which the other runs keep; "
     "`--coldpath` runs only the cold-path benchmark (bench/coldpath.py, its flags after `--coldpath`: "
-    "`--model-mib`, `--repeat`, `--compressions`, `--workdir`, `--output`) and rewrites only its section."
+    "`--model-mib`, `--repeat`, `--compressions`, `--workdir`, `--output`) and rewrites only its section; "
+    "`--modelload` runs only the model-load benchmark (bench/modelload.py, its flags after `--modelload`: "
+    "`--small`, `--profile`, `--mount-arg`, the sizes, `--workdir`, `--output`) and rewrites only its section."
 )
 
 
@@ -215,6 +217,10 @@ def main(argv: list[str]) -> int:
         import coldpath
 
         return coldpath.main(argv[1:])
+    if argv[:1] == ["--modelload"]:
+        import modelload
+
+        return modelload.main(argv[1:])
     args = parse_args(argv)
     if args.fleet:
         import fleet
@@ -430,6 +436,11 @@ def render(
     kept_coldpath = coldpath.existing_section(args.output or DEFAULT_OUTPUT)  # `--coldpath` runs
     if kept_coldpath:
         lines += [kept_coldpath]
+    import modelload
+
+    kept_modelload = modelload.existing_section(args.output or DEFAULT_OUTPUT)  # `--modelload`
+    if kept_modelload:
+        lines += [kept_modelload]
     kept_push = report.existing_section(  # written by hand from bench/push.sh runs
         args.output or DEFAULT_OUTPUT, PUSH_BEGIN, PUSH_END
     )
