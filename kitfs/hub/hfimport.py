@@ -1,0 +1,269 @@
+"""Import a Hugging Face repository: list it, choose the Kitfile, download every file the layers
+take straight into them, verify and index each layer, then store the ModelKit.
+
+kit v1.7.0 (pkg/cmd/kitimport/hfimport.go) downloads into a scratch directory and packs it
+afterwards, checking no digest. Here the layer files are the only copy (kitfs.hub.plan), downloads
+run in parallel worker threads (``--concurrency``), each layer is sealed in a worker thread as soon
+as its last file arrived (kitfs.hub.seal), and local storage sees nothing until every layer passed.
+An interrupted import keeps its scratch state and continues from it (kitfs.hub.scratch).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+
+from kitfs.config import Paths
+from kitfs.errors import KitfsError
+from kitfs.hub import fetch
+from kitfs.hub.errors import HubError, Stopped
+from kitfs.hub.hfapi import HubConfig, Listing, api_error, list_repository, resolve_url
+from kitfs.hub.plan import ImportPlan, LayerPlan, Member, plan_layers
+from kitfs.hub.scratch import Scratch, file_key
+from kitfs.hub.seal import SealedLayer, seal
+from kitfs.kitfile import Kitfile
+from kitfs.pack import PackResult, layer_descriptor, parent_layer_paths, store_modelkit
+from kitfs.progress import ProgressSink, Task
+from kitfs.reference import Reference
+from kitfs.storage.local import LocalStore, display_repository
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = httpx.Timeout(60.0, connect=30.0)
+SEALS_AT_ONCE = 2
+
+
+@dataclass(frozen=True)
+class HubImport:
+    """What one Hugging Face import needs, resolved by kitfs.hub.importer."""
+
+    repo: str  # org/name
+    rev: str
+    config: HubConfig
+    concurrency: int
+    target: Reference
+
+
+def list_files(job: HubImport) -> Listing:
+    """The repository's tree, from the Hub API."""
+
+    async def run() -> Listing:
+        async with _async_client(job.config) as client:
+            return await list_repository(client, job.config, job.repo, job.rev)
+
+    return trio.run(run)
+
+
+def import_listing(
+    job: HubImport,
+    listing: Listing,
+    kitfile: Kitfile,
+    paths: Paths,
+    progress: ProgressSink,
+    say: Callable[[str], None],
+) -> PackResult:
+    """Download, verify and store the layers ``kitfile`` asks for; tag the ModelKit."""
+    store = LocalStore(paths.storage)
+    store.ensure()
+    extra = parent_layer_paths(store, kitfile, display_repository(str(job.target)))
+    plan = plan_layers(listing, kitfile, extra, job.repo)
+    scratch = Scratch.open(paths.cache, plan, plan.key(job.config.endpoint, job.repo, job.rev))
+    started = time.monotonic()
+    try:
+        sealed = _download_and_seal(job, plan, scratch, progress)
+        result = _store(store, kitfile, scratch, sealed, job.target)
+    except BaseException:
+        scratch.checkpoint()
+        scratch.release()
+        raise
+    scratch.remove()
+    _summary(plan, scratch, time.monotonic() - started, say)
+    return result
+
+
+def _summary(
+    plan: ImportPlan, scratch: Scratch, seconds: float, say: Callable[[str], None]
+) -> None:
+    files = sum(1 for _ in plan.files())
+    total = plan.total_bytes
+    rate = total / seconds / (1 << 20) if seconds > 0 else 0.0
+    say(f"Imported {files} files, {total} bytes in {seconds:.1f}s ({rate:.1f} MiB/s)")
+
+
+def _store(
+    store: LocalStore,
+    kitfile: Kitfile,
+    scratch: Scratch,
+    sealed: dict[int, SealedLayer],
+    target: Reference,
+) -> PackResult:
+    """Move the sealed layer files into local storage, then write config, manifest and tag."""
+    descriptors = []
+    for number in sorted(sealed):
+        layer = sealed[number]
+        store.adopt_blob(scratch.layer_path(layer.layer), layer.digest)
+        entry = layer.layer.entry
+        entry.data["digest"] = layer.digest
+        entry.data["diffId"] = layer.diff_id
+        descriptors.append(
+            layer_descriptor(entry.kind, layer.digest, layer.size, layer.annotations)
+        )
+    if not descriptors:
+        log.warning("ModelKit contains no layers")
+    return store_modelkit(store, kitfile, descriptors, target)
+
+
+# -- the transfer ---------------------------------------------------------------------------------
+
+
+def _download_and_seal(
+    job: HubImport, plan: ImportPlan, scratch: Scratch, progress: ProgressSink
+) -> dict[int, SealedLayer]:
+    files = sum(1 for _ in plan.files())
+    task = _LockedTask(progress.task(f"import {job.repo} ({files} files)", plan.total_bytes))
+    task.advance(sum(min(scratch.done.get(file_key(ly, m), 0), m.size) for ly, m in plan.files()))
+    stop = threading.Event()
+    sealed: dict[int, SealedLayer] = {}
+    with _sync_client(job.config, job.concurrency) as client:
+
+        def report(key: str, amount: int) -> None:
+            scratch.advance(key, amount)
+            task.advance(amount)
+
+        def refused(status: int, body: bytes) -> HubError:
+            return api_error(job.config, job.repo, job.rev, status, body, "download a file of")
+
+        transfer = fetch.Transfer(
+            client,
+            {**job.config.headers(), "Accept-Encoding": "identity"},
+            stop,
+            report,
+            scratch.restart,
+            refused,
+        )
+        try:
+            trio.run(_run_all, job, plan, scratch, transfer, sealed)
+        except BaseExceptionGroup as group:
+            raise _leading(group) from None
+    return sealed
+
+
+async def _run_all(
+    job: HubImport,
+    plan: ImportPlan,
+    scratch: Scratch,
+    transfer: fetch.Transfer,
+    sealed: dict[int, SealedLayer],
+) -> None:
+    stop = transfer.stop
+    downloads = trio.CapacityLimiter(job.concurrency)
+    seals = trio.CapacityLimiter(SEALS_AT_ONCE)
+    pending = {
+        layer.number: [m for m in layer.files() if scratch.done.get(file_key(layer, m), 0) < m.size]
+        for layer in plan.layers
+    }
+    left = {number: len(members) for number, members in pending.items()}
+
+    async def seal_layer(layer: LayerPlan) -> None:
+        async with seals:
+            try:
+                sealed[layer.number] = await trio.to_thread.run_sync(
+                    lambda: seal(scratch, layer, stop, on_mismatch=scratch.restart)
+                )
+            except BaseException:
+                stop.set()
+                raise
+
+    async def fetch_file(nursery: trio.Nursery, layer: LayerPlan, member: Member) -> None:
+        key = file_key(layer, member)
+        job_ = fetch.FileJob(
+            key,
+            member.name,
+            resolve_url(job.config, job.repo, job.rev, member.name),
+            member.size,
+            scratch.layer_path(layer),
+            member.data_offset,
+        )
+        async with downloads:
+            try:
+                await trio.to_thread.run_sync(
+                    fetch.download, job_, scratch.done.get(key, 0), transfer, abandon_on_cancel=True
+                )
+            except BaseException:
+                stop.set()  # the other downloads stop at their next chunk
+                raise
+        left[layer.number] -= 1
+        if left[layer.number] == 0:
+            nursery.start_soon(seal_layer, layer)
+
+    async with trio.open_nursery() as nursery:
+        for layer in plan.layers:
+            if left[layer.number] == 0:
+                nursery.start_soon(seal_layer, layer)
+        for layer in plan.layers:
+            for member in pending[layer.number]:
+                nursery.start_soon(fetch_file, nursery, layer, member)
+
+
+def _leading(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report for failed concurrent work: an interruption, else the first failure
+    that is not another download giving up because of it."""
+    leaves: list[BaseException] = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                collect(inner)
+        else:
+            leaves.append(exc)
+
+    collect(group)
+    for kind in (KeyboardInterrupt, KitfsError, Exception):
+        for leaf in leaves:
+            if isinstance(leaf, kind) and not isinstance(leaf, Stopped):
+                return leaf
+    return group
+
+
+class _LockedTask:
+    """A progress task advanced from several download threads."""
+
+    def __init__(self, task: Task) -> None:
+        self._task = task
+        self._lock = threading.Lock()
+
+    def advance(self, amount: int) -> None:
+        if amount:
+            with self._lock:
+                self._task.advance(amount)
+
+
+# -- HTTP clients -----------------------------------------------------------------------------------
+
+
+def _trust_env(config: HubConfig) -> bool:
+    """Proxies and CA bundles from the environment, except for a mirror on this machine."""
+    host = urlsplit(config.endpoint).hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+def _async_client(config: HubConfig) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=TIMEOUT, trust_env=_trust_env(config), follow_redirects=True)
+
+
+def _sync_client(config: HubConfig, concurrency: int) -> httpx.Client:
+    limits = httpx.Limits(max_connections=2 * concurrency + 2)
+    return httpx.Client(timeout=TIMEOUT, trust_env=_trust_env(config), limits=limits)

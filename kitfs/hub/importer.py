@@ -1,0 +1,122 @@
+"""``kitfs import REPOSITORY``: kit v1.7.0's flags and defaults, then the Hub API or git.
+
+Order of kit's ``complete`` and ``getImporter`` (pkg/cmd/kitimport/cmd.go): the tag (``-t``, else
+``org/repo:latest`` from the repository, lower-cased), the tool (``--tool``, else detected from the
+repository, kitfs.hub.source), then the Kitfile: ``-f`` (``-`` reads standard input), else one the
+repository carries (git), else one generated from the listing as kit generates it (kitfs.kitinit),
+with the repository's name and owner in its package section.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kitfs.config import Paths
+from kitfs.errors import KitfileError, UsageError
+from kitfs.hub.errors import HubError
+from kitfs.hub.gitimport import DEFAULT_REF
+from kitfs.hub.hfapi import HubConfig, hub_config
+from kitfs.hub.source import TOOLS, default_tag, detect_tool, extract_repo, git_url, package_for
+from kitfs.kitfile import Kitfile
+from kitfs.pack import PackResult, resolve_target
+from kitfs.progress import ProgressSink
+from kitfs.reference import Reference
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """The command line of ``kitfs import``."""
+
+    repository: str
+    ref: str = DEFAULT_REF
+    tag: str | None = None
+    token: str | None = None
+    kitfile: str | None = None
+    tool: str | None = None
+    concurrency: int = 5
+
+
+def run_import(
+    options: ImportOptions, paths: Paths, progress: ProgressSink, say: Callable[[str], None]
+) -> PackResult:
+    """Import ``options.repository`` into local storage; return what was stored."""
+    target = _target(options, say)
+    if options.tool is not None and options.tool not in TOOLS:
+        raise UsageError(f"invalid value for --tool flag. Valid options are: {', '.join(TOOLS)}")
+    if options.concurrency < 1:
+        raise UsageError(
+            f"invalid argument for concurrency ({options.concurrency}): must be at least 1"
+        )
+    config = hub_config(options.token)
+    tool = options.tool or detect_tool(options.repository, config.host)
+    if tool == "git":
+        from kitfs.hub.gitimport import import_git
+
+        url = git_url(options.repository, config.endpoint)
+        result = import_git(
+            url, options.ref, options.token, options.kitfile, target, paths, progress, say,
+            options.repository,
+        )  # fmt: skip
+        say(f"Model is packed as {target}")
+        return result
+    return _import_hf(options, target, config, paths, progress, say)
+
+
+def _target(options: ImportOptions, say: Callable[[str], None]) -> Reference:
+    tag = options.tag
+    if not tag:
+        tag = default_tag(options.repository)
+        say(f"Using tag {tag}. Use flag --tag to override")
+    try:
+        return resolve_target(tag)
+    except Exception as exc:  # a bad -t: kit's "invalid argument" line
+        raise UsageError(f"invalid argument: tag '{tag}' is invalid: {exc}") from None
+
+
+def _import_hf(
+    options: ImportOptions,
+    target: Reference,
+    config: HubConfig,
+    paths: Paths,
+    progress: ProgressSink,
+    say: Callable[[str], None],
+) -> PackResult:
+    from kitfs.hub.hfimport import HubImport, import_listing, list_files
+
+    try:
+        repo = extract_repo(options.repository)
+    except HubError as exc:
+        raise HubError(f"could not process URL {options.repository}: {exc}") from None
+    job = HubImport(repo, options.ref, config, options.concurrency, target)
+    listing = list_files(job)
+    if options.kitfile is not None:
+        kitfile = load_kitfile(options.kitfile)
+    else:
+        from kitfs.kitinit import generate
+
+        kitfile = generate(listing.tree, package_for(repo))
+        say(f"Generated Kitfile:\n\n{kitfile.to_yaml()}")
+    say(f"Packing model to {target}")
+    result = import_listing(job, listing, kitfile, paths, progress, say)
+    say(f"Model is packed as {target}")
+    return result
+
+
+def load_kitfile(source: str) -> Kitfile:
+    """kit's readExistingKitfile (or standard input for ``-``): parsed and validated."""
+    if source == "-":
+        if sys.stdin.isatty():
+            raise UsageError("no Kitfile piped on standard input (-f -)")
+        text, name = sys.stdin.buffer.read(), "Kitfile from standard input"
+    else:
+        try:
+            text, name = Path(source).read_bytes(), source
+        except OSError as exc:
+            raise HubError(f"failed to read Kitfile: {source}: {exc.strerror}") from None
+    try:
+        return Kitfile.from_yaml(text, name)
+    except KitfileError as exc:
+        raise HubError(f"kitfile ({name}) is invalid: {exc}") from None
