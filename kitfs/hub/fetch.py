@@ -28,7 +28,6 @@ from kitfs.hub.errors import HubError, Stopped, VerificationError
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 ATTEMPTS = 4
 BACKOFF = 0.5
 _RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -146,7 +145,7 @@ def _receive(
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise HubError(f"{job.path}: the server sent it {encoding}-encoded though asked not to")
-    for chunk in response.iter_raw(CHUNK):
+    for chunk in response.iter_raw():  # as received: a chunker would hold back bytes a cut loses
         if transfer.stop.is_set():
             raise Stopped("stopped")
         if cursor.done + len(chunk) > job.size:

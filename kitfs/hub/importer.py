@@ -19,7 +19,15 @@ from kitfs.errors import KitfileError, UsageError
 from kitfs.hub.errors import HubError
 from kitfs.hub.gitimport import DEFAULT_REF
 from kitfs.hub.hfapi import HubConfig, hub_config
-from kitfs.hub.source import TOOLS, default_tag, detect_tool, extract_repo, git_url, package_for
+from kitfs.hub.source import (
+    TOOLS,
+    default_tag,
+    detect_tool,
+    extract_repo,
+    git_url,
+    on_endpoint,
+    package_for,
+)
 from kitfs.kitfile import Kitfile
 from kitfs.pack import PackResult, resolve_target
 from kitfs.progress import ProgressSink
@@ -43,14 +51,15 @@ def run_import(
     options: ImportOptions, paths: Paths, progress: ProgressSink, say: Callable[[str], None]
 ) -> PackResult:
     """Import ``options.repository`` into local storage; return what was stored."""
-    target = _target(options, say)
+    config = hub_config(options.token)
+    named = on_endpoint(options.repository, config.endpoint)
+    target = _target(options.tag, named, say)
     if options.tool is not None and options.tool not in TOOLS:
         raise UsageError(f"invalid value for --tool flag. Valid options are: {', '.join(TOOLS)}")
     if options.concurrency < 1:
         raise UsageError(
             f"invalid argument for concurrency ({options.concurrency}): must be at least 1"
         )
-    config = hub_config(options.token)
     tool = options.tool or detect_tool(options.repository, config.host)
     if tool == "git":
         from kitfs.hub.gitimport import import_git
@@ -62,13 +71,12 @@ def run_import(
         )  # fmt: skip
         say(f"Model is packed as {target}")
         return result
-    return _import_hf(options, target, config, paths, progress, say)
+    return _import_hf(options, named, target, config, paths, progress, say)
 
 
-def _target(options: ImportOptions, say: Callable[[str], None]) -> Reference:
-    tag = options.tag
+def _target(tag: str | None, repository: str, say: Callable[[str], None]) -> Reference:
     if not tag:
-        tag = default_tag(options.repository)
+        tag = default_tag(repository)
         say(f"Using tag {tag}. Use flag --tag to override")
     try:
         return resolve_target(tag)
@@ -78,6 +86,7 @@ def _target(options: ImportOptions, say: Callable[[str], None]) -> Reference:
 
 def _import_hf(
     options: ImportOptions,
+    named: str,
     target: Reference,
     config: HubConfig,
     paths: Paths,
@@ -87,7 +96,7 @@ def _import_hf(
     from kitfs.hub.hfimport import HubImport, import_listing, list_files
 
     try:
-        repo = extract_repo(options.repository)
+        repo = extract_repo(named)
     except HubError as exc:
         raise HubError(f"could not process URL {options.repository}: {exc}") from None
     job = HubImport(repo, options.ref, config, options.concurrency, target)

@@ -86,6 +86,13 @@ def git_url(raw: str, endpoint: str) -> str:
     return f"{endpoint.rstrip('/')}/{raw.strip('/')}"
 
 
+def on_endpoint(raw: str, endpoint: str) -> str:
+    """A URL under the Hub endpoint (a mirror may serve under a path prefix) as ``org/repo``;
+    anything else unchanged."""
+    base = endpoint.rstrip("/") + "/"
+    return raw[len(base) :].strip("/") if raw.startswith(base) else raw
+
+
 def package_for(repo: str) -> dict[str, object]:
     """kit's generateKitfile package: the last path segment names it, the one before is its
     author (nothing for a single segment)."""
