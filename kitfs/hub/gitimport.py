@@ -26,7 +26,6 @@ from kitfs.kitfile import DEFAULT_NAMES
 from kitfs.kitinit import generate, list_directory
 from kitfs.pack import PackResult, pack
 from kitfs.progress import ProgressSink
-from kitfs.reference import Reference
 
 DEFAULT_REF = "main"  # kit's git.DefaultGitRef
 GIT_METADATA = (".git", ".gitattributes", ".gitignore")
@@ -37,7 +36,7 @@ def import_git(
     ref: str,
     token: str | None,
     kitfile_path: str | None,
-    target: Reference,
+    tag: str,
     paths: Paths,
     progress: ProgressSink,
     say: Callable[[str], None],
@@ -57,8 +56,8 @@ def import_git(
             text = generate(list_directory(clone), package_for(repository)).to_yaml()
             (clone / "Kitfile").write_text(text, encoding="utf-8")
             say(f"Generated Kitfile:\n\n{text}")
-        say(f"Packing model to {target}")
-        return pack(clone, paths, kitfile_path=kitfile_path, tag=str(target), progress=progress)
+        say(f"Packing model to {tag}")
+        return pack(clone, paths, kitfile_path=kitfile_path, tag=tag, progress=progress)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

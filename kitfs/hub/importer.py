@@ -53,7 +53,10 @@ def run_import(
     """Import ``options.repository`` into local storage; return what was stored."""
     config = hub_config(options.token)
     named = on_endpoint(options.repository, config.endpoint)
-    target = _target(options.tag, named, say)
+    tag = options.tag or default_tag(named)
+    if not options.tag:
+        say(f"Using tag {tag}. Use flag --tag to override")
+    target = _target(tag)
     if options.tool is not None and options.tool not in TOOLS:
         raise UsageError(f"invalid value for --tool flag. Valid options are: {', '.join(TOOLS)}")
     if options.concurrency < 1:
@@ -66,18 +69,15 @@ def run_import(
 
         url = git_url(options.repository, config.endpoint)
         result = import_git(
-            url, options.ref, options.token, options.kitfile, target, paths, progress, say,
+            url, options.ref, options.token, options.kitfile, tag, paths, progress, say,
             options.repository,
         )  # fmt: skip
-        say(f"Model is packed as {target}")
+        say(f"Model is packed as {tag}")
         return result
-    return _import_hf(options, named, target, config, paths, progress, say)
+    return _import_hf(options, named, tag, target, config, paths, progress, say)
 
 
-def _target(tag: str | None, repository: str, say: Callable[[str], None]) -> Reference:
-    if not tag:
-        tag = default_tag(repository)
-        say(f"Using tag {tag}. Use flag --tag to override")
+def _target(tag: str) -> Reference:
     try:
         return resolve_target(tag)
     except Exception as exc:  # a bad -t: kit's "invalid argument" line
@@ -87,6 +87,7 @@ def _target(tag: str | None, repository: str, say: Callable[[str], None]) -> Ref
 def _import_hf(
     options: ImportOptions,
     named: str,
+    tag: str,
     target: Reference,
     config: HubConfig,
     paths: Paths,
@@ -108,9 +109,9 @@ def _import_hf(
 
         kitfile = generate(listing.tree, package_for(repo))
         say(f"Generated Kitfile:\n\n{kitfile.to_yaml()}")
-    say(f"Packing model to {target}")
+    say(f"Packing model to {tag}")
     result = import_listing(job, listing, kitfile, paths, progress, say)
-    say(f"Model is packed as {target}")
+    say(f"Model is packed as {tag}")
     return result
 
 
