@@ -127,9 +127,11 @@ def _store(
 def _download_and_seal(
     job: HubImport, plan: ImportPlan, scratch: Scratch, progress: ProgressSink
 ) -> dict[int, SealedLayer]:
-    files = sum(1 for _ in plan.files())
-    task = _LockedTask(progress.task(f"import {job.repo} ({files} files)", plan.total_bytes))
+    task = _LockedTask(progress.task(f"import {job.repo}", plan.total_bytes), job.repo, plan)
     task.advance(sum(min(scratch.done.get(file_key(ly, m), 0), m.size) for ly, m in plan.files()))
+    for layer, member in plan.files():
+        if scratch.done.get(file_key(layer, member), 0) == member.size:
+            task.file_done()
     stop = threading.Event()
     sealed: dict[int, SealedLayer] = {}
     with _sync_client(job.config, job.concurrency) as client:
@@ -150,7 +152,7 @@ def _download_and_seal(
             refused,
         )
         try:
-            trio.run(_run_all, job, plan, scratch, transfer, sealed)
+            trio.run(_run_all, job, plan, scratch, transfer, sealed, task.file_done)
         except BaseExceptionGroup as group:
             raise _leading(group) from None
     return sealed
@@ -162,6 +164,7 @@ async def _run_all(
     scratch: Scratch,
     transfer: fetch.Transfer,
     sealed: dict[int, SealedLayer],
+    on_file: Callable[[], None],
 ) -> None:
     stop = transfer.stop
     downloads = trio.CapacityLimiter(job.concurrency)
@@ -200,6 +203,7 @@ async def _run_all(
             except BaseException:
                 stop.set()  # the other downloads stop at their next chunk
                 raise
+        on_file()
         left[layer.number] -= 1
         if left[layer.number] == 0:
             nursery.start_soon(seal_layer, layer)
@@ -234,16 +238,31 @@ def _leading(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 class _LockedTask:
-    """A progress task advanced from several download threads."""
+    """The import's progress bar: bytes (and their rate) advanced from several download threads,
+    files counted in its label."""
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, repo: str, plan: ImportPlan) -> None:
         self._task = task
         self._lock = threading.Lock()
+        self._repo = repo
+        self._files = sum(1 for _ in plan.files())
+        self._done = 0
+        self._label()
 
     def advance(self, amount: int) -> None:
         if amount:
             with self._lock:
                 self._task.advance(amount)
+
+    def file_done(self) -> None:
+        with self._lock:
+            self._done += 1
+            self._label()
+
+    def _label(self) -> None:
+        describe = getattr(self._task, "describe", None)  # kitfs.progress tasks have it
+        if describe is not None:
+            describe(f"import {self._repo}: {self._done}/{self._files} files")
 
 
 # -- HTTP clients -----------------------------------------------------------------------------------

@@ -39,7 +39,11 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for key, value in (("user.name", "Test"), ("user.email", "t@example.com"), ("init.defaultBranch", "main")):
+    for key, value in (
+        ("user.name", "Test"),
+        ("user.email", "t@example.com"),
+        ("init.defaultBranch", "main"),
+    ):
         git(tmp_path, "config", "--global", key, value)
     git(tmp_path, "lfs", "install")
     bare = tmp_path / "models" / "acme" / "gitmodel.git"
@@ -58,15 +62,30 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     git(work, "push", "origin", "main", "v1")
     git(work, "lfs", "push", "--all", bare.as_uri())
     # The bare repository holds a pointer, not the weights: git-lfs must fetch them.
-    assert b"oid sha256:" in subprocess.run(
-        ["git", "show", "main:model.safetensors"], cwd=bare, capture_output=True, check=True
-    ).stdout
+    assert (
+        b"oid sha256:"
+        in subprocess.run(
+            ["git", "show", "main:model.safetensors"], cwd=bare, capture_output=True, check=True
+        ).stdout
+    )
     return bare
 
 
 def test_git_import_of_lfs_weights_over_file_url(remote: Path, tmp_path: Path) -> None:
     home = tmp_path / "kit-home"
-    result = ok(cli(home, "import", remote.as_uri(), "--tool", "git", "--ref", "v1", "-t", "acme/gitmodel:v1"))
+    result = ok(
+        cli(
+            home,
+            "import",
+            remote.as_uri(),
+            "--tool",
+            "git",
+            "--ref",
+            "v1",
+            "-t",
+            "acme/gitmodel:v1",
+        )
+    )
     assert "Generated Kitfile:" in result.stdout
     kitfile = yaml.safe_load(ok(cli(home, "info", "acme/gitmodel:v1")).stdout)
     # kit names the package after the last two segments of what it was given.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,3 +244,12 @@ def test_bad_arguments_are_one_line(hub: Hub, tmp_path: Path) -> None:
     kitfile = tmp_path / "Kitfile"
     kitfile.write_text("manifestVersion: 1.0.0\nmodel:\n  path: missing.bin\n")
     assert "does not exist in acme/tiny-llm" in fails(cli(home, "import", REPO, "-f", str(kitfile)))
+
+
+def test_progress_shows_bytes_files_and_rate(hub: Hub, tmp_path: Path) -> None:
+    result = ok(cli(tmp_path / "home", "--progress", "plain", "import", REPO))
+    total = sum(len(v) for k, v in FILES.items() if k != ".gitattributes")
+    assert re.search(
+        rf"import {REPO}: [0-7]/7 files: 100% \({total}/{total} bytes\)", result.stderr
+    )
+    assert re.search(rf"Imported 7 files, {total} bytes in [\d.]+s \([\d.]+ MiB/s\)", result.stdout)
