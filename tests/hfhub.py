@@ -63,6 +63,10 @@ class Hub:
     prefix: str = ""  # a mirror serving under a path prefix
     corrupt: set[str] = field(default_factory=set)  # paths whose bytes differ from the listing
     cut_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before a cut
+    stall_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent, then a hang
+    stalled: threading.Event = field(default_factory=threading.Event)  # a body is hanging
+    release: threading.Event = field(default_factory=threading.Event)  # ends every hang
+    raw_trees: dict[str, object] = field(default_factory=dict)  # directory -> listing sent as is
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     endpoint: str = ""
@@ -180,6 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
         files = repo.revisions.get(rev)
         if files is None:
             return self._json(404, {"error": f"Invalid rev id: {rev}"})
+        if directory in self.hub.raw_trees:
+            return self._json(200, self.hub.raw_trees[directory])
         items = _items(repo, files, directory)
         if items is None:
             return self._json(404, {"error": f"Entry not found: {directory}"})
@@ -231,11 +237,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
-        cut = self.hub.cut_after.get(file_path)
+        cut = self.hub.cut_after.get(file_path, self.hub.stall_after.get(file_path))
         if cut is not None and cut < len(body):
             self.wfile.write(body[:cut])
             self.wfile.flush()
             request.sent += cut
+            if file_path in self.hub.stall_after:
+                self.hub.stalled.set()
+                self.hub.release.wait(60)
             self.close_connection = True
             return None
         self.wfile.write(body)
@@ -272,6 +281,7 @@ def serve_hub(hub: Hub) -> Iterator[Hub]:
     try:
         yield hub
     finally:
+        hub.release.set()
         for server in servers:
             server.shutdown()
             server.server_close()

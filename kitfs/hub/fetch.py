@@ -127,9 +127,23 @@ def _check_status(
                 "nothing was stored"
             )
         return
+    if status == 416 and cursor.done:  # the bytes we hold are not a prefix the server knows
+        cursor.done = 0
+        transfer.restart(job.key)
+        raise _Transient("the server refused to continue the file; starting it again")
     if status == 429 or status >= 500:
         raise _Transient(f"HTTP {status}")
-    raise transfer.refused(status, response.read()[:4096])
+    raise transfer.refused(status, _head(response))
+
+
+def _head(response: httpx.Response, limit: int = 4096) -> bytes:
+    """The start of an error body (enough for its JSON message), not all of it."""
+    data = b""
+    for chunk in response.iter_raw():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return data[:limit]
 
 
 def _check_content_range(job: FileJob, start: int, value: str) -> None:

@@ -75,7 +75,10 @@ def import_listing(
     store.ensure()
     extra = parent_layer_paths(store, kitfile, display_repository(str(job.target)))
     plan = plan_layers(listing, kitfile, extra, job.repo)
-    scratch = Scratch.open(paths.cache, plan, plan.key(job.config.endpoint, job.repo, job.rev))
+    origin = f"{job.config.endpoint} {job.repo} {job.rev}"
+    scratch = Scratch.open(
+        paths.cache, plan, plan.key(job.config.endpoint, job.repo, job.rev), origin
+    )
     started = time.monotonic()
     try:
         sealed = _download_and_seal(job, plan, scratch, progress)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 SCRATCH_SUBDIR = "kitfs-import"
 CHECKPOINT_BYTES = 64 << 20
 JOURNAL = "journal.json"
+ORIGIN = "origin"
 
 
 def file_key(layer: LayerPlan, member: Member) -> str:
@@ -48,12 +49,14 @@ class Scratch:
         self.done: dict[str, int] = {}
 
     @classmethod
-    def open(cls, cache: Path, plan: ImportPlan, key: str) -> Scratch:
-        """Create or reopen the scratch directory for ``plan``; take its lock."""
+    def open(cls, cache: Path, plan: ImportPlan, key: str, origin: str) -> Scratch:
+        """Create or reopen the scratch directory for ``plan``; take its lock. ``origin`` names
+        the endpoint, repository and revision, so that a later success can drop what it replaced."""
         scratch = cls(cache / SCRATCH_SUBDIR / key, plan)
         try:
             scratch.root.mkdir(parents=True, exist_ok=True)
             scratch._take_lock()
+            write_atomic(scratch.root / ORIGIN, origin.encode())
             scratch._load_journal()
             for layer in plan.layers:
                 scratch._prepare(layer)
@@ -144,7 +147,10 @@ class Scratch:
             self._unsynced = 0
         try:
             for layer in self.plan.layers:
-                fd = os.open(self.layer_path(layer), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    fd = os.open(self.layer_path(layer), os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:  # already moved into local storage
+                    continue
                 try:
                     os.fdatasync(fd)
                 finally:
@@ -154,5 +160,28 @@ class Scratch:
             log.warning("could not record the import's progress: %s", exc.strerror)
 
     def remove(self) -> None:
+        """Drop this scratch directory, and those of earlier attempts at the same origin (the
+        revision moved on since: their bytes will never be resumed), unless another import holds
+        them."""
+        origin = self._read_origin(self.root)
         self.release()
         shutil.rmtree(self.root, ignore_errors=True)
+        for sibling in self.root.parent.iterdir():
+            if sibling.is_dir() and origin and self._read_origin(sibling) == origin:
+                _remove_unless_locked(sibling)
+
+    @staticmethod
+    def _read_origin(root: Path) -> str:
+        try:
+            return (root / ORIGIN).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+
+def _remove_unless_locked(root: Path) -> None:
+    try:
+        with open(root / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(root, ignore_errors=True)
+    except OSError:
+        return

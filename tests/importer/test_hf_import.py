@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import stat
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import cli, fails, make_tree, ok, payload, snapshot
-from hfhub import Hub, Repo, serve_hub
+from helpers import KITFS, cli, fails, make_tree, ok, payload, snapshot
+from hfhub import Hub, Repo, git_blob_sha1, serve_hub
 
 from kitfs.storage.local import LocalStore
 
@@ -253,3 +256,72 @@ def test_progress_shows_bytes_files_and_rate(hub: Hub, tmp_path: Path) -> None:
         rf"import {REPO}: [0-7]/7 files: 100% \({total}/{total} bytes\)", result.stderr
     )
     assert re.search(rf"Imported 7 files, {total} bytes in [\d.]+s \([\d.]+ MiB/s\)", result.stdout)
+
+
+def test_ctrl_c_keeps_what_arrived_and_the_next_run_continues(hub: Hub, tmp_path: Path) -> None:
+    """A real process interrupted with SIGINT while the CDN hangs mid-file."""
+    home = tmp_path / "home"
+    size = len(FILES["model.safetensors"])
+    hub.stall_after["model.safetensors"] = 1_000_000
+    env = {k: v for k, v in os.environ.items() if k != "KITOPS_HOME"}
+    process = subprocess.Popen(
+        [KITFS, "--config", str(home), "import", REPO],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert hub.stalled.wait(30), "the import never reached the weights"
+        time.sleep(0.5)  # let the received bytes reach the layer file
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert stderr == "kitfs: interrupted\n"
+    assert not LocalStore(home / "storage").list_modelkits()
+    hub.stall_after.clear()
+    hub.release.set()
+    before = hub.bytes_sent("model.safetensors")
+    ok(cli(home, "import", REPO))
+    resumed = [r for r in hub.file_requests("model.safetensors") if r.server == "cdn"][-1]
+    start = int(resumed.headers["range"].removeprefix("bytes=").rstrip("-"))
+    assert 0 < start <= 1_000_000
+    assert hub.bytes_sent("model.safetensors") - before == size - start
+    out = unpacked(home, "acme/tiny-llm:latest", tmp_path / "out")
+    assert out["model.safetensors"] == FILES["model.safetensors"]
+
+
+def _valid(path: str, data: bytes) -> dict[str, object]:
+    return {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": path}
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ([{**_valid("../escape", b"x"), "path": "../escape"}], "listed '../escape' inside '.': refused"),
+        ([_valid("nested/file.json", b"{}")], "listed 'nested/file.json' inside '.': refused"),
+        ([{**_valid("a.json", b"{}"), "oid": "not-a-sha1"}], "gave a.json no valid git oid"),
+        ([{**_valid("a.json", b"{}"), "size": -1}], "gave a.json no valid size"),
+        ([{**_valid("w.safetensors", b"w"), "lfs": {"oid": "zz", "size": 1}}], "LFS metadata that does not hold together"),
+        ([{"type": "symlink", "path": "link"}], "unknown type in repository tree: symlink"),
+        ({"not": "a list"}, "not a JSON list"),
+    ],
+)  # fmt: skip
+def test_hostile_listing_is_refused_before_any_download(
+    hub: Hub, tmp_path: Path, items: object, message: str
+) -> None:
+    hub.raw_trees[""] = items
+    line = fails(cli(tmp_path / "home", "import", REPO))
+    assert message in line
+    assert not hub.resolve_requests()
+
+
+def test_a_file_longer_than_listed_is_refused(hub: Hub, tmp_path: Path) -> None:
+    data = FILES["config.json"]
+    hub.raw_trees[""] = [{**_valid("config.json", data), "size": len(data) - 5}]
+    line = fails(cli(tmp_path / "home", "import", REPO, "-t", "m:1"))
+    assert f"the server sends {len(data)} bytes, the Hub API lists {len(data) - 5}" in line
+    assert not (tmp_path / "home" / "storage" / "blobs" / "sha256").exists() or not any(
+        (tmp_path / "home" / "storage" / "blobs" / "sha256").iterdir()
+    )
