@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from kitfs.atomic import write_atomic
@@ -28,7 +29,8 @@ from kitfs.hub.plan import ImportPlan, LayerPlan, Member
 log = logging.getLogger(__name__)
 
 SCRATCH_SUBDIR = "kitfs-import"
-CHECKPOINT_BYTES = 64 << 20
+# Record progress at most this often: syncing the layer files costs the disk a flush.
+CHECKPOINT_SECONDS = 10.0
 JOURNAL = "journal.json"
 ORIGIN = "origin"
 
@@ -44,7 +46,7 @@ class Scratch:
         self.root = root
         self.plan = plan
         self._lock = threading.Lock()
-        self._unsynced = 0
+        self._last_checkpoint = time.monotonic()
         self._lock_handle: object = None
         self.done: dict[str, int] = {}
 
@@ -130,8 +132,10 @@ class Scratch:
         """``amount`` more bytes of a file are written; checkpoint now and then."""
         with self._lock:
             self.done[key] = self.done.get(key, 0) + amount
-            self._unsynced += amount
-            due = self._unsynced >= CHECKPOINT_BYTES
+            now = time.monotonic()
+            due = now - self._last_checkpoint >= CHECKPOINT_SECONDS
+            if due:
+                self._last_checkpoint = now
         if due:
             self.checkpoint()
 
@@ -144,7 +148,6 @@ class Scratch:
         """Sync the layer files, then record what is on disk."""
         with self._lock:
             snapshot = dict(self.done)
-            self._unsynced = 0
         try:
             for layer in self.plan.layers:
                 try:

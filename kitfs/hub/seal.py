@@ -10,8 +10,10 @@ writes for the same files. Nothing of a layer reaches local storage unless every
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +24,8 @@ from kitfs.layers.ignore import clean
 from kitfs.layers.spanindex import DEFAULT_SPAN_SIZE, SpanWriter, pin
 from kitfs.layers.tarindex import TarEntry, clean_entry_name
 from kitfs.oci import media
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 
@@ -65,6 +69,7 @@ def seal(
 ) -> SealedLayer:
     """Verify and index ``layer`` (its files must all be on disk); ``on_mismatch`` hears the key
     of a file that failed, so its bytes are fetched again next time."""
+    started = time.monotonic()
     fd = os.open(scratch.layer_path(layer), os.O_RDWR | os.O_CLOEXEC)
     try:
         sink = _Appender(fd, layer.tar_size)
@@ -92,6 +97,10 @@ def seal(
         os.fsync(fd)
     finally:
         os.close(fd)
+    log.info(
+        "sealed layer %d (%s, %d bytes) in %.2fs",
+        layer.number, layer.base, layer.tar_size, time.monotonic() - started,
+    )  # fmt: skip
     return SealedLayer(layer, spans.blob_digest, spans.blob_size, spans.diff_id, annotations)
 
 

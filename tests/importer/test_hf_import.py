@@ -164,7 +164,9 @@ def test_token_is_sent_as_bearer(
     hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
 ) -> None:
     hub.repos[REPO].token = "hf_secret"
-    args = ["import", REPO, "-f", str(_readme_only(tmp_path))]
+    kitfile = tmp_path / "onnx.Kitfile"
+    kitfile.write_text("manifestVersion: 1.0.0\nmodel:\n  path: onnx/model.onnx\n")
+    args = ["import", REPO, "-f", str(kitfile)]
     if source == "flag":
         args += ["--token", "hf_secret"]
     elif source == "env":
@@ -177,6 +179,10 @@ def test_token_is_sent_as_bearer(
     assert hub_requests and all(
         r.headers["authorization"] == "Bearer hf_secret" for r in hub_requests
     )
+    # The LFS file came from the CDN (another origin), which never saw the token.
+    cdn_requests = [r for r in hub.requests if r.server == "cdn"]
+    assert [r.path for r in cdn_requests] == ["onnx/model.onnx"]
+    assert "authorization" not in cdn_requests[0].headers
 
 
 def _readme_only(tmp_path: Path) -> Path:
