@@ -63,6 +63,8 @@ class Hub:
     prefix: str = ""  # a mirror serving under a path prefix
     corrupt: set[str] = field(default_factory=set)  # paths whose bytes differ from the listing
     cut_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before a cut
+    cut_times: dict[str, int] = field(default_factory=dict)  # path -> how many requests to cut
+    ignore_range: bool = False  # answer every Range request with the whole file (200)
     stall_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent, then a hang
     stalled: threading.Event = field(default_factory=threading.Event)  # a body is hanging
     release: threading.Event = field(default_factory=threading.Event)  # ends every hang
@@ -227,7 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = bytes(b ^ 0xFF for b in data[:16]) + data[16:]
         start = 0
         wanted = self.headers.get("Range", "")
-        if wanted.startswith("bytes=") and wanted.endswith("-"):
+        if wanted.startswith("bytes=") and wanted.endswith("-") and not self.hub.ignore_range:
             start = int(wanted[6:-1])
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -238,6 +240,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         cut = self.hub.cut_after.get(file_path, self.hub.stall_after.get(file_path))
+        if cut is not None and file_path in self.hub.cut_times:
+            with self.hub.lock:
+                if self.hub.cut_times[file_path] <= 0:
+                    cut = None
+                self.hub.cut_times[file_path] -= 1
         if cut is not None and cut < len(body):
             self.wfile.write(body[:cut])
             self.wfile.flush()

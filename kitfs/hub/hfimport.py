@@ -172,23 +172,17 @@ async def _run_all(
     stop = transfer.stop
     downloads = trio.CapacityLimiter(job.concurrency)
     seals = trio.CapacityLimiter(SEALS_AT_ONCE)
-    pending = {
-        layer.number: [m for m in layer.files() if scratch.done.get(file_key(layer, m), 0) < m.size]
-        for layer in plan.layers
-    }
-    left = {number: len(members) for number, members in pending.items()}
 
     async def seal_layer(layer: LayerPlan) -> None:
-        async with seals:
-            try:
-                sealed[layer.number] = await trio.to_thread.run_sync(
-                    lambda: seal(scratch, layer, stop, on_mismatch=scratch.restart)
-                )
-            except BaseException:
-                stop.set()
-                raise
+        try:
+            sealed[layer.number] = await trio.to_thread.run_sync(
+                lambda: seal(scratch, layer, stop, on_mismatch=scratch.restart), limiter=seals
+            )
+        except BaseException:
+            stop.set()
+            raise
 
-    async def fetch_file(nursery: trio.Nursery, layer: LayerPlan, member: Member) -> None:
+    async def fetch_file(layer: LayerPlan, member: Member) -> None:
         key = file_key(layer, member)
         job_ = fetch.FileJob(
             key,
@@ -198,26 +192,27 @@ async def _run_all(
             scratch.layer_path(layer),
             member.data_offset,
         )
-        async with downloads:
-            try:
-                await trio.to_thread.run_sync(
-                    fetch.download, job_, scratch.done.get(key, 0), transfer, abandon_on_cancel=True
-                )
-            except BaseException:
-                stop.set()  # the other downloads stop at their next chunk
-                raise
+        try:
+            await trio.to_thread.run_sync(
+                fetch.download,
+                job_,
+                scratch.done.get(key, 0),
+                transfer,
+                limiter=downloads,
+                abandon_on_cancel=True,
+            )
+        except BaseException:
+            stop.set()  # the other downloads (and the seals waiting for them) stop
+            raise
         on_file()
-        left[layer.number] -= 1
-        if left[layer.number] == 0:
-            nursery.start_soon(seal_layer, layer)
 
     async with trio.open_nursery() as nursery:
+        # Seals start first, in layer order: each follows its layer's downloads as they land.
         for layer in plan.layers:
-            if left[layer.number] == 0:
-                nursery.start_soon(seal_layer, layer)
-        for layer in plan.layers:
-            for member in pending[layer.number]:
-                nursery.start_soon(fetch_file, nursery, layer, member)
+            nursery.start_soon(seal_layer, layer)
+        for layer, member in plan.files():
+            if scratch.done.get(file_key(layer, member), 0) < member.size:
+                nursery.start_soon(fetch_file, layer, member)
 
 
 def _leading(group: BaseExceptionGroup[BaseException]) -> BaseException:

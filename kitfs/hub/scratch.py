@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from kitfs.atomic import write_atomic
-from kitfs.hub.errors import HubError
+from kitfs.hub.errors import HubError, Stopped
 from kitfs.hub.plan import ImportPlan, LayerPlan, Member
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,10 @@ SCRATCH_SUBDIR = "kitfs-import"
 CHECKPOINT_SECONDS = 10.0
 JOURNAL = "journal.json"
 ORIGIN = "origin"
+
+
+class Restarted(Exception):
+    """A file being read started again from its first byte."""
 
 
 def file_key(layer: LayerPlan, member: Member) -> str:
@@ -46,6 +50,8 @@ class Scratch:
         self.root = root
         self.plan = plan
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._generation: dict[str, int] = {}  # bumped when a file starts again from byte 0
         self._last_checkpoint = time.monotonic()
         self._lock_handle: object = None
         self.done: dict[str, int] = {}
@@ -132,6 +138,7 @@ class Scratch:
         """``amount`` more bytes of a file are written; checkpoint now and then."""
         with self._lock:
             self.done[key] = self.done.get(key, 0) + amount
+            self._changed.notify_all()
             now = time.monotonic()
             due = now - self._last_checkpoint >= CHECKPOINT_SECONDS
             if due:
@@ -143,6 +150,27 @@ class Scratch:
         """A file starts again from its first byte (a server ignored Range, a digest failed)."""
         with self._lock:
             self.done[key] = 0
+            self._generation[key] = self._generation.get(key, 0) + 1
+            self._changed.notify_all()
+
+    def generation(self, key: str) -> int:
+        with self._lock:
+            return self._generation.get(key, 0)
+
+    def wait_for(self, key: str, beyond: int, generation: int, stop: threading.Event) -> int:
+        """How many bytes of a file are on disk, once there are more than ``beyond``. Raises
+        Restarted when the file started again since ``generation`` (what was read of it is stale),
+        Stopped when the import is stopping."""
+        with self._changed:
+            while True:
+                if self._generation.get(key, 0) != generation:
+                    raise Restarted(key)
+                have = self.done.get(key, 0)
+                if have > beyond:
+                    return have
+                if stop.is_set():
+                    raise Stopped("stopped")
+                self._changed.wait(0.5)
 
     def checkpoint(self) -> None:
         """Sync the layer files, then record what is on disk."""

@@ -1,5 +1,8 @@
 """Seal a layer: one pass over its tar file that verifies every file and indexes the layer.
 
+The pass follows the downloads (it reads what they have written, while it is in the page cache)
+rather than waiting for the whole layer, so verifying and indexing overlap the transfer.
+
 Each file's bytes are checked against what the Hub published for it: the sha256 of an LFS file,
 the git blob sha1 (``sha1("blob <size>\\0" + bytes)``) of any other. In the same pass the tar
 goes through the span writer ``kitfs pack`` uses (kitfs.layers.spanindex), with a cut before every
@@ -17,9 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kitfs.hub.errors import Stopped, VerificationError
+from kitfs.hub.errors import VerificationError
 from kitfs.hub.plan import END_OF_ARCHIVE, LayerPlan, Member
-from kitfs.hub.scratch import Scratch, file_key
+from kitfs.hub.scratch import Restarted, Scratch, file_key
 from kitfs.layers.ignore import clean
 from kitfs.layers.spanindex import DEFAULT_SPAN_SIZE, SpanWriter, pin
 from kitfs.layers.tarindex import TarEntry, clean_entry_name
@@ -67,9 +70,31 @@ def seal(
     span_size: int | None = DEFAULT_SPAN_SIZE,
     on_mismatch: Callable[[str], None] | None = None,
 ) -> SealedLayer:
-    """Verify and index ``layer`` (its files must all be on disk); ``on_mismatch`` hears the key
-    of a file that failed, so its bytes are fetched again next time."""
+    """Verify and index ``layer``, following its downloads: each file's bytes are read as soon
+    as they are on disk (still in the page cache), so sealing overlaps the transfer. A file that
+    starts again from its first byte starts the layer again. ``on_mismatch`` hears the key of a
+    file that failed its digest, so that its bytes are fetched again next time."""
     started = time.monotonic()
+    while True:
+        try:
+            sealed = _seal_once(scratch, layer, stop, span_size, on_mismatch)
+            break
+        except Restarted as restarted:
+            log.info("layer %d: %s started again; sealing it again", layer.number, restarted)
+    log.info(
+        "sealed layer %d (%s, %d bytes) in %.2fs",
+        layer.number, layer.base, layer.tar_size, time.monotonic() - started,
+    )  # fmt: skip
+    return sealed
+
+
+def _seal_once(
+    scratch: Scratch,
+    layer: LayerPlan,
+    stop: threading.Event,
+    span_size: int | None,
+    on_mismatch: Callable[[str], None] | None,
+) -> SealedLayer:
     fd = os.open(scratch.layer_path(layer), os.O_RDWR | os.O_CLOEXEC)
     try:
         sink = _Appender(fd, layer.tar_size)
@@ -82,7 +107,7 @@ def seal(
                          member.data_offset, 0)
             )  # fmt: skip
             try:
-                _feed_member(fd, member, spans, stop)
+                _feed_member(fd, member, spans, _Source(scratch, file_key(layer, member), stop))
             except VerificationError:
                 if on_mismatch is not None:
                     on_mismatch(file_key(layer, member))
@@ -97,26 +122,37 @@ def seal(
         os.fsync(fd)
     finally:
         os.close(fd)
-    log.info(
-        "sealed layer %d (%s, %d bytes) in %.2fs",
-        layer.number, layer.base, layer.tar_size, time.monotonic() - started,
-    )  # fmt: skip
     return SealedLayer(layer, spans.blob_digest, spans.blob_size, spans.diff_id, annotations)
 
 
-def _feed_member(fd: int, member: Member, spans: SpanWriter, stop: threading.Event) -> None:
+class _Source:
+    """Where a file's bytes stand: how many are on disk, waiting for more while it downloads."""
+
+    def __init__(self, scratch: Scratch, key: str, stop: threading.Event) -> None:
+        self.scratch = scratch
+        self.key = key
+        self.stop = stop
+        self.generation = scratch.generation(key)
+
+    def available(self, beyond: int) -> int:
+        return self.scratch.wait_for(self.key, beyond, self.generation, self.stop)
+
+
+def _feed_member(fd: int, member: Member, spans: SpanWriter, source: _Source) -> None:
     spans.write(member.header)
+    if member.is_dir:
+        return
     checker = _Checker(member)
-    at, end = member.data_offset, member.data_offset + member.size
-    while at < end:
-        if stop.is_set():
-            raise Stopped("stopped")
-        data = os.pread(fd, min(CHUNK, end - at), at)
-        if not data:
-            raise VerificationError(f"{member.name}: the layer file ends early")
-        checker.update(data)
-        spans.write(data)
-        at += len(data)
+    done = 0
+    while done < member.size:
+        ready = min(source.available(done), member.size)
+        while done < ready:
+            data = os.pread(fd, min(CHUNK, ready - done), member.data_offset + done)
+            if not data:
+                raise VerificationError(f"{member.name}: the layer file ends early")
+            checker.update(data)
+            spans.write(data)
+            done += len(data)
     checker.check()
     spans.write(bytes(-member.size % 512))
 

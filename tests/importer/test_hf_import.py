@@ -4,6 +4,7 @@ the Hub's tree and resolve endpoints (the real huggingface.co cannot be reached 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -330,4 +331,25 @@ def test_a_file_longer_than_listed_is_refused(hub: Hub, tmp_path: Path) -> None:
     assert f"the server sends {len(data)} bytes, the Hub API lists {len(data) - 5}" in line
     assert not (tmp_path / "home" / "storage" / "blobs" / "sha256").exists() or not any(
         (tmp_path / "home" / "storage" / "blobs" / "sha256").iterdir()
+    )
+
+
+def test_a_server_that_ignores_range_restarts_the_file_and_its_layer(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The seal follows the download; when the file starts over, so does the layer's seal."""
+    monkeypatch.setattr("kitfs.hub.fetch.BACKOFF", 0.01)
+    size = len(FILES["model.safetensors"])
+    hub.cut_after["model.safetensors"] = 2_000_000
+    hub.cut_times["model.safetensors"] = 1
+    hub.ignore_range = True
+    home = tmp_path / "home"
+    with caplog.at_level(logging.INFO, logger="kitfs.hub"):
+        ok(cli(home, "import", REPO, "-t", "m:1"))
+    assert "the server ignored Range; starting the file again" in caplog.text
+    assert hub.bytes_sent("model.safetensors") == 2_000_000 + size
+    ranges = [r.headers.get("range") for r in hub.file_requests("model.safetensors") if r.sent]
+    assert ranges == [None, "bytes=2000000-"]
+    assert (
+        unpacked(home, "m:1", tmp_path / "out")["model.safetensors"] == FILES["model.safetensors"]
     )
