@@ -3,8 +3,9 @@ take straight into them, verify and index each layer, then store the ModelKit.
 
 kit v1.7.0 (pkg/cmd/kitimport/hfimport.go) downloads into a scratch directory and packs it
 afterwards, checking no digest. Here the layer files are the only copy (kitfs.hub.plan), downloads
-run in parallel worker threads (``--concurrency``), each layer is sealed in a worker thread as soon
-as its last file arrived (kitfs.hub.seal), and local storage sees nothing until every layer passed.
+run in parallel worker threads (``--concurrency``), each layer is sealed (verified and indexed) by a
+worker thread that follows its downloads (kitfs.hub.seal), and local storage sees nothing until
+every layer passed.
 An interrupted import keeps its scratch state and continues from it (kitfs.hub.scratch).
 """
 
