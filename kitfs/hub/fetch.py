@@ -167,9 +167,18 @@ def _receive(
                 f"{job.path}: the server sent more than the {job.size} bytes the Hub API lists; "
                 "nothing was stored"
             )
-        written = 0
-        view = memoryview(chunk)
-        while written < len(chunk):
-            written += os.pwrite(fd, view[written:], job.offset + cursor.done + written)
+        _write_at(fd, chunk, job.offset + cursor.done, job)
         cursor.done += len(chunk)
         transfer.report(job.key, len(chunk))
+
+
+def _write_at(fd: int, chunk: bytes, offset: int, job: FileJob) -> None:
+    view = memoryview(chunk)
+    written = 0
+    try:
+        while written < len(chunk):
+            written += os.pwrite(fd, view[written:], offset + written)
+    except OSError as exc:
+        raise HubError(
+            f"cannot write {job.path} into its layer in {job.layer_file.parent}: {exc.strerror}"
+        ) from None

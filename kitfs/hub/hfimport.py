@@ -84,18 +84,19 @@ def import_listing(
     try:
         sealed = _download_and_seal(job, plan, scratch, progress)
         result = _store(store, kitfile, scratch, sealed, job.target)
-    except BaseException:
+    except BaseException as exc:
         scratch.checkpoint()
         scratch.release()
+        if isinstance(exc, OSError):  # our own writes: scratch space or local storage
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise HubError(f"import failed writing {where}{exc.strerror}") from None
         raise
     scratch.remove()
-    _summary(plan, scratch, time.monotonic() - started, say)
+    _summary(plan, time.monotonic() - started, say)
     return result
 
 
-def _summary(
-    plan: ImportPlan, scratch: Scratch, seconds: float, say: Callable[[str], None]
-) -> None:
+def _summary(plan: ImportPlan, seconds: float, say: Callable[[str], None]) -> None:
     files = sum(1 for _ in plan.files())
     total = plan.total_bytes
     rate = total / seconds / (1 << 20) if seconds > 0 else 0.0
