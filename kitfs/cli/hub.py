@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("repository", metavar="REPOSITORY", help="org/repo, or a repository URL")
     p.add_argument(
-        "--ref", default="main", help="version (tag, branch or commit) to import (default main)"
+        "--ref",
+        default="main",
+        help="branch or tag to import (a commit too, from the Hub; default main)",
     )
     p.add_argument(
         "--token", help="token for the repository (default: $HF_TOKEN, then $HF_HOME/token)"

@@ -353,3 +353,18 @@ def test_a_server_that_ignores_range_restarts_the_file_and_its_layer(
     assert (
         unpacked(home, "m:1", tmp_path / "out")["model.safetensors"] == FILES["model.safetensors"]
     )
+
+
+def test_a_success_drops_the_scratch_state_of_an_older_attempt(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kitfs.hub.fetch.BACKOFF", 0.01)
+    home = tmp_path / "home"
+    scratch = home / "cache" / "kitfs-import"
+    hub.cut_after["model.safetensors"] = 100_000
+    fails(cli(home, "import", REPO))
+    assert len(list(scratch.iterdir())) == 1  # kept for a resume
+    hub.cut_after.clear()
+    hub.repos[REPO].revisions["main"]["model.safetensors"] = payload(3 << 20, "new weights")
+    ok(cli(home, "import", REPO))  # main moved on: another plan, and the old one is superseded
+    assert list(scratch.iterdir()) == []

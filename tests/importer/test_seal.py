@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import payload
 
-from kitfs.hub.errors import Stopped, VerificationError
+from kitfs.hub.errors import HubError, Stopped, VerificationError
 from kitfs.hub.hfapi import Listing, RepoFile
 from kitfs.hub.plan import plan_layers
 from kitfs.hub.scratch import Scratch, file_key
@@ -93,3 +93,11 @@ def test_seal_stops_when_the_import_stops(tmp_path: Path) -> None:
     stop.set()
     thread.join(30)
     assert isinstance(out[0], Stopped)
+
+
+def test_one_import_at_a_time_per_plan(tmp_path: Path) -> None:
+    scratch, _, _ = _scratch(tmp_path)
+    with pytest.raises(HubError, match="another kitfs import of the same repository is running"):
+        Scratch.open(tmp_path, scratch.plan, "k", "origin")
+    scratch.release()
+    Scratch.open(tmp_path, scratch.plan, "k", "origin").release()
