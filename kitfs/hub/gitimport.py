@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kitfs.config import Paths
 from kitfs.hub.errors import HubError
+from kitfs.hub.kitfiles import edit_dir, interactive, offer_edit
 from kitfs.hub.scratch import SCRATCH_SUBDIR
 from kitfs.hub.source import package_for
 from kitfs.kitfile import DEFAULT_NAMES
@@ -53,9 +54,15 @@ def import_git(
         _clone(url, ref, clone, token)
         _clean_git_metadata(clone)
         if kitfile_path is None and not any((clone / n).is_file() for n in DEFAULT_NAMES):
-            text = generate(list_directory(clone), package_for(repository)).to_yaml()
-            (clone / "Kitfile").write_text(text, encoding="utf-8")
-            say(f"Generated Kitfile:\n\n{text}")
+            kitfile = generate(list_directory(clone), package_for(repository))
+            say(f"Generated Kitfile:\n\n{kitfile.to_yaml()}")
+            if interactive():
+                kitfile = offer_edit(
+                    kitfile,
+                    lambda: edit_dir(paths.cache),
+                    lambda path: f"kitfs import {repository} --tool git -t {tag} -f {path}",
+                )
+            (clone / "Kitfile").write_text(kitfile.to_yaml(), encoding="utf-8")
         say(f"Packing model to {tag}")
         return pack(clone, paths, kitfile_path=kitfile_path, tag=tag, progress=progress)
     finally:

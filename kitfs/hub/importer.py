@@ -9,16 +9,15 @@ with the repository's name and owner in its package section.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from kitfs.config import Paths
-from kitfs.errors import KitfileError, UsageError
+from kitfs.errors import UsageError
 from kitfs.hub.errors import HubError
 from kitfs.hub.gitimport import DEFAULT_REF
 from kitfs.hub.hfapi import HubConfig, hub_config
+from kitfs.hub.kitfiles import edit_dir, interactive, load_kitfile, offer_edit
 from kitfs.hub.source import (
     TOOLS,
     default_tag,
@@ -28,7 +27,6 @@ from kitfs.hub.source import (
     on_endpoint,
     package_for,
 )
-from kitfs.kitfile import Kitfile
 from kitfs.pack import PackResult, resolve_target
 from kitfs.progress import ProgressSink
 from kitfs.reference import Reference
@@ -109,24 +107,13 @@ def _import_hf(
 
         kitfile = generate(listing.tree, package_for(repo))
         say(f"Generated Kitfile:\n\n{kitfile.to_yaml()}")
+        if interactive():
+            kitfile = offer_edit(
+                kitfile,
+                lambda: edit_dir(paths.cache),
+                lambda path: f"kitfs import {options.repository} -t {tag} -f {path}",
+            )
     say(f"Packing model to {tag}")
     result = import_listing(job, listing, kitfile, paths, progress, say)
     say(f"Model is packed as {tag}")
     return result
-
-
-def load_kitfile(source: str) -> Kitfile:
-    """kit's readExistingKitfile (or standard input for ``-``): parsed and validated."""
-    if source == "-":
-        if sys.stdin.isatty():
-            raise UsageError("no Kitfile piped on standard input (-f -)")
-        text, name = sys.stdin.buffer.read(), "Kitfile from standard input"
-    else:
-        try:
-            text, name = Path(source).read_bytes(), source
-        except OSError as exc:
-            raise HubError(f"failed to read Kitfile: {source}: {exc.strerror}") from None
-    try:
-        return Kitfile.from_yaml(text, name)
-    except KitfileError as exc:
-        raise HubError(f"kitfile ({name}) is invalid: {exc}") from None
