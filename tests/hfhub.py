@@ -69,6 +69,7 @@ class Hub:
     stalled: threading.Event = field(default_factory=threading.Event)  # a body is hanging
     release: threading.Event = field(default_factory=threading.Event)  # ends every hang
     raw_trees: dict[str, object] = field(default_factory=dict)  # directory -> listing sent as is
+    page_size: int = 0  # listings longer than this come in pages linked by Link: rel="next"
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     endpoint: str = ""
@@ -191,7 +192,15 @@ class _Handler(BaseHTTPRequestHandler):
         items = _items(repo, files, directory)
         if items is None:
             return self._json(404, {"error": f"Entry not found: {directory}"})
-        return self._json(200, items)
+        size = self.hub.page_size
+        if not size or len(items) <= size:
+            return self._json(200, items)
+        query = urlsplit(self.path).query
+        start = int(query.removeprefix("cursor=")) if query.startswith("cursor=") else 0
+        link = None
+        if start + size < len(items):
+            link = f'<{urlsplit(self.path).path}?cursor={start + size}>; rel="next"'
+        return self._json(200, items[start : start + size], link)
 
     def _resolve(self, parts: list[str], request: Request) -> None:
         org, name, rev, file_path = parts[0], parts[1], parts[3], "/".join(parts[4:])
@@ -258,9 +267,11 @@ class _Handler(BaseHTTPRequestHandler):
         request.sent += len(body)
         return None
 
-    def _json(self, status: int, value: object) -> None:
+    def _json(self, status: int, value: object, link: str | None = None) -> None:
         body = json.dumps(value).encode()
         self.send_response(status)
+        if link:
+            self.send_header("Link", link)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -30,6 +30,7 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 SKIPPED_NAMES = (".gitignore", ".gitattributes")
 MAX_DEPTH = 64
 MAX_LISTING_BYTES = 64 << 20
+MAX_PAGES = 10_000
 _SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _INVALID_REV = "Invalid rev id"
@@ -156,14 +157,14 @@ async def _fetch_tree(
     """Every item of one directory, following ``Link: rel="next"`` pages on the same host."""
     url: str | None = tree_url(config, repo, rev, directory)
     items: list[Any] = []
+    seen: set[str] = set()
     while url is not None:
-        try:
-            response = await client.get(url, headers=config.headers())
-        except httpx.TransportError as exc:
-            raise HubError(f"cannot reach {config.endpoint}: {exc or type(exc).__name__}") from None
-        body = response.content[:MAX_LISTING_BYTES]
-        if response.status_code != 200:
-            raise api_error(config, repo, rev, response.status_code, body, "list")
+        if url in seen or len(seen) >= MAX_PAGES:
+            raise HubError(f"{repo}: the Hub API's listing pages of {directory!r} do not end")
+        seen.add(url)
+        status, body, response = await _get_capped(client, config, url)
+        if status != 200:
+            raise api_error(config, repo, rev, status, body, "list")
         try:
             page = json.loads(body)
         except ValueError:
@@ -171,8 +172,28 @@ async def _fetch_tree(
         if not isinstance(page, list):
             raise HubError(f"{repo}: the Hub API answered a listing that is not a JSON list")
         items += page
+        if len(items) > MAX_ENTRIES:
+            raise HubError(f"{repo}: the repository lists more than {MAX_ENTRIES} files")
         url = _next_page(response, url)
     return items
+
+
+async def _get_capped(
+    client: httpx.AsyncClient, config: HubConfig, url: str
+) -> tuple[int, bytes, httpx.Response]:
+    """One GET whose body is read up to MAX_LISTING_BYTES (a larger one is refused)."""
+    try:
+        async with client.stream("GET", url, headers=config.headers()) as response:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_LISTING_BYTES:
+                    raise HubError(
+                        f"{url}: the Hub API's answer is larger than {MAX_LISTING_BYTES} bytes"
+                    )
+            return response.status_code, bytes(body), response
+    except httpx.TransportError as exc:
+        raise HubError(f"cannot reach {config.endpoint}: {exc or type(exc).__name__}") from None
 
 
 def _next_page(response: httpx.Response, url: str) -> str | None:

@@ -368,3 +368,17 @@ def test_a_success_drops_the_scratch_state_of_an_older_attempt(
     hub.repos[REPO].revisions["main"]["model.safetensors"] = payload(3 << 20, "new weights")
     ok(cli(home, "import", REPO))  # main moved on: another plan, and the old one is superseded
     assert list(scratch.iterdir()) == []
+
+
+def test_listing_pages_are_followed(hub: Hub, tmp_path: Path) -> None:
+    hub.page_size = 2
+    home = tmp_path / "home"
+    ok(cli(home, "import", REPO))
+    root = [
+        r
+        for r in hub.requests
+        if r.path.startswith(f"/api/models/{REPO}/tree/main") and r.path.count("/") == 6
+    ]
+    assert len(root) == 4  # 7 items at the top (3 directories, 4 files), 2 a page
+    files = unpacked(home, "acme/tiny-llm:latest", tmp_path / "out")
+    assert files == {k: v for k, v in FILES.items() if k != ".gitattributes"}
