@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from kitfs.config import Paths
 from kitfs.errors import UsageError
@@ -67,12 +68,21 @@ def run_import(
 
         url = git_url(options.repository, config.endpoint)
         result = import_git(
-            url, options.ref, options.token, options.kitfile, tag, paths, progress, say,
-            options.repository,
+            url, options.ref, git_token(url, config), options.kitfile, tag, paths, progress,
+            say, options.repository,
         )  # fmt: skip
         say(f"Model is packed as {tag}")
         return result
     return _import_hf(options, named, tag, target, config, paths, progress, say)
+
+
+def git_token(url: str, config: HubConfig) -> str | None:
+    """``--token`` for any git host (kit's rule); the Hub's token (HF_TOKEN, the token file) only
+    for a clone from the Hub itself, never sent to another host."""
+    if config.token_source == "--token":
+        return config.token
+    same_host = urlsplit(url).hostname == config.host if "://" in url else False
+    return config.token if same_host else None
 
 
 def _target(tag: str) -> Reference:

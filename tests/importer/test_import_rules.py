@@ -97,3 +97,15 @@ def test_generated_kitfile_from_a_hub_listing_matches_kits_case(
         (tmp_path / rel).write_bytes(data)
     from_dir = generate(list_directory(tmp_path), dict(package))
     assert generate(listing.tree, dict(package)).to_yaml() == from_dir.to_yaml()
+
+
+def test_git_gets_the_hub_token_only_for_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kitfs.hub.importer import git_token
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf.mirror.example")
+    monkeypatch.setenv("HF_TOKEN", "hf_env")
+    config = hub_config(None)
+    assert git_token("https://hf.mirror.example/org/repo", config) == "hf_env"
+    assert git_token("https://github.com/org/repo", config) is None
+    assert git_token("file:///srv/repo.git", config) is None
+    assert git_token("https://github.com/org/repo", hub_config("t")) == "t"  # --token: kit's rule
