@@ -55,7 +55,7 @@ class Transfer:
     stop: threading.Event
     report: Callable[[str, int], None]
     restart: Callable[[str], None]
-    refused: Callable[[int, bytes], HubError]
+    refused: Callable[[int, bytes, str], HubError]  # status, error body, file path
 
 
 class _Transient(Exception):
@@ -133,7 +133,7 @@ def _check_status(
         raise _Transient("the server refused to continue the file; starting it again")
     if status == 429 or status >= 500:
         raise _Transient(f"HTTP {status}")
-    raise transfer.refused(status, _head(response))
+    raise transfer.refused(status, _head(response), job.path)
 
 
 def _head(response: httpx.Response, limit: int = 4096) -> bytes:

@@ -145,8 +145,10 @@ def _download_and_seal(
             scratch.advance(key, amount)
             task.advance(amount)
 
-        def refused(status: int, body: bytes) -> HubError:
-            return api_error(job.config, job.repo, job.rev, status, body, "download a file of")
+        def refused(status: int, body: bytes, path: str) -> HubError:
+            if status == 404:
+                return HubError(f"{path} is listed but not found in {job.repo} at {job.rev}")
+            return api_error(job.config, job.repo, job.rev, status, body, f"download {path} of")
 
         transfer = fetch.Transfer(
             client,

@@ -382,3 +382,9 @@ def test_listing_pages_are_followed(hub: Hub, tmp_path: Path) -> None:
     assert len(root) == 4  # 7 items at the top (3 directories, 4 files), 2 a page
     files = unpacked(home, "acme/tiny-llm:latest", tmp_path / "out")
     assert files == {k: v for k, v in FILES.items() if k != ".gitattributes"}
+
+
+def test_a_listed_file_the_hub_cannot_serve_is_one_line(hub: Hub, tmp_path: Path) -> None:
+    hub.raw_trees[""] = [_valid("ghost.json", b"{}")]
+    line = fails(cli(tmp_path / "home", "import", REPO))
+    assert line == f"kitfs: ghost.json is listed but not found in {REPO} at main"
