@@ -69,7 +69,9 @@ class FileListing:
 class DirectoryListing:
     name: str
     path: str
-    context: Path
+    # Where the files can be read (license text, SKILL.md front matter); None for a listing of a
+    # remote repository, whose files kit has not downloaded when it generates the Kitfile.
+    context: Path | None
     files: list[FileListing] = field(default_factory=list)
     subdirs: list[DirectoryListing] = field(default_factory=list)
 
@@ -177,7 +179,7 @@ def _classify_files(
             continue
         if lower.startswith("license"):
             data.setdefault("docs", []).append({"path": f.path, "description": "License file"})
-            license_id = detect_license(listing.context / f.path)
+            license_id = _read_license(listing, f)
             if not license_id:
                 log.warning("Unable to determine license type")
             continue
@@ -291,7 +293,7 @@ def _skill_file(listing: DirectoryListing) -> FileListing | None:
 def _skill_prompt(listing: DirectoryListing) -> tuple[dict[str, Any], dict[str, str] | None]:
     prompt: dict[str, Any] = {"path": listing.path}
     skill = _skill_file(listing)
-    front = skill_frontmatter(listing.context / skill.path) if skill else None
+    front = _frontmatter(listing, skill) if skill else None
     if front:
         prompt = {
             "name": front.get("name", ""),
@@ -307,7 +309,7 @@ def _skill_package_metadata(data: dict[str, Any], listing: DirectoryListing) -> 
     for sub in listing.subdirs:
         skill = _skill_file(sub)
         if skill is not None:
-            front = skill_frontmatter(listing.context / skill.path)
+            front = _frontmatter(listing, skill)
             if front:
                 fronts.append(front)
     if not fronts:
@@ -323,6 +325,16 @@ def _skill_package_metadata(data: dict[str, Any], listing: DirectoryListing) -> 
             pkg["description"] = fronts[0].get("description", "")
     if not pkg.get("license") and fronts[0].get("license"):
         pkg["license"] = fronts[0]["license"]
+
+
+def _read_license(listing: DirectoryListing, f: FileListing) -> str:
+    return detect_license(listing.context / f.path) if listing.context is not None else ""
+
+
+def _frontmatter(listing: DirectoryListing, skill: FileListing) -> dict[str, str] | None:
+    if listing.context is None:
+        return None
+    return skill_frontmatter(listing.context / skill.path)
 
 
 def skill_frontmatter(path: Path) -> dict[str, str] | None:

@@ -203,12 +203,7 @@ def write_layer(
                 annotations.update(pins)
             raw.flush()
             os.fsync(raw.fileno())
-        desc = Descriptor(
-            fmt.media_type(_LAYER_KIND.get(entry.kind, entry.kind), compression),
-            blob_digest,
-            blob_size,
-            annotations={**annotations, **_subtype(entry.kind)},
-        )
+        desc = layer_descriptor(entry.kind, blob_digest, blob_size, annotations, compression, fmt)
         store.adopt_blob(tmp, desc.digest)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -271,6 +266,24 @@ def _write_spanned(
 
 # kit packs prompts as code layers marked with a subtype annotation (local-storage.go).
 _LAYER_KIND = {"prompt": "code"}
+
+
+def layer_descriptor(
+    kind: str,
+    blob_digest: str,
+    blob_size: int,
+    annotations: dict[str, str],
+    compression: str = "none",
+    fmt: PackFormat = KIT_TAR,
+) -> Descriptor:
+    """The descriptor of a tar layer for a Kitfile entry of ``kind`` (prompts are code layers
+    with kit's subtype annotation); ``annotations`` carry the file path and span-index pins."""
+    return Descriptor(
+        fmt.media_type(_LAYER_KIND.get(kind, kind), compression),
+        blob_digest,
+        blob_size,
+        annotations={**annotations, **_subtype(kind)},
+    )
 
 
 def _subtype(kind: str) -> dict[str, str]:
@@ -434,6 +447,18 @@ def _pack_into(
         )
     if not layers:
         log.warning("ModelKit contains no layers")
+    return store_modelkit(store, kitfile, layers, target, fmt)
+
+
+def store_modelkit(
+    store: LocalStore,
+    kitfile: Kitfile,
+    layers: list[Descriptor],
+    target: Reference,
+    fmt: PackFormat = KIT_TAR,
+) -> PackResult:
+    """Write the config and manifest for layers already in ``store`` and tag it: the last step of
+    pack, shared with import (kitfs.hub). ``kitfile``'s entries carry their digests and diffIds."""
     annotations = _manifest_annotations()
     created = annotations.get(CREATED_ANNOTATION)
     config_type, config = fmt.config(

@@ -25,6 +25,9 @@ class _NullTask:
     def advance(self, amount: int) -> None:
         pass
 
+    def describe(self, description: str) -> None:
+        pass
+
 
 class NullProgress:
     """Shows nothing: for scripts, pipes and library callers."""
@@ -40,6 +43,10 @@ class _RichTask:
 
     def advance(self, amount: int) -> None:
         self._progress.advance(self._id, amount)  # type: ignore[attr-defined]
+
+    def describe(self, description: str) -> None:
+        """A new label for the bar (an import counts its files in it)."""
+        self._progress.update(self._id, description=description)  # type: ignore[attr-defined]
 
 
 class RichProgress:
@@ -94,6 +101,9 @@ class _PlainTask:
     def _write(self, line: str) -> None:
         self._stream.write(line + "\n")
         self._stream.flush()
+
+    def describe(self, description: str) -> None:
+        self._description = description
 
     def advance(self, amount: int) -> None:
         self._done += amount

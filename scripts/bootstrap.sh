@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(fuse3 libfuse3-dev pkg-config docker-registry skopeo)
+SYSTEM_PACKAGES=(fuse3 libfuse3-dev pkg-config docker-registry skopeo git git-lfs)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do

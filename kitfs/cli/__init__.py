@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from kitfs import __version__
 from kitfs.cli import cache, index, local, mount, registry, signing, verbs
+from kitfs.cli import hub as hub_cli
 from kitfs.errors import KitfsError
 
 log = logging.getLogger("kitfs")
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.register(subparsers)
     signing.register(subparsers)
     verbs.register(subparsers)
+    hub_cli.register(subparsers)
     for verb in subparsers.choices.values():
         _add_persistent_flags(verb)
     return parser

@@ -350,6 +350,8 @@ class SpanWriter:
         self._on_span = on_span
         self.diff_hasher = hashlib.sha256()
         self.blob_hasher = hashlib.sha256()
+        # Uncompressed, the blob is the tar: one hash serves as digest and diffId.
+        self._plain = self._pack_compression == "none"
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)
@@ -393,7 +395,8 @@ class SpanWriter:
     def _emit(self, stored: bytes, plain: bytes) -> None:
         self._out.write(stored)
         self.blob_hasher.update(stored)
-        self.diff_hasher.update(plain)
+        if not self._plain:
+            self.diff_hasher.update(plain)
 
     def finish(self, entries: Sequence[TarEntry]) -> SpanIndex:
         """Cut the last span; the index of everything written so far."""
@@ -426,7 +429,8 @@ class SpanWriter:
 
     @property
     def diff_id(self) -> str:
-        return "sha256:" + self.diff_hasher.hexdigest()
+        hasher = self.blob_hasher if self._plain else self.diff_hasher
+        return "sha256:" + hasher.hexdigest()
 
 
 def pin(
