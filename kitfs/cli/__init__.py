@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kitfs import __version__
-from kitfs.cli import cache, index, local, mount, registry, signing, verbs
+from kitfs.cli import cache, csi, index, local, mount, registry, signing, verbs
 from kitfs.errors import KitfsError
 
 log = logging.getLogger("kitfs")
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.register(subparsers)
     signing.register(subparsers)
     verbs.register(subparsers)
+    csi.register(subparsers)
     for verb in subparsers.choices.values():
         _add_persistent_flags(verb)
     return parser
