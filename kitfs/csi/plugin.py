@@ -16,6 +16,7 @@ from pathlib import Path
 from kitfs.csi.spawner import Spawner
 from kitfs.csi.spec import NodeSettings
 from kitfs.csi.state import StateDir
+from kitfs.errors import UsageError
 from kitfs.storage.cache import BlobCache
 
 log = logging.getLogger(__name__)
@@ -35,16 +36,17 @@ class PluginConfig:
 
 def run(config: PluginConfig) -> int:
     """Serve the CSI plugin until SIGTERM or SIGINT; the volumes' daemons keep serving after."""
+    socket = socket_path(config.endpoint)
     BlobCache(config.node.cache_dir, config.node.cache_size).ensure()
     state = StateDir(config.state_dir).ensure()
     spawner = Spawner()
     try:
-        return _serve(config, state, spawner)
+        return _serve(config, socket, state, spawner)
     finally:
         spawner.close()
 
 
-def _serve(config: PluginConfig, state: StateDir, spawner: Spawner) -> int:
+def _serve(config: PluginConfig, socket: Path, state: StateDir, spawner: Spawner) -> int:
     from kitfs.csi.server import PluginInfo, listening
     from kitfs.csi.volumes import VolumeManager
 
@@ -54,7 +56,7 @@ def _serve(config: PluginConfig, state: StateDir, spawner: Spawner) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     info = PluginInfo(config.driver_name, config.node_id)
-    with listening(config.endpoint, info, volumes, ready):
+    with listening(socket, info, volumes, ready):
         repaired = volumes.repair()  # volumes whose daemon died while the plugin was away
         log.info("found %d volume(s), repaired %d", sum(1 for _ in state.records()), repaired)
         ready.set()
@@ -62,3 +64,18 @@ def _serve(config: PluginConfig, state: StateDir, spawner: Spawner) -> int:
             volumes.repair()
     log.info("CSI plugin stopped; published volumes stay mounted")
     return 0
+
+
+def socket_path(endpoint: str) -> Path:
+    """The unix socket path of a CSI endpoint (``unix:///csi/csi.sock`` or a plain path)."""
+    if endpoint.startswith("unix://"):
+        path = endpoint[len("unix://") :]
+    elif endpoint.startswith("unix:"):
+        path = endpoint[len("unix:") :]
+    elif "://" in endpoint:
+        raise UsageError(f"endpoint {endpoint!r}: CSI plugins listen on unix sockets only")
+    else:
+        path = endpoint
+    if not path.startswith("/"):
+        raise UsageError(f"endpoint {endpoint!r}: give an absolute socket path (unix:///...)")
+    return Path(path)

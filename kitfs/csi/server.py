@@ -25,7 +25,7 @@ from kitfs.csi import csi_pb2, csi_pb2_grpc
 from kitfs.csi.errors import CsiError, as_csi_error
 from kitfs.csi.spec import Capability, PublishRequest
 from kitfs.csi.volumes import VolumeManager
-from kitfs.errors import KitfsError, UsageError
+from kitfs.errors import KitfsError
 
 log = logging.getLogger(__name__)
 
@@ -142,27 +142,12 @@ def _answer(context: grpc.ServicerContext, call: Callable[[], T]) -> T:
     raise AssertionError("unreachable")  # context.abort raises
 
 
-def socket_path(endpoint: str) -> Path:
-    """The unix socket path of a CSI endpoint (``unix:///csi/csi.sock`` or a plain path)."""
-    if endpoint.startswith("unix://"):
-        path = endpoint[len("unix://") :]
-    elif endpoint.startswith("unix:"):
-        path = endpoint[len("unix:") :]
-    elif "://" in endpoint:
-        raise UsageError(f"endpoint {endpoint!r}: CSI plugins listen on unix sockets only")
-    else:
-        path = endpoint
-    if not path.startswith("/"):
-        raise UsageError(f"endpoint {endpoint!r}: give an absolute socket path (unix:///...)")
-    return Path(path)
-
-
 @contextlib.contextmanager
 def listening(
-    endpoint: str, info: PluginInfo, volumes: VolumeManager, ready: threading.Event
+    socket: Path, info: PluginInfo, volumes: VolumeManager, ready: threading.Event
 ) -> Iterator[grpc.Server]:
-    """A started gRPC server on ``endpoint``, stopped on leaving."""
-    path = socket_path(endpoint)
+    """A started gRPC server on the unix socket ``socket``, stopped on leaving."""
+    path = socket
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a socket left by a previous run
