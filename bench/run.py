@@ -62,7 +62,9 @@ HOW_TO_RUN = (
     "`--fleet` (with `--fleet-nodes`, `--fleet-mib`) runs only the fleet benchmark (bench/fleet.py) and "
     "rewrites only its section, which the other runs keep; "
     "`--coldpath` runs only the cold-path benchmark (bench/coldpath.py, its flags after `--coldpath`: "
-    "`--model-mib`, `--repeat`, `--compressions`, `--workdir`, `--output`) and rewrites only its section."
+    "`--model-mib`, `--repeat`, `--compressions`, `--workdir`, `--output`) and rewrites only its section; "
+    "`--csi` runs only the CSI publish benchmark (bench/csi.py, its flags after `--csi`: `--model-mib`, "
+    "`--repeat`, `--workdir`, `--output`, `--no-write`) and rewrites only its section."
 )
 
 
@@ -215,6 +217,10 @@ def main(argv: list[str]) -> int:
         import coldpath
 
         return coldpath.main(argv[1:])
+    if argv[:1] == ["--csi"]:
+        import csi
+
+        return csi.main(argv[1:])
     args = parse_args(argv)
     if args.fleet:
         import fleet
