@@ -183,6 +183,7 @@ def measure(work: Path, ref: str, repeat: int) -> dict[str, list[float]]:
 
 def section(runs: dict[str, list[float]], model_mib: int, command: str) -> str:
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     med = {k: statistics.median(v) for k, v in runs.items()}
 
     def cell(key: str) -> str:
@@ -193,7 +194,8 @@ def section(runs: dict[str, list[float]], model_mib: int, command: str) -> str:
         CSI_BEGIN,
         "## CSI: publish-to-readable, cold and warm, beside `kitfs mount`",
         "",
-        f"Measured {date} on the machine above (2 shared cores). A ModelKit with one {model_mib} MiB "
+        f"Measured {date} on the machine above (2 cores shared with other sessions; load average "
+        f"{load} at the end of the run). A ModelKit with one {model_mib} MiB "
         "model file, packed by kitfs, in a local docker-registry. Readable: the call returned "
         "(`kitfs mount`, or NodePublishVolume answered by `kitfs csi` over its unix socket) and the "
         "volume's Kitfile was read. Cold: an empty cache; warm: the ModelKit was mounted and read "

@@ -7,6 +7,7 @@ do not pay for them.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
@@ -91,6 +92,8 @@ def _cmd_csi(args: argparse.Namespace) -> int:
         raise UsageError("kitfs csi needs --node-id (or $NODE_ID), the node's name")
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        logging.getLogger("kitfs.csi").setLevel(logging.INFO)  # a plugin says what it does
     policy = args.policy or os.environ.get(POLICY_ENV) or None
     network = {
         "plain_http": args.plain_http,

@@ -67,20 +67,34 @@ class Spawner:
     once its mount is ready, or raises the daemon's error as a CsiError."""
 
     def __init__(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._socket = ours
         self._lock = threading.Lock()
-        self._process = subprocess.Popen(
+        self._socket, self._process = self._start()
+
+    @staticmethod
+    def _start() -> tuple[socket.socket, subprocess.Popen[bytes]]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        process = subprocess.Popen(
             [sys.executable, "-m", "kitfs.csi.spawner", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             close_fds=True,
         )
         theirs.close()
-        hello = self._socket.recv(MAX_MESSAGE)
-        if hello != b"hello":
-            self.close()
-            raise CsiError("INTERNAL", "the volume spawner did not start (see the plugin's log)")
+        if ours.recv(MAX_MESSAGE) != b"hello":
+            ours.close()
+            process.kill()
+            process.wait(10)
+            raise CsiError("UNAVAILABLE", "the volume spawner did not start (see the plugin's log)")
+        return ours, process
+
+    def _restart_if_gone(self) -> None:
+        """A spawner that died (killed, out of memory) is started again; its daemons live on."""
+        if self._process.poll() is not None:
+            log.warning(
+                "the volume spawner exited (%s): starting it again", self._process.returncode
+            )
+            self._socket.close()
+            self._socket, self._process = self._start()
 
     @property
     def pid(self) -> int:
@@ -101,6 +115,7 @@ class Spawner:
 
     def _fork(self, request: MountRequest) -> tuple[int, int]:
         with self._lock:
+            self._restart_if_gone()
             try:
                 self._socket.send(request.to_bytes())
                 message, fds, _flags, _addr = socket.recv_fds(self._socket, MAX_MESSAGE, 1)

@@ -102,6 +102,8 @@ class VolumeManager:
         except BaseException:
             if docker_config:
                 remove_docker_config(Path(docker_config))
+            with contextlib.suppress(OSError):
+                spec.target.rmdir()  # made above; nothing is mounted there
             raise
         log.info("published volume %s at %s (daemon %d)", spec.volume_id, spec.target, pid)
 

@@ -18,6 +18,8 @@ from helpers import payload
 from registry import RegistryServer
 from reliability.helpers import Kit, make_kit
 
+from kitfs.csi import csi_pb2
+
 FILES = {"model/weights.bin": payload(400_000, "csi-restart"), "docs/README.md": b"# restart\n"}
 KITFILE = """manifestVersion: 1.0.0
 package:
@@ -66,6 +68,17 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
     raise AssertionError(f"process {pid} did not exit")
 
 
+def spawner_of(plugin: Plugin) -> int:
+    """The plugin's one child process: its spawner."""
+    assert plugin.process is not None
+    pid = plugin.process.pid
+    children = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children.update((task / "children").read_text().split())
+    assert len(children) == 1, children
+    return int(children.pop())
+
+
 def blobs_of(kit: Kit) -> list[str]:
     manifest = kit.manifest()
     return [manifest["config"]["digest"], *(d["digest"] for d in manifest["layers"])]
@@ -111,6 +124,12 @@ def test_kill_9_of_the_plugin_and_of_a_daemon_then_restart(
 
     os.kill(plugin.daemon_pid(kept), signal.SIGKILL)  # a daemon dies while the plugin runs:
     wait_gone(kept_pid)
+    stats = plugin.node().NodeGetVolumeStats(
+        csi_pb2.NodeGetVolumeStatsRequest(volume_id="vol-kept", volume_path=str(kept))
+    )
+    assert stats.volume_condition.abnormal is True
+    assert "daemon is gone" in stats.volume_condition.message
+    os.kill(spawner_of(plugin), signal.SIGKILL)  # and the spawner too: it is started again
     plugin.publish(kept, kit.ref(), volume_id="vol-kept")  # the next publish repairs it
     assert served(kept) == FILES
     assert plugin.daemon_pid(kept) != kept_pid
