@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from kitfs.csi.errors import CsiError, error_classes, status_for
 from kitfs.errors import KitfsError
@@ -50,6 +51,7 @@ class MountRequest:
     target: str
     settings: Mapping[str, object]
     docker_config: str | None = None  # a directory holding the volume's config.json, if any
+    grants: str | None = None  # the access grants directory (kitfs.csi.access); None: no check
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -58,6 +60,7 @@ class MountRequest:
                 "target": self.target,
                 "settings": dict(self.settings),
                 "docker_config": self.docker_config,
+                "grants": self.grants,
             }
         ).encode()
 
@@ -173,6 +176,7 @@ def _ready_or_raise(answer: str, pid: int) -> int:
 
 def _preload() -> None:
     """Import what every daemon needs, once: a forked child then starts with it loaded."""
+    import kitfs.csi.access  # noqa: F401
     import kitfs.fs.daemon  # noqa: F401  (trio, pyfuse3, the layer store, operations)
     import kitfs.fs.registrysource  # noqa: F401  (httpx and the registry client)
     import kitfs.fs.verified  # noqa: F401
@@ -245,6 +249,12 @@ def _child(request: dict[str, object], pipe: int) -> int:
         )
         mounting._detach(options.log_path)
         mounting._configure_logging(options.debug, options.log_path)
+        if request.get("grants"):
+            import trio
+
+            from kitfs.csi.access import check_access
+
+            trio.run(check_access, options, Path(str(request["grants"])))
         from kitfs.fs.daemon import run
 
         run(options, notify)

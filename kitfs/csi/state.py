@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kitfs.atomic import write_atomic
+from kitfs.csi.access import ensure_salt
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,13 @@ class StateDir:
         self.root = root
         self.volumes = root / "volumes"
         self.secrets = root / "secrets"
+        self.grants = root / "grants"
 
     def ensure(self) -> StateDir:
         for directory in (self.root, self.volumes, self.secrets):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(directory, 0o700)
+        ensure_salt(self.grants)
         return self
 
     @staticmethod

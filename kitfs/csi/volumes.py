@@ -109,7 +109,11 @@ class VolumeManager:
 
     def _spawn(self, record: VolumeRecord) -> int:
         request = MountRequest(
-            record.reference, record.target, record.settings, record.docker_config
+            record.reference,
+            record.target,
+            record.settings,
+            record.docker_config,
+            grants=str(self.state.grants),
         )
         pid = self.spawner.mount(request)
         self.state.save(replace(record, pid=pid))

@@ -46,7 +46,8 @@ def test_a_private_registry_through_a_dockerconfigjson_secret(
     assert not is_mounted(target)
 
     secret = dockerconfigjson(auth_registry.host, auth_registry.username, auth_registry.password)
-    plugin.publish(target, kit.ref(), secrets={".dockerconfigjson": secret})
+    secrets = {".dockerconfigjson": secret}
+    plugin.publish(target, kit.ref(), secrets=secrets)
     assert (target / "model" / "model" / "weights.bin").read_bytes() == FILES["model/weights.bin"]
 
     record = plugin.records()[str(target)]
@@ -58,6 +59,18 @@ def test_a_private_registry_through_a_dockerconfigjson_secret(
     logs = plugin.log() + "".join(p.read_text() for p in (plugin.cache / "logs").glob("*.log"))
     assert auth_registry.password not in logs and token.decode() not in logs
     assert auth_registry.password not in json.dumps(plugin.records())
+
+    # Another pod without the secret gets nothing from the node's cache, by tag or by digest,
+    # even with refresh never: the registry decides, asked with that volume's credentials.
+    by_digest = f"{kit.registry}/{kit.repository}@{kit.digest}"
+    plugin.publish(plugin.target("pod-digest"), by_digest, volume_id="vol-3", secrets=secrets)
+    other = plugin.target("pod-without-secret")
+    for ref, attributes in ((by_digest, {}), (kit.ref(), {"refresh": "never"})):
+        code, message = status_of(
+            lambda: plugin.publish(other, ref, volume_id="vol-2", attributes=attributes)  # noqa: B023
+        )
+        assert code == grpc.StatusCode.PERMISSION_DENIED, message
+        assert not is_mounted(other)
 
     plugin.unpublish(target)
     assert not config_dir.exists()  # the credentials go with the volume

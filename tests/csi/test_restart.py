@@ -4,6 +4,8 @@ registry's access log). The kubelet is simulated by the gRPC client: none can ru
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import time
@@ -11,9 +13,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pullthrough
 import pytest
-from csi_plugin import Plugin
+from csi_plugin import Plugin, is_mounted, status_of
 from helpers import payload
 from registry import RegistryServer
 from reliability.helpers import Kit, make_kit
@@ -154,3 +157,15 @@ def test_the_registry_down_with_a_warm_cache(
     second = plugin.target("pod-offline")
     plugin.publish(second, kit.ref(), volume_id="vol-2")  # the tag's last digest, from the cache
     assert served(second) == FILES
+    # Credentials that the registry never granted this repository get nothing from the cache.
+    auth = base64.b64encode(b"mallory:guess").decode()
+    secret = json.dumps({"auths": {origin.host: {"auth": auth}}})
+    third = plugin.target("pod-other-tenant")
+    code, message = status_of(
+        lambda: plugin.publish(
+            third, kit.ref(), volume_id="vol-3", secrets={".dockerconfigjson": secret}
+        )
+    )
+    assert code == grpc.StatusCode.UNAVAILABLE, message
+    assert "never granted" in message
+    assert not is_mounted(third)
