@@ -57,9 +57,9 @@ def _serve(config: PluginConfig, socket: Path, state: StateDir, spawner: Spawner
         signal.signal(signum, lambda *_: stop.set())
     info = PluginInfo(config.driver_name, config.node_id)
     with listening(socket, info, volumes, ready):
+        ready.set()  # calls for a target wait for its repair (one lock per target)
         repaired = volumes.repair()  # volumes whose daemon died while the plugin was away
         log.info("found %d volume(s), repaired %d", sum(1 for _ in state.records()), repaired)
-        ready.set()
         while not stop.wait(config.repair_interval):
             volumes.repair()
     log.info("CSI plugin stopped; published volumes stay mounted")

@@ -120,6 +120,9 @@ def test_kill_9_of_the_plugin_and_of_a_daemon_then_restart(
 
     plugin.start()  # the same state directory: it finds both volumes, repairs the dead one
     assert plugin.daemon_pid(kept) == kept_pid
+    deadline = time.monotonic() + 30  # the repair runs just after the plugin reports ready
+    while plugin.daemon_pid(killed) == killed_pid and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert plugin.daemon_pid(killed) != killed_pid
     assert served(killed) == FILES
     plugin.publish(kept, kit.ref(), volume_id="vol-kept")  # idempotent after the restart
