@@ -213,11 +213,17 @@ def section(runs: dict[str, list[float]], model_mib: int, command: str) -> str:
         "the signing code loaded; a publish forks it, and the child resolves the tag (one manifest "
         "request; the config comes from the cache when warm) and mounts. `kitfs mount` pays a fresh "
         "interpreter and those imports on every mount.",
-        "- Both ask the registry what the tag names on every mount (refresh auto), so a warm publish "
-        "still makes one request to the registry.",
+        "- Both ask the registry what the tag names on every mount (refresh auto); a CSI publish also "
+        "asks for the manifest with the volume's own credentials first (kitfs/csi/access.py: the node "
+        "cache is shared), so a warm publish makes two small requests to the registry.",
         CSI_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def existing_section(path: Path) -> str | None:
+    """The CSI section of an existing report (the main run keeps it)."""
+    return report.existing_section(path, CSI_BEGIN, CSI_END)
 
 
 def main(argv: list[str]) -> int:

@@ -441,6 +441,11 @@ def render(
     )
     if kept_push:
         lines += [kept_push]
+    import csi
+
+    kept_csi = csi.existing_section(args.output or DEFAULT_OUTPUT)  # `--csi` runs write it
+    if kept_csi:
+        lines += [kept_csi]
     return "\n".join(lines)
 
 
