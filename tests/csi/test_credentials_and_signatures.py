@@ -128,3 +128,31 @@ def test_signature_policy_per_volume(plugin: Plugin, signed: tuple[Kit, Kit, Pat
     plugin.publish(target, good.ref(), attributes={"verifyKey": "good.pub"})
     assert (target / "model" / "model" / "weights.bin").read_bytes() == b"signed weights\n" * 100
     plugin.unpublish(target)
+
+
+def test_a_node_wide_policy_holds_for_every_volume(
+    plugin_factory,  # type: ignore[no-untyped-def]
+    signed: tuple[Kit, Kit, Path],
+    tmp_path: Path,
+) -> None:
+    good, unsigned, keys = signed
+    policy = tmp_path / "node-policy.json"
+    rule = {"type": "sigstoreSigned", "keyPath": str(keys / "good.pub")}
+    policy.write_text(json.dumps({"default": [rule]}))
+    plugin: Plugin = plugin_factory("--policy", str(policy))
+    (plugin.keys / "loose.json").write_text(
+        json.dumps({"default": [{"type": "insecureAcceptAnything"}]})
+    )
+    target = plugin.target("pod-node-policy")
+
+    code, message = status_of(lambda: plugin.publish(target, unsigned.ref()))
+    assert code == grpc.StatusCode.PERMISSION_DENIED, message
+    code, message = status_of(
+        lambda: plugin.publish(target, unsigned.ref(), attributes={"policy": "loose.json"})
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, message
+    assert "cannot replace" in message
+    assert not is_mounted(target)
+
+    plugin.publish(target, good.ref())
+    assert (target / "model" / "model" / "weights.bin").read_bytes() == b"signed weights\n" * 100

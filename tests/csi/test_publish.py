@@ -3,6 +3,7 @@ kubelet is simulated by the gRPC client generated from kitfs/csi/csi.proto: none
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from pathlib import Path
 
@@ -110,3 +111,20 @@ def test_a_read_only_access_mode_needs_no_readonly_flag(plugin: Plugin, kit: Kit
     plugin.publish(target, kit.ref(), readonly=False, cap=capability(Mode.MULTI_NODE_READER_ONLY))
     assert served(target) == FILES
     plugin.unpublish(target)
+
+
+def test_volumes_published_at_once_are_each_served(plugin: Plugin, kit: Kit) -> None:
+    targets = [plugin.target(f"pod-{i}") for i in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
+        calls = [
+            pool.submit(plugin.publish, t, kit.ref(), volume_id=f"vol-{i}")
+            for i, t in enumerate(targets)
+        ]
+        for call in calls:
+            call.result()
+    assert len({plugin.daemon_pid(t) for t in targets}) == len(targets)
+    for target in targets:
+        assert served(target) == FILES
+    for i, target in enumerate(targets):
+        plugin.unpublish(target, f"vol-{i}")
+    assert plugin.records() == {}

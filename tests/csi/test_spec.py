@@ -150,3 +150,50 @@ def test_unusable_secrets_are_invalid_arguments(secrets: dict[str, str]) -> None
     assert caught.value.code == "INVALID_ARGUMENT"
     for value in secrets.values():
         assert value not in str(caught.value) or len(value) < 3
+
+
+def test_kitfs_errors_map_to_the_status_codes_a_kubelet_reads() -> None:
+    from kitfs.csi.access import AccessUnknownError
+    from kitfs.csi.errors import as_csi_error
+    from kitfs.errors import (
+        AuthError,
+        InvalidReferenceError,
+        MountError,
+        NotFoundError,
+        TransientError,
+    )
+    from kitfs.signing import SignatureError
+    from kitfs.signing.policy import PolicyError
+
+    expected = {
+        InvalidReferenceError("x"): "INVALID_ARGUMENT",
+        PolicyError("x"): "INVALID_ARGUMENT",
+        NotFoundError("x"): "NOT_FOUND",
+        AuthError("x"): "PERMISSION_DENIED",
+        SignatureError("x"): "PERMISSION_DENIED",
+        TransientError("x"): "UNAVAILABLE",
+        AccessUnknownError("x"): "UNAVAILABLE",
+        MountError("x"): "INTERNAL",
+        CsiError("ALREADY_EXISTS", "x"): "ALREADY_EXISTS",
+    }
+    assert {type(e).__name__: as_csi_error(e).code for e in expected} == {
+        type(e).__name__: code for e, code in expected.items()
+    }
+
+
+def test_access_grants_name_the_credentials_without_holding_them() -> None:
+    from kitfs.csi.access import grant_name
+    from kitfs.reference import parse
+
+    ref = parse(REF)
+    salt = b"s" * 32
+    alice = grant_name(salt, ref, ("alice", "pw"))
+    assert alice == grant_name(salt, ref, ("alice", "pw"))
+    others = {
+        grant_name(salt, ref, ("alice", "other")),
+        grant_name(salt, ref, None),
+        grant_name(salt, parse("registry.example.com/acme/other:1.0"), ("alice", "pw")),
+        grant_name(b"t" * 32, ref, ("alice", "pw")),
+    }
+    assert alice not in others and len(others) == 4
+    assert "alice" not in alice and "pw" not in alice
