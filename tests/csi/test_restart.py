@@ -96,7 +96,12 @@ def test_two_volumes_of_one_modelkit_share_the_nodes_cache(
     plugin.publish(second, kit.ref(), volume_id="vol-2")
     assert served(second) == FILES
     assert plugin.daemon_pid(first) != plugin.daemon_pid(second)  # one daemon per volume
-    time.sleep(0.3)  # the access log line is written just after each response
+    deadline = time.monotonic() + 5  # a log line is written just after its response
+    while time.monotonic() < deadline:
+        if all(pullthrough.blob_bodies(origin)[d] for d in blobs_of(kit)):
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # and any second fetch would have landed by now
     bodies = pullthrough.blob_bodies(origin)
     assert {d: bodies[d] for d in blobs_of(kit)} == dict.fromkeys(blobs_of(kit), 1)
 
