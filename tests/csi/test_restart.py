@@ -145,6 +145,11 @@ def test_kill_9_of_the_plugin_and_of_a_daemon_then_restart(
     assert served(kept) == FILES
     assert plugin.daemon_pid(kept) != kept_pid
 
+    plugin.stop()  # SIGTERM: the plugin exits cleanly, its volumes stay served
+    assert plugin.process is not None and plugin.process.returncode == 0
+    assert served(kept) == FILES and served(killed) == FILES
+    plugin.start()
+
     repaired = plugin.daemon_pid(killed)
     os.kill(repaired, signal.SIGKILL)
     wait_gone(repaired)
