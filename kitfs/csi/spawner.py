@@ -120,18 +120,30 @@ class Spawner:
         with self._lock:
             self._restart_if_gone()
             try:
-                self._socket.send(request.to_bytes())
-                message, fds, _flags, _addr = socket.recv_fds(self._socket, MAX_MESSAGE, 1)
-            except OSError as exc:
-                raise CsiError("UNAVAILABLE", f"the volume spawner is gone: {exc}") from None
-        if not message or not fds:
-            raise CsiError("UNAVAILABLE", "the volume spawner is gone (see the plugin's log)")
+                message, fds = self._exchange(request)
+            except OSError:
+                # Died just now (its exit not yet seen by poll): wait for it, start a new one.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._process.wait(5)
+                self._restart_if_gone()
+                try:
+                    message, fds = self._exchange(request)
+                except OSError as exc:
+                    raise CsiError("UNAVAILABLE", f"the volume spawner is gone: {exc}") from None
         reply = json.loads(message)
-        if "error" in reply:
+        if "error" in reply or not fds:
             for fd in fds:
                 os.close(fd)
-            raise CsiError("INTERNAL", f"the volume spawner cannot fork: {reply['error']}")
+            raise CsiError("INTERNAL", f"the volume spawner cannot fork: {reply.get('error')}")
         return int(reply["pid"]), fds[0]
+
+    def _exchange(self, request: MountRequest) -> tuple[bytes, list[int]]:
+        """Send one request; the reply and the readiness pipe's read end (OSError: spawner gone)."""
+        self._socket.send(request.to_bytes())
+        message, fds, _flags, _addr = socket.recv_fds(self._socket, MAX_MESSAGE, 1)
+        if not message:
+            raise ConnectionResetError("the volume spawner closed its socket")
+        return message, fds
 
     def close(self) -> None:
         """Stop the spawner; the daemons it started keep serving."""

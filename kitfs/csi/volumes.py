@@ -86,9 +86,11 @@ class VolumeManager:
         except KitfsError as exc:
             raise as_csi_error(exc) from None
         _make_target(spec.target)
+        secret_dir = self.state.secret_dir(spec.target)
+        remove_docker_config(secret_dir)  # a previous publish's credentials, if any
         docker_config = None
         if auths is not None:
-            docker_config = str(write_docker_config(self.state.secret_dir(spec.target), auths))
+            docker_config = str(write_docker_config(secret_dir, auths))
         record = VolumeRecord(
             volume_id=spec.volume_id,
             target=str(spec.target),
@@ -100,8 +102,8 @@ class VolumeManager:
         try:
             pid = self._spawn(record)
         except BaseException:
-            if docker_config:
-                remove_docker_config(Path(docker_config))
+            remove_docker_config(secret_dir)
+            self.state.remove(spec.target)  # a record of a repaired volume that failed again
             with contextlib.suppress(OSError):
                 spec.target.rmdir()  # made above; nothing is mounted there
             raise
