@@ -168,8 +168,13 @@ class Plugin:
         readonly: bool = True,
         cap: csi_pb2.VolumeCapability | None = None,
         with_capability: bool = True,
+        inline: bool = True,
     ) -> csi_pb2.NodePublishVolumeResponse:
-        context = {"csi.storage.k8s.io/ephemeral": "true", "csi.storage.k8s.io/pod.name": "p"}
+        """A publish as the kubelet sends it for an inline volume (``inline``: it adds the pod's
+        attributes) or for a PersistentVolume (the PV's attributes only)."""
+        context = {}
+        if inline:
+            context = {"csi.storage.k8s.io/ephemeral": "true", "csi.storage.k8s.io/pod.name": "p"}
         if reference is not None:
             context["reference"] = reference
         context.update(attributes or {})

@@ -11,8 +11,15 @@ from csi_plugin import Mode, Plugin, capability, is_mounted, status_of
 from registry import RegistryServer, free_port
 from reliability.helpers import Kit, make_kit
 
+from kitfs.csi import csi_pb2
+
 FILES = {"model/weights.bin": b"w" * 4096}
 KITFILE = "manifestVersion: 1.0.0\npackage:\n  name: err\nmodel:\n  name: w\n  path: model\n"
+
+
+@pytest.fixture
+def plugin(shared_plugin: Plugin) -> Plugin:
+    return shared_plugin
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +87,17 @@ def test_an_unreachable_registry_with_nothing_cached_is_unavailable(plugin: Plug
     code, message = refused(plugin, target, f"127.0.0.1:{free_port()}/kitfs-csi/away:v1")
     assert code == grpc.StatusCode.UNAVAILABLE, message
     assert "unreachable" in message
+
+
+def test_unpublish_and_stats_need_their_ids(plugin: Plugin) -> None:
+    node = plugin.node()
+    code, message = status_of(
+        lambda: node.NodeUnpublishVolume(
+            csi_pb2.NodeUnpublishVolumeRequest(target_path=str(plugin.target("p")))
+        )
+    )
+    assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "volume_id is missing")
+    code, message = status_of(
+        lambda: node.NodeGetVolumeStats(csi_pb2.NodeGetVolumeStatsRequest(volume_id="v"))
+    )
+    assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "volume_path is missing")

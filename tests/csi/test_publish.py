@@ -32,6 +32,11 @@ datasets:
 """
 
 
+@pytest.fixture
+def plugin(shared_plugin: Plugin) -> Plugin:
+    return shared_plugin
+
+
 @pytest.fixture(scope="module")
 def kit(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Kit:
     base = tmp_path_factory.mktemp("csi-kit")
@@ -106,11 +111,28 @@ def test_unpublish_succeeds_while_a_reader_holds_a_file_open(plugin: Plugin, kit
         assert head + held.read() == FILES["model/weights.bin"]  # still served to the holder
 
 
-def test_a_read_only_access_mode_needs_no_readonly_flag(plugin: Plugin, kit: Kit) -> None:
+def test_a_static_persistent_volume_read_only_many(plugin: Plugin, kit: Kit) -> None:
+    """A PV's publish: its volumeHandle as volume_id, ReadOnlyMany as MULTI_NODE_READER_ONLY (no
+    readonly flag needed), its attributes only."""
     target = plugin.target("pod-rox")
-    plugin.publish(target, kit.ref(), readonly=False, cap=capability(Mode.MULTI_NODE_READER_ONLY))
-    assert served(target) == FILES
-    plugin.unpublish(target)
+    plugin.publish(
+        target,
+        kit.ref(),
+        volume_id="llama-3-1",
+        readonly=False,
+        cap=capability(Mode.MULTI_NODE_READER_ONLY),
+        inline=False,
+        attributes={"layout": "unpack"},
+    )
+    assert (target / "model" / "weights.bin").read_bytes() == FILES["model/weights.bin"]
+    assert (target / "data" / "train.csv").read_bytes() == FILES["data/train.csv"]
+    plugin.unpublish(target, "llama-3-1")
+    code, _ = status_of(
+        lambda: plugin.node().NodeGetVolumeStats(
+            csi_pb2.NodeGetVolumeStatsRequest(volume_id="llama-3-1", volume_path=str(target))
+        )
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
 
 
 def test_volumes_published_at_once_are_each_served(plugin: Plugin, kit: Kit) -> None:
