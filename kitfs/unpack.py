@@ -25,8 +25,8 @@ from kitfs.errors import (
     UsageError,
 )
 from kitfs.kitfile import Kitfile
+from kitfs.layers.pairing import LayerPair, LayerPairingError, pair_layers
 from kitfs.layers.tarindex import TarEntry
-from kitfs.modelpack import layer_kinds
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
 from kitfs.progress import NullProgress, ProgressSink
@@ -196,9 +196,6 @@ class SelectedLayer:
     prefix: str = ""  # where the tar's entries go, relative to the target ("" = the target)
 
 
-PROMPT_SUBTYPE_ANNOTATION = media.LAYER_SUBTYPE_ANNOTATION
-
-
 def legacy_prefix(kind: str, path: str) -> str:
     """Where kit unpacks a layer whose Kitfile entry records no digest (ModelKits from older kit).
 
@@ -226,45 +223,30 @@ def _under(prefix: str, name: str) -> str:
 def select_layers(
     manifest: Manifest, kitfile: Kitfile, filters: list[Filter]
 ) -> list[SelectedLayer]:
-    """Pair each layer with its Kitfile entry (by kind, in order) and keep those the filters select."""
-    counters: dict[str, int] = {}
-    model = kitfile.model or {}
-    sections = {
-        "model": [model] if model else [],
-        "modelpart": list(model.get("parts") or []),
-        "code": kitfile.section("code"),
-        "dataset": [d for d in kitfile.section("datasets") if not d.get("remotePath")],
-        "docs": kitfile.section("docs"),
-        "prompt": kitfile.section("prompts"),
-        "mcpserver": kitfile.section("mcpServers"),
-    }
-    selected = []
-    for desc, kind in zip(manifest.layers, layer_kinds(manifest), strict=True):
-        layer_type = media.parse_layer_media_type(desc.media_type)
-        if layer_type is None or kind is None:
-            log.warning("unknown media type %s: skipping unpack", desc.media_type)
-            continue
-        layer_type = replace(layer_type, kind=kind)
-        if desc.annotations.get(PROMPT_SUBTYPE_ANNOTATION) == media.LAYER_SUBTYPE_PROMPT:
-            # kit's prompts travel as code layers; they pair with the Kitfile's prompts.
-            layer_type = replace(layer_type, kind="prompt")
-        index = counters.get(layer_type.kind, 0)
-        counters[layer_type.kind] = index + 1
-        entries = sections[layer_type.kind]
-        entry = entries[index] if index < len(entries) else {}
-        recorded = entry.get("digest")
-        if recorded and recorded != desc.digest:
-            raise UnpackError(
-                f"digest in config and manifest do not match in {layer_type.kind} layer {index}"
-            )
-        if layer_selected(filters, layer_type.kind, entry):
-            prefix = (
-                ""
-                if recorded or not entry or layer_type.raw
-                else legacy_prefix(layer_type.kind, str(entry.get("path", "")))
-            )
-            selected.append(SelectedLayer(desc, layer_type.kind, entry, layer_type, prefix))
-    return selected
+    """Pair each layer with its Kitfile entry (by kind, in order: ``kitfs.layers.pairing``) and
+    keep those the filters select."""
+    try:
+        pairing = pair_layers(manifest, kitfile)
+    except LayerPairingError as exc:
+        raise UnpackError(
+            f"digest in config and manifest do not match in {exc.kind} layer {exc.number}"
+        ) from None
+    for desc in pairing.skipped:
+        log.warning("unknown media type %s: skipping unpack", desc.media_type)
+    return [
+        _selected(pair) for pair in pairing.pairs if layer_selected(filters, pair.kind, pair.entry)
+    ]
+
+
+def _selected(pair: LayerPair) -> SelectedLayer:
+    """The layer to unpack, with where kit puts its entries."""
+    entry, layer_type = pair.entry, pair.layer_type
+    prefix = (
+        ""
+        if pair.recorded_digest or not entry or layer_type.raw
+        else legacy_prefix(pair.kind, str(entry.get("path", "")))
+    )
+    return SelectedLayer(pair.descriptor, pair.kind, entry, layer_type, prefix)
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def test_a_local_mount_source_loads_no_http_client(home: Path, tmp_path: Path) -
         "import sys\n"
         "from pathlib import Path\n"
         "from kitfs.config import Paths\n"
-        "from kitfs.fs.source import open_source\n"
+        "from kitfs.fs.sourcechoice import open_source\n"
         "from kitfs.storage.cache import BlobCache\n"
         f"cache = BlobCache(Path({str(tmp_path / 'cache')!r})).ensure()\n"
         f"source = open_source({REF!r}, Paths.resolve({str(home)!r}), cache)\n"

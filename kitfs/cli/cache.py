@@ -116,7 +116,7 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
     import trio
 
     from kitfs.config import check_refresh
-    from kitfs.fs.mount import parse_size
+    from kitfs.fs.options import parse_size
     from kitfs.fs.prefetch import prefetch
     from kitfs.unpack import Filter
 

@@ -7,7 +7,8 @@ import sys
 
 from kitfs.cli.common import add_network_flags
 from kitfs.cli.signing import add_policy_flags
-from kitfs.fs.mount import build_options, mount, parse_option_list, unmount
+from kitfs.fs.mount import mount, unmount
+from kitfs.fs.options import build_options, parse_option_list
 from kitfs.fs.tree import LAYOUTS
 
 

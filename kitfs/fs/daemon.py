@@ -18,9 +18,11 @@ import trio
 
 from kitfs.errors import MountError
 from kitfs.fs.layerstore import LayerStore
-from kitfs.fs.mount import MountOptions, Notify, find_mount, fuse_options
+from kitfs.fs.mounttable import find_mount
 from kitfs.fs.operations import KitfsOperations
-from kitfs.fs.source import Source, open_source
+from kitfs.fs.options import MountOptions, Notify, fuse_options
+from kitfs.fs.source import Source
+from kitfs.fs.sourcechoice import open_source
 from kitfs.fs.tree import MountTree
 from kitfs.progress import ProgressSink, progress_for
 from kitfs.storage.cache import BlobCache

@@ -42,6 +42,7 @@ from kitfs.layers.spanindex import (
     trailing_allowance,
 )
 from kitfs.layers.tarindex import TarEntry
+from kitfs.oci.sink import BufferSink
 from kitfs.onepass import read_while_downloading
 from kitfs.progress import NullProgress, ProgressSink
 from kitfs.storage.cache import BlobCache, LayerRecord, PinnedTar
@@ -208,14 +209,10 @@ class LayerStore:
         data = await trio.to_thread.run_sync(self.cache.read_blob, location.digest)
         if data is not None:
             return data
-        parts: list[bytes] = []
-
-        async def keep(chunk: bytes) -> None:
-            parts.append(chunk)
-
+        sink = BufferSink(location.size)
         async with self._downloads:
-            await self.source.stream_range(slot.descriptor, location.offset, location.size, keep)
-        return b"".join(parts)
+            await self.source.stream_range(slot.descriptor, location.offset, location.size, sink)
+        return bytes(sink.data)
 
     async def _record(self, slot: LayerSlot) -> LayerRecord:
         record = self._records.get(slot.digest)

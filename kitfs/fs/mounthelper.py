@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 
 from kitfs.errors import KitfsError, UsageError
-from kitfs.fs.mount import build_options, mount, parse_option_list
+from kitfs.fs.mount import mount
+from kitfs.fs.options import build_options, parse_option_list
 
 EXIT_USAGE = 1
 EXIT_FAILURE = 32

@@ -16,7 +16,7 @@ import trio
 from kitfs.config import Paths
 from kitfs.errors import UsageError
 from kitfs.fs.layerstore import LayerStore
-from kitfs.fs.source import open_source
+from kitfs.fs.sourcechoice import open_source
 from kitfs.fs.tree import LayerSlot, layer_slots
 from kitfs.oci.client import RegistryOptions
 from kitfs.offline import Refresh

@@ -17,7 +17,6 @@ from kitfs.errors import DigestMismatchError, NotFoundError, StorageError
 from kitfs.fs.source import (
     MAX_CONFIG_SIZE,
     TAG_TTL,
-    Consumer,
     Progress,
     ResolvedModelKit,
     Source,
@@ -29,6 +28,7 @@ from kitfs.oci.download import Tee
 from kitfs.oci.endpoints import open_client
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError
 from kitfs.oci.options import RegistryOptions
+from kitfs.oci.sink import Sink
 from kitfs.oci.tags import model_tags
 from kitfs.offline import CachedResolver
 from kitfs.reference import Reference
@@ -142,19 +142,19 @@ class RegistrySource(Source):
         desc: Descriptor,
         offset: int,
         length: int,
-        consume: Consumer,
+        sink: Sink,
         *,
         origin_only: bool = False,
     ) -> int:
         if self.local_blob(desc) is not None:
-            return await super().stream_range(desc, offset, length, consume)
+            return await super().stream_range(desc, offset, length, sink)
         if self.resolver.refresh == "never":
             raise NotFoundError(
                 f"bytes of layer {desc.digest} of {self.description} are not in the cache "
                 f"{self.cache.root} (--refresh never: the registry is not asked)"
             )
         return await self.client.stream_blob_range(
-            self.ref.repository, desc.digest, offset, length, consume, origin_only=origin_only
+            self.ref.repository, desc.digest, offset, length, sink, origin_only=origin_only
         )
 
 

@@ -2,7 +2,8 @@
 
 A source resolves a tag or digest to a verified manifest and Kitfile, lists the repository's tags
 (for a repository mount), and gets layer blobs: in place when the bytes are already on this machine
-(local storage, an OCI layout written by ``skopeo copy ... oci:DIR:TAG``), else downloaded.
+(local storage, an OCI layout written by ``skopeo copy ... oci:DIR:TAG``), else downloaded. Which
+source a mount reference names is ``kitfs.fs.sourcechoice.open_source``.
 """
 
 from __future__ import annotations
@@ -11,36 +12,32 @@ import datetime
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
 import trio
 
-from kitfs.config import Paths, Refresh
 from kitfs.errors import (
     DigestMismatchError,
     MountError,
     NotFoundError,
     StorageError,
 )
-from kitfs.fs.ocireference import OCI_PREFIX, parse_oci_reference
+from kitfs.fs.ocireference import OCI_PREFIX
 from kitfs.kitfile import Kitfile
 from kitfs.modelpack import kitfile_for
 from kitfs.oci.download import Tee
 from kitfs.oci.manifest import Descriptor, Manifest, ManifestError, sha256_digest
-from kitfs.oci.options import RegistryOptions
+from kitfs.oci.sink import Sink
 from kitfs.oci.tags import model_tags
-from kitfs.reference import Reference, is_digest, is_valid_tag, parse
-from kitfs.storage.cache import BlobCache
+from kitfs.reference import Reference, is_digest, is_valid_tag
 from kitfs.storage.local import LocalStore
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
-Consumer = Callable[[bytes], Awaitable[None]]
-RANGE_CHUNK = 1 << 20
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 CREATED_ANNOTATION = "org.opencontainers.image.created"
 TAG_TTL = 10.0  # seconds a tag's manifest (and the tag list) is trusted before asking again
@@ -81,19 +78,20 @@ def modelkit_from(name: str, digest: str, manifest: Manifest, config: bytes) -> 
     return ResolvedModelKit(name, digest, manifest, kitfile, created_ns(manifest))
 
 
-async def stream_file_range(path: Path, offset: int, length: int, consume: Consumer) -> int:
-    """Pass bytes of a local file to ``consume`` in 1 MiB pieces (read in a worker thread)."""
-    fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+def read_file_range(path: Path, offset: int, length: int, sink: Sink) -> int:
+    """Pass bytes of a local file to ``sink``, read straight into its buffers (blocking: call in
+    a worker thread); return how many there were."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         done = 0
         while done < length:
-            data = await trio.to_thread.run_sync(
-                os.pread, fd, min(RANGE_CHUNK, length - done), offset + done
-            )
-            if not data:
+            target = sink.buffer()
+            target = target[: length - done] if len(target) > length - done else target
+            count = os.preadv(fd, [target], offset + done)
+            if not count:
                 break
-            done += len(data)
-            await consume(data)
+            sink.filled(count)
+            done += count
         return done
     finally:
         os.close(fd)
@@ -149,17 +147,17 @@ class Source:
         desc: Descriptor,
         offset: int,
         length: int,
-        consume: Consumer,
+        sink: Sink,
         *,
         origin_only: bool = False,
     ) -> int:
-        """Pass bytes [offset, offset + length) of a blob to ``consume``, unverified (the caller
-        checks them against a span index); return how many there were. ``origin_only`` skips
-        mirrors (bytes a mirror served failed their digest)."""
+        """Pass bytes [offset, offset + length) of a blob to ``sink`` (kitfs.oci.handoff), in a
+        worker thread, unverified (the caller checks them against a span index); return how many
+        there were. ``origin_only`` skips mirrors (bytes a mirror served failed their digest)."""
         path = self.local_blob(desc)
         if path is None:
             raise NotFoundError(f"layer {desc.digest} of {self.description} is missing")
-        return await stream_file_range(path, offset, length, consume)
+        return await trio.to_thread.run_sync(read_file_range, path, offset, length, sink)
 
     def name_for(self, reference: str) -> str:
         return f"{self.description}{'@' if is_digest(reference) else ':'}{reference}"
@@ -289,28 +287,3 @@ class OciLayoutSource(Source):
     def local_blob(self, desc: Descriptor) -> Path | None:
         path = self._blob_path(desc.digest)
         return path if path.is_file() else None
-
-
-# -- choosing a source ------------------------------------------------------------------------
-
-
-def open_source(
-    text: str,
-    paths: Paths,
-    cache: BlobCache,
-    registry_options: RegistryOptions | None = None,
-    refresh: Refresh = "auto",
-) -> Source:
-    """The source a mount reference names (no I/O yet; enter it with ``async with``)."""
-    if text.startswith(OCI_PREFIX):
-        root, target = parse_oci_reference(text)
-        if not root.is_dir():
-            raise NotFoundError(f"OCI layout directory {root} does not exist")
-        return OciLayoutSource(root, target)
-    ref = parse(text)
-    store = LocalStore(paths.storage)
-    if ref.is_local:
-        return LocalStorageSource(ref, store)
-    from kitfs.fs.registrysource import open_registry_source  # httpx loads for registries only
-
-    return open_registry_source(ref, paths, store, cache, registry_options, refresh)

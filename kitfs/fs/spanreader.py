@@ -14,12 +14,14 @@ place: a span is hashed where it lies the first time it is needed, and then read
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import logging
 import os
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from cachetools import TTLCache
 
 from kitfs.errors import DigestMismatchError, KitfsError
 from kitfs.fs.source import Source
+from kitfs.fs.spansink import SpanRunSink
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.spanindex import Span, SpanIndex, SpanIndexError, decode_member
 from kitfs.layers.tarindex import BLOCK, TarEntry, header_mismatch
@@ -38,12 +41,24 @@ log = logging.getLogger(__name__)
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 # A registry spends milliseconds on each request (distribution 2.8 on loopback: a 4 MiB range
 # comes at a quarter of a whole-blob GET's rate), so read-ahead asks for large runs, several at once.
-MAX_RUN_BYTES = 32 << 20  # one Range request fetches at most this much (runs go in parallel)
-READAHEAD_BYTES = 128 << 20  # a sequential reader gets this much fetched ahead of it
+MAX_RUN_BYTES = 16 << 20  # one Range request fetches at most this much (runs go in parallel)
+MIN_RUN_BYTES = 8 << 20  # read-ahead waits until it has this much to ask for (or the file ends)
+READAHEAD_START = 8 << 20  # a new sequential stream gets this much fetched ahead of it ...
+READAHEAD_MAX = 128 << 20  # ... doubling on each read that continues it, up to this
 STREAMS = 16  # sequential streams remembered per layer (several readers of one layer)
 RUN_ATTEMPTS = 3  # a run that ends short is asked for again this many times
 OPEN_SPANS = 64  # span files held open per layer
 FAILURE_TTL = 5.0
+
+
+@dataclass
+class _Stream:
+    """A sequential reader of one file: where its last read ended, how far ahead of it to fetch,
+    and the last span a read-ahead asked for (spans up to it are here or on their way)."""
+
+    end: int
+    window: int
+    horizon: int = -1
 
 
 class SpanError(KitfsError):
@@ -80,10 +95,14 @@ class SpanReader:
         self._have: set[int] = set()
         self._mismatched: dict[int, str] = {}  # spans whose bytes failed their digest, and why
         self._unsynced: dict[int, Path] = {}  # spans served from their temp file until synced
-        self._ends: deque[int] = deque(maxlen=STREAMS)
-        self._horizon = -1  # the last span a read-ahead asked for
+        self._streams: OrderedDict[int, _Stream] = OrderedDict()  # by where their last read ended
         self._span_files: dict[int, str] = {}
-        self._file_starts = {e.offset for e in index.entries if e.size > index.span_size}
+        files = sorted((e.offset, e.offset + e.size) for e in index.entries if e.size)
+        self._file_starts = [start for start, _ in files]
+        self._file_ends = [end for _, end in files]
+        self._window_cap = READAHEAD_MAX
+        if cache.max_size is not None:  # read-ahead never crowds out what readers asked for
+            self._window_cap = max(index.span_size, min(READAHEAD_MAX, cache.max_size // 4))
         self._checked: set[tuple[int, str]] = set()
         self.fetched_spans = 0  # spans this reader fetched and verified (for logs and tests)
         if index.compression == "none":
@@ -269,36 +288,56 @@ class SpanReader:
         return runs
 
     def _read_ahead(self, offset: int, size: int, positions: range) -> None:
-        """For a reader going forward (it starts a large file, or continues where a read ended),
-        fetch the next READAHEAD_BYTES in the background, in runs big enough to be worth a request."""
-        # The kernel keeps a read or two in flight ahead of a sequential reader: a read that starts
-        # where one ended, or up to two read sizes further, continues a stream.
-        sequential = offset in self._file_starts or any(
-            end <= offset <= end + 2 * size for end in self._ends
-        )
-        self._ends.append(offset + size)
-        if not sequential or self._spawn is None:
+        """For a reader going forward through a file, fetch ahead of it in the background, as the
+        kernel reads ahead: a read at a file's start, or one that continues where a read ended,
+        opens or continues a stream whose window starts small and doubles on each continuing
+        read; read-ahead never passes the end of the file being read."""
+        stream = self._continue_stream(offset, size)
+        file_end = self._file_end(offset)
+        if stream is None or file_end is None or self._spawn is None:
             return
         spans = self.index.spans
-        ahead, budget, missing = [], READAHEAD_BYTES, 0
-        position = first = positions[-1] + 1
-        # Spans up to the last one an earlier read-ahead asked for are on their way or here:
-        # start after it (each read looking at all of them again cost a stat per span).
-        if first <= self._horizon < len(spans) and spans[self._horizon].offset < (
-            spans[first].offset + budget
-        ):
-            position = self._horizon + 1
-            budget -= spans[self._horizon].end - spans[first].offset
-        while position < len(spans) and budget > 0:
+        limit = min(file_end, offset + size + stream.window)
+        position = max(positions[-1], stream.horizon) + 1
+        ahead, missing = [], 0
+        while position < len(spans) and spans[position].offset < limit:
             if position not in self._inflight and not self._ready(position):
                 ahead.append(position)
                 missing += spans[position].blob_size
-            budget -= spans[position].size
             position += 1
+        whole = position >= len(spans) or spans[position].offset >= file_end
         urgent = bool(ahead) and ahead[0] == positions[-1] + 1
-        if ahead and (urgent or missing >= MAX_RUN_BYTES or position == len(spans)):
-            self._horizon = ahead[-1]
+        if ahead and (urgent or missing >= MIN_RUN_BYTES or whole):
+            stream.horizon = ahead[-1]
             self._spawn(lambda: self._prefetch(ahead))
+
+    def _continue_stream(self, offset: int, size: int) -> _Stream | None:
+        """The stream this read continues (its window grown) or opens; None for a random read.
+        The kernel keeps a read or two in flight ahead of a sequential reader: a read that starts
+        where one ended, or up to two read sizes further, continues a stream."""
+        stream = None
+        for end in self._streams:
+            if end <= offset <= end + 2 * size:
+                stream = self._streams.pop(end)
+                stream.window = min(self._window_cap, stream.window * 2)
+                break
+        if stream is None:
+            index = bisect.bisect_left(self._file_starts, offset)
+            if index == len(self._file_starts) or self._file_starts[index] != offset:
+                return None
+            stream = _Stream(offset, min(self._window_cap, READAHEAD_START))
+        stream.end = offset + size
+        self._streams[stream.end] = stream
+        while len(self._streams) > STREAMS:
+            self._streams.popitem(last=False)
+        return stream
+
+    def _file_end(self, offset: int) -> int | None:
+        """The end of the data of the file whose bytes hold ``offset`` (None between files)."""
+        index = bisect.bisect_right(self._file_starts, offset) - 1
+        if index < 0 or offset >= self._file_ends[index]:
+            return None
+        return self._file_ends[index]
 
     async def _prefetch(self, positions: list[int]) -> None:
         with contextlib.suppress(KitfsError):
@@ -347,83 +386,80 @@ class SpanReader:
                 self._fail(position, reason)
 
     async def _stream(self, pending: list[int], *, origin_only: bool = False) -> list[int]:
-        """One request for the spans in ``pending``; the ones it did not deliver."""
+        """One request for the spans in ``pending``; the ones it did not deliver. The bytes are
+        received, verified and stored in a worker thread (kitfs.fs.spansink); each span is
+        reported to :meth:`_arrived` on the event loop as it completes."""
         spans = [self.index.spans[p] for p in pending]
-        pieces: list[bytes | memoryview] = []  # the current span's bytes so far (joined once)
-        held = 0
-        done = 0
-
-        async def consume(chunk: bytes) -> None:
-            nonlocal done, held
-            pieces.append(chunk)
-            held += len(chunk)
-            while done < len(spans) and held >= spans[done].blob_size:
-                size = spans[done].blob_size
-                joined = memoryview(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-                data, rest = joined[:size], joined[size:]  # views: no copy
-                pieces[:] = [rest] if len(rest) else []
-                held = len(rest)
-                if await self._accept(pending[done], data):
-                    event = self._inflight.pop(pending[done], None)
-                    if event is not None:
-                        event.set()  # readers waiting for this span go on while the run goes on
-                done += 1
-
+        sink = SpanRunSink(
+            spans,
+            pending,
+            self._verify_and_store,
+            self._arrived,
+            trio.lowlevel.current_trio_token(),
+        )
         start, end = spans[0].blob_offset, spans[-1].blob_end
         await self.source.stream_range(
-            self.slot.descriptor, start, end - start, consume, origin_only=origin_only
+            self.slot.descriptor, start, end - start, sink, origin_only=origin_only
         )
-        return pending[done:]
+        return pending[sink.done :]
 
-    async def _accept(self, position: int, data: bytes | memoryview) -> bool:
-        """Verify a span's bytes against the index; store it (or mark it verified in place)."""
-        span = self.index.spans[position]
-        try:
-            await trio.to_thread.run_sync(self._verify_and_store, position, span, data)
-        except (DigestMismatchError, SpanIndexError) as exc:
-            # Wrong bytes never reach a reader: the span is asked for again from the origin when
-            # the run ends (then fails), and the rest of the run goes on.
-            self._mismatched[position] = f"{self.slot.label} (layer {self.slot.digest}): {exc}"
-            return False
-        self.fetched_spans += 1
-        if position in self._unsynced:
-            self._have.add(position)
-
-            async def persist() -> None:
-                temp = self._unsynced[position]
-                with trio.CancelScope(shield=True):  # an unmount waits for it: the span stays
-                    await trio.to_thread.run_sync(self._persist, position, temp)
-                if self._unsynced.get(position) == temp:
-                    del self._unsynced[position]
-
-            if self._spawn is not None:
-                self._spawn(persist)
+    def _arrived(
+        self, position: int, temp: Path | None, problem: str | None, mismatch: bool
+    ) -> None:
+        """A span of a run was received and checked (on the event loop, in order)."""
+        if problem is not None:
+            reason = f"{self.slot.label} (layer {self.slot.digest}): {problem}"
+            if mismatch:
+                # Wrong bytes never reach a reader: the span is asked for again from the origin
+                # when the run ends (then fails), and the rest of the run goes on.
+                self._mismatched[position] = reason
             else:
-                await persist()
-        return True
+                self._fail(position, reason)
+            return
+        self.fetched_spans += 1
+        self._have.add(position)
+        if temp is not None:
+            self._unsynced[position] = temp
+            if self._spawn is not None:
+                self._spawn(lambda: self._persist_soon(position, temp))
+        event = self._inflight.pop(position, None)
+        if event is not None:
+            event.set()  # readers waiting for this span go on while the run goes on
 
-    def _verify_and_store(self, position: int, span: Span, data: bytes | memoryview) -> None:
+    async def _persist_soon(self, position: int, temp: Path) -> None:
+        with trio.CancelScope(shield=True):  # an unmount waits for it: the span stays
+            await trio.to_thread.run_sync(self._persist, position, temp)
+        if self._unsynced.get(position) == temp:
+            del self._unsynced[position]
+
+    def _verify_and_store(self, position: int, span: Span, data: memoryview) -> Path | None:
+        """Check a span's bytes against the index and write them (decompressed) to a temp file;
+        None when the layer is read in place. Runs in a worker thread; raises
+        DigestMismatchError or SpanIndexError for bytes that must not be used."""
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != span.digest:
             raise DigestMismatchError(span.digest, actual, f"span {position} at byte {span.offset}")
         if self._in_place is not None:
-            self._have.add(position)
-            return
+            return None
         plain = decode_member(data, self.index.compression, span.size)
         if len(plain) != span.size:
             raise SpanIndexError(f"span {position} holds {len(plain)} bytes, not {span.size}")
         temp = self.cache.temp_path("span")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            with open(temp, "wb") as out:
-                out.write(plain)
+            view = memoryview(plain)
+            while len(view):
+                view = view[os.write(fd, view) :]
         except BaseException:
+            os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
             raise
+        os.close(fd)
         # This reader serves the span from its temp file at once. A cached span is served by
         # later mounts without hashing it again (its name is the digest of its compressed
         # bytes), so it gets that name only once it is on disk: _persist, in the background.
-        self._unsynced[position] = temp
+        return temp
 
     def _open(self, position: int) -> tuple[int, Path]:
         """An fd on a readable span's bytes: its temp file until it is synced, then its cache

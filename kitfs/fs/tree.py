@@ -29,8 +29,8 @@ from cachetools import LRUCache
 
 from kitfs.errors import KitfsError
 from kitfs.kitfile import Kitfile, is_modelkit_reference
+from kitfs.layers.pairing import LayerPair, LayerPairingError, pair_layers
 from kitfs.layers.tarindex import TarEntry
-from kitfs.modelpack import layer_kinds
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
 
@@ -152,55 +152,33 @@ def _join(base: str, name: str) -> str:
 
 
 def layer_slots(manifest: Manifest, kitfile: Kitfile) -> list[LayerSlot]:
-    """Pair each layer with its Kitfile entry, by kind and in order, as ``kit unpack`` does.
-
-    A layer whose media type is not a ModelKit or ModelPack layer is left out, as ``kit unpack``
-    skips it; several ModelPack weight layers pair with the model and then its parts.
+    """Pair each layer with its Kitfile entry, by kind and in order, as ``kit unpack`` does
+    (``kitfs.layers.pairing``); a layer kitfs does not read is left out, as ``kit unpack`` skips it.
     """
-    model = kitfile.model or {}
-    sections: dict[str, list[dict[str, object]]] = {
-        "model": [model] if model else [],
-        "modelpart": list(model.get("parts") or []),
-        "code": kitfile.section("code"),
-        "dataset": [d for d in kitfile.section("datasets") if not d.get("remotePath")],
-        "docs": kitfile.section("docs"),
-        "prompt": kitfile.section("prompts"),
-        "mcpserver": kitfile.section("mcpServers"),
-    }
-    counters: dict[str, int] = {}
-    slots = []
-    for position, (desc, kind) in enumerate(
-        zip(manifest.layers, layer_kinds(manifest), strict=True)
-    ):
-        layer_type = media.parse_layer_media_type(desc.media_type)
-        if layer_type is None or kind is None:
-            log.warning("layer %s has media type %s: not shown", desc.digest, desc.media_type)
-            continue
-        if desc.annotations.get(media.LAYER_SUBTYPE_ANNOTATION) == media.LAYER_SUBTYPE_PROMPT:
-            kind = "prompt"  # kit's prompts are code layers marked as such
-        number = counters.get(kind, 0)
-        counters[kind] = number + 1
-        entries = sections[kind]
-        entry = entries[number] if number < len(entries) else {}
-        recorded = entry.get("digest")
-        if recorded and recorded != desc.digest:
-            raise TreeError(
-                f"the ModelKit's config and manifest disagree on {kind} layer {number}: "
-                f"{recorded} against {desc.digest}"
-            )
-        slots.append(
-            LayerSlot(
-                index=position,
-                descriptor=desc,
-                kind=kind,
-                compression=layer_type.compression,
-                root=clean_path(_entry_path(entry, desc, layer_type.raw)),
-                diff_id=str(entry.get("diffId") or "") or None,
-                label=_label(kind, entry, number),
-                raw=layer_type.raw,
-            )
-        )
-    return slots
+    try:
+        pairing = pair_layers(manifest, kitfile)
+    except LayerPairingError as exc:
+        raise TreeError(
+            f"the ModelKit's config and manifest disagree on {exc.kind} layer {exc.number}: "
+            f"{exc.recorded} against {exc.actual}"
+        ) from None
+    for desc in pairing.skipped:
+        log.warning("layer %s has media type %s: not shown", desc.digest, desc.media_type)
+    return [_slot(pair) for pair in pairing.pairs]
+
+
+def _slot(pair: LayerPair) -> LayerSlot:
+    raw = pair.layer_type.raw
+    return LayerSlot(
+        index=pair.position,
+        descriptor=pair.descriptor,
+        kind=pair.kind,
+        compression=pair.layer_type.compression,
+        root=clean_path(_entry_path(pair.entry, pair.descriptor, raw)),
+        diff_id=str(pair.entry.get("diffId") or "") or None,
+        label=_label(pair.kind, pair.entry, pair.number),
+        raw=raw,
+    )
 
 
 def remote_note(kitfile: Kitfile) -> bytes:

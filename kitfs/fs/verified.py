@@ -13,7 +13,6 @@ from pathlib import Path
 
 from kitfs.fs.registrysource import RegistrySource
 from kitfs.fs.source import (
-    Consumer,
     LocalStorageSource,
     OciLayoutSource,
     Progress,
@@ -22,6 +21,7 @@ from kitfs.fs.source import (
 )
 from kitfs.oci.download import Tee
 from kitfs.oci.manifest import Descriptor
+from kitfs.oci.sink import Sink
 from kitfs.signing import SignatureError
 from kitfs.signing.enforce import Enforcer
 
@@ -84,11 +84,11 @@ class VerifiedSource(Source):
         desc: Descriptor,
         offset: int,
         length: int,
-        consume: Consumer,
+        sink: Sink,
         *,
         origin_only: bool = False,
     ) -> int:
-        return await self.inner.stream_range(desc, offset, length, consume, origin_only=origin_only)
+        return await self.inner.stream_range(desc, offset, length, sink, origin_only=origin_only)
 
     def name_for(self, reference: str) -> str:
         return self.inner.name_for(reference)

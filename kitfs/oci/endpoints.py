@@ -25,6 +25,7 @@ from kitfs.oci.client import RegistryClient, RegistryOptions
 from kitfs.oci.download import Tee
 from kitfs.oci.manifest import Descriptor
 from kitfs.oci.registries_conf import RegistriesConf, RegistryEntry, load
+from kitfs.oci.sink import Counted, Sink
 from kitfs.reference import Reference, is_digest
 
 log = logging.getLogger(__name__)
@@ -248,25 +249,20 @@ class MirroredClient:
         digest: str,
         offset: int,
         length: int,
-        consume: Callable[[bytes], Awaitable[None]],
+        sink: Sink,
         *,
         origin_only: bool = False,
     ) -> int:
         """A range from the first endpoint that serves it; an endpoint that fails mid-way is
         followed by the next from the first byte not yet passed on (bytes are verified by the
         caller, against the span index; after a mismatch it asks with ``origin_only``)."""
-        delivered = 0
-
-        async def counting(chunk: bytes) -> None:
-            nonlocal delivered
-            delivered += len(chunk)
-            await consume(chunk)
+        counted = Counted(sink, length)
 
         async def call(client: RegistryClient, name: str) -> int:
             await client.stream_blob_range(
-                name, digest, offset + delivered, length - delivered, counting
+                name, digest, offset + counted.count, length - counted.count, counted
             )
-            return delivered
+            return counted.count
 
         if origin_only:
             return await call(self.origin.client, self.origin.repository(self._name(repository)))

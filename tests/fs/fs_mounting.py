@@ -15,7 +15,7 @@ from pathlib import Path
 
 from registry import RegistryServer
 
-from kitfs.fs.mount import find_mount
+from kitfs.fs.mounttable import find_mount
 
 KITFS = str(Path(sys.executable).with_name("kitfs"))
 MOUNT_HELPER = str(Path(sys.executable).with_name("mount.kitfs"))

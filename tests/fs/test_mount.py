@@ -21,7 +21,7 @@ from helpers import WHOLE
 from registry import RegistryServer
 
 from kitfs.config import Paths
-from kitfs.fs.mount import find_mount
+from kitfs.fs.mounttable import find_mount
 from kitfs.oci.manifest import Manifest
 from kitfs.reference import parse
 from kitfs.storage.local import LocalStore

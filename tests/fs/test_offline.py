@@ -19,7 +19,7 @@ from faultproxy import FaultProxy, always, manifest_get, status
 from fs_mounting import Mounter
 from helpers import WHOLE, cli, fails, make_tree, ok, payload, saved_digest
 
-from kitfs.fs.mount import find_mount
+from kitfs.fs.mounttable import find_mount
 
 KITFILE = """manifestVersion: 1.0.0
 package:

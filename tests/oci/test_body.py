@@ -2,13 +2,16 @@
 safe as through httpx: drops resume after the last byte that arrived, a stall times out and
 resumes, a flipped byte fails the digest.
 
-A real docker-registry behind the fault proxy. The spy on ``kitfs.oci.body._rest`` only counts the
-bytes that took the fast path (so each test shows which path it exercised); it changes nothing.
+A real docker-registry behind the fault proxy. The spies on ``kitfs.oci.body._rest`` and
+``kitfs.oci.handoff._pump`` only count the bytes that took a fast path (so each test shows which
+path it exercised); they change nothing.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +23,10 @@ from faultproxy import Fault, FaultProxy, blob_get, once
 from helpers import payload
 
 from kitfs.errors import DigestMismatchError
-from kitfs.oci import body, media
+from kitfs.oci import body, handoff, media
 from kitfs.oci.client import RegistryClient, RegistryOptions
 from kitfs.oci.manifest import Descriptor, sha256_digest
+from kitfs.oci.sink import Counted
 
 MIB = 1 << 20
 SIZE = 12 * MIB + 777
@@ -41,19 +45,36 @@ def _run(
 
 @pytest.fixture
 def fast_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Bytes read from the connection by the fast path, per body (one entry per answer)."""
+    """Bytes read from the connection past httpx, per body (one entry per answer): by the event
+    loop (``body._rest``) or by a worker thread (``handoff._pump``, straight into a sink)."""
     counts: list[int] = []
-    real = body._rest
+    real_rest = body._rest
+    real_pump = handoff._pump
 
     async def counting(
         response: httpx.Response, remaining: int, timeout: float | None
     ) -> AsyncGenerator[bytes, None]:
         counts.append(0)
-        async for piece in real(response, remaining, timeout):
+        async for piece in real_rest(response, remaining, timeout):
             counts[-1] += len(piece)
             yield piece
 
+    def counting_pump(
+        raw: socket.socket,
+        sink: Counted,
+        skip: int,
+        want: int,
+        timeout: float | None,
+        stop: threading.Event,
+    ) -> None:
+        before = sink.count
+        try:
+            real_pump(raw, sink, skip, want, timeout, stop)
+        finally:
+            counts.append(sink.count - before)
+
     monkeypatch.setattr(body, "_rest", counting)
+    monkeypatch.setattr(handoff, "_pump", counting_pump)
     return counts
 
 

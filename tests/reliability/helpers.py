@@ -27,7 +27,7 @@ import trio
 from helpers import WHOLE, cli, ok, payload, saved_digest
 
 from kitfs.config import Paths
-from kitfs.fs.mount import find_mount
+from kitfs.fs.mounttable import find_mount
 from kitfs.oci import media
 from kitfs.oci.client import RegistryClient, RegistryOptions
 from kitfs.oci.manifest import Descriptor, sha256_digest
