@@ -83,7 +83,7 @@ def _cmd_csi(args: argparse.Namespace) -> int:
     from kitfs.config import kitfs_cache_dir
     from kitfs.csi.plugin import PluginConfig, run
     from kitfs.csi.spec import NodeSettings
-    from kitfs.fs.mount import parse_size
+    from kitfs.fs.options import parse_size
     from kitfs.signing import POLICY_ENV
 
     if not args.endpoint:

@@ -21,7 +21,7 @@ import secrets
 from pathlib import Path
 
 from kitfs.errors import AuthError, NotFoundError, RegistryError
-from kitfs.fs.mount import MountOptions
+from kitfs.fs.options import MountOptions
 from kitfs.reference import Reference, parse
 
 log = logging.getLogger(__name__)

@@ -238,6 +238,7 @@ def _child(request: dict[str, object], pipe: int) -> int:
     """The daemon: kitfs mount's daemon body, reporting errors with their class names so the
     plugin can answer with the right gRPC status."""
     from kitfs.fs import mount as mounting
+    from kitfs.fs.options import build_options
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     reported = False
@@ -256,9 +257,7 @@ def _child(request: dict[str, object], pipe: int) -> int:
             os.environ["DOCKER_CONFIG"] = str(request["docker_config"])
         settings = request["settings"]
         assert isinstance(settings, dict)
-        options = mounting.build_options(
-            str(request["reference"]), str(request["target"]), settings
-        )
+        options = build_options(str(request["reference"]), str(request["target"]), settings)
         mounting._detach(options.log_path)
         mounting._configure_logging(options.debug, options.log_path)
         if request.get("grants"):

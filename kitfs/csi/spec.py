@@ -19,7 +19,7 @@ from pathlib import Path
 from kitfs.config import REFRESH_MODES
 from kitfs.csi.errors import CsiError
 from kitfs.errors import KitfsError
-from kitfs.fs.mount import GENERIC_OPTIONS, parse_size
+from kitfs.fs.options import GENERIC_OPTIONS, parse_size
 from kitfs.fs.tree import LAYOUTS
 from kitfs.reference import parse
 

@@ -24,7 +24,9 @@ from kitfs.csi.spawner import MountRequest, Spawner
 from kitfs.csi.spec import NodeSettings, PublishRequest, VolumeSpec, check_request
 from kitfs.csi.state import StateDir, VolumeRecord
 from kitfs.errors import KitfsError
-from kitfs.fs.mount import FSTYPE, MountInfo, build_options, find_mount
+from kitfs.fs.mount import FSTYPE
+from kitfs.fs.mounttable import MountInfo, find_mount
+from kitfs.fs.options import build_options
 
 log = logging.getLogger(__name__)
 
