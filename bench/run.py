@@ -64,7 +64,9 @@ HOW_TO_RUN = (
     "`--coldpath` runs only the cold-path benchmark (bench/coldpath.py, its flags after `--coldpath`: "
     "`--model-mib`, `--repeat`, `--compressions`, `--workdir`, `--output`) and rewrites only its section; "
     "`--modelload` runs only the model-load benchmark (bench/modelload.py, its flags after `--modelload`: "
-    "`--small`, `--profile`, `--mount-arg`, the sizes, `--workdir`, `--output`) and rewrites only its section."
+    "`--small`, `--profile`, `--mount-arg`, the sizes, `--workdir`, `--output`) and rewrites only its section; "
+    "`--csi` runs only the CSI publish benchmark (bench/csi.py, its flags after `--csi`: `--model-mib`, "
+    "`--repeat`, `--workdir`, `--output`, `--no-write`) and rewrites only its section."
 )
 
 
@@ -221,6 +223,10 @@ def main(argv: list[str]) -> int:
         import modelload
 
         return modelload.main(argv[1:])
+    if argv[:1] == ["--csi"]:
+        import csi
+
+        return csi.main(argv[1:])
     args = parse_args(argv)
     if args.fleet:
         import fleet
@@ -446,6 +452,11 @@ def render(
     )
     if kept_push:
         lines += [kept_push]
+    import csi
+
+    kept_csi = csi.existing_section(args.output or DEFAULT_OUTPUT)  # `--csi` runs write it
+    if kept_csi:
+        lines += [kept_csi]
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kitfs import __version__
-from kitfs.cli import cache, index, local, mount, registry, signing, verbs
+from kitfs.cli import cache, csi, index, local, mount, registry, signing, verbs
 from kitfs.cli import hub as hub_cli
 from kitfs.errors import KitfsError
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     signing.register(subparsers)
     verbs.register(subparsers)
     hub_cli.register(subparsers)
+    csi.register(subparsers)
     for verb in subparsers.choices.values():
         _add_persistent_flags(verb)
     return parser
