@@ -31,7 +31,7 @@ def capability(
     mode: int = Mode.SINGLE_NODE_WRITER, *, block: bool = False, flags: tuple[str, ...] = ()
 ) -> csi_pb2.VolumeCapability:
     """A volume capability as the kubelet sends it (an inline volume: SINGLE_NODE_WRITER)."""
-    access = csi_pb2.VolumeCapability.AccessMode(mode=mode)
+    access = csi_pb2.VolumeCapability.AccessMode(mode=mode)  # type: ignore[arg-type]
     if block:
         return csi_pb2.VolumeCapability(
             block=csi_pb2.VolumeCapability.BlockVolume(), access_mode=access

@@ -17,7 +17,7 @@ DRIVER = "kitfs.kitops.dev"
 
 
 def objects(*names: str) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for name in names:
         out.extend(d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d)
     return out

@@ -75,7 +75,7 @@ def test_import_nested_repository_matches_pack_of_the_same_files(
     assert kitfile["model"]["path"] == "model.safetensors"  # type: ignore[index]
     assert {p["path"] for p in kitfile["model"]["parts"]} == {"onnx/model.onnx", "config.json"}  # type: ignore[index]
     assert kitfile["docs"] == [{"path": "README.md", "description": "Readme file"}]
-    assert {c["path"] for c in kitfile["code"]} == {"scripts/", "tokenizer/"}  # type: ignore[union-attr]
+    assert {c["path"] for c in kitfile["code"]} == {"scripts/", "tokenizer/"}  # type: ignore[union-attr, attr-defined]
 
     files = unpacked(home, "acme/tiny-llm:latest", tmp_path / "out")
     assert files == {k: v for k, v in FILES.items() if k != ".gitattributes"}
@@ -89,8 +89,8 @@ def test_import_nested_repository_matches_pack_of_the_same_files(
     # the same ModelKit, byte for byte: same layers, span indexes, config and manifest.
     ctx = tmp_path / "ctx"
     make_tree(ctx, {k: v for k, v in FILES.items() if k != ".gitattributes"})
-    for path in ctx.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    for made in ctx.rglob("*"):
+        made.chmod(0o755 if made.is_dir() else 0o644)
     (tmp_path / "Kitfile").write_text(yaml.safe_dump(kitfile, sort_keys=False))
     ok(cli(tmp_path / "home2", "pack", str(ctx), "-f", str(tmp_path / "Kitfile"), "-t", "x/y:1"))
     ours = json.loads(ok(cli(home, "inspect", "acme/tiny-llm:latest")).stdout)

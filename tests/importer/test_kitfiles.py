@@ -20,11 +20,19 @@ def hint(path: Path) -> str:
     return f"kitfs import org/tiny -t tiny:latest -f {path}"
 
 
+def _remember(made: list[Path], path: Path) -> Path:
+    made.append(path)
+    return path
+
+
+def _made(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def test_no_means_the_generated_kitfile(tmp_path: Path) -> None:
     made: list[Path] = []
-    kitfile = offer_edit(
-        GENERATED, lambda: made.append(tmp_path) or tmp_path, hint, ask=lambda _: "N"
-    )
+    kitfile = offer_edit(GENERATED, lambda: _remember(made, tmp_path), hint, ask=lambda _: "N")
     assert kitfile is GENERATED and not made
 
 
@@ -34,7 +42,7 @@ def test_the_editor_changes_what_is_packed(tmp_path: Path, monkeypatch: pytest.M
     editor.chmod(0o755)
     monkeypatch.setenv("EDITOR", str(editor))
     work = tmp_path / "edit"
-    kitfile = offer_edit(GENERATED, lambda: work.mkdir() or work, hint, ask=lambda _: "yes")
+    kitfile = offer_edit(GENERATED, lambda: _made(work), hint, ask=lambda _: "yes")
     assert kitfile.package["name"] == "edited"
     assert not work.exists()
 
@@ -48,7 +56,7 @@ def test_an_invalid_edit_is_refused_and_kept(
     monkeypatch.setenv("EDITOR", str(editor))
     work = tmp_path / "edit"
     with pytest.raises(HubError, match="is invalid"):
-        offer_edit(GENERATED, lambda: work.mkdir() or work, hint, ask=lambda _: "y")
+        offer_edit(GENERATED, lambda: _made(work), hint, ask=lambda _: "y")
     assert (work / "Kitfile").exists()
 
 
@@ -59,6 +67,6 @@ def test_without_an_editor_the_kitfile_is_kept_with_the_command_to_finish(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     work = tmp_path / "edit"
     with pytest.raises(HubError) as raised:
-        offer_edit(GENERATED, lambda: work.mkdir() or work, hint, ask=lambda _: "y")
+        offer_edit(GENERATED, lambda: _made(work), hint, ask=lambda _: "y")
     assert f"-f {work / 'Kitfile'}" in str(raised.value)
     assert load_kitfile(str(work / "Kitfile")).package["name"] == "tiny"
