@@ -25,7 +25,7 @@ fi
 stamp=.venv/.kitfs-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e ".[dev]"
+    .venv/bin/pip install -q -e ".[dev,test]"
     touch "$stamp"
 fi
 
