@@ -20,8 +20,8 @@ from kitfs.fsspec.errors import as_python_error
 from kitfs.fsspec.options import KitOptions
 
 if TYPE_CHECKING:
-    from kitfs.fsspec.runner import TrioThread
     from kitfs.fsspec.records import Entry, Handle
+    from kitfs.fsspec.runner import TrioThread
     from kitfs.fsspec.session import Session
     from kitfs.storage.cache import BlobCache
 

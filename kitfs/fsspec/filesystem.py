@@ -101,7 +101,9 @@ class KitFileSystem(AbstractFileSystem):  # type: ignore[misc]
         **kwargs: Any,
     ) -> KitFile:
         if mode != "rb":
-            raise PermissionError(errno.EROFS, f"ModelKits are read-only: cannot open with {mode!r}")
+            raise PermissionError(
+                errno.EROFS, f"ModelKits are read-only: cannot open with {mode!r}"
+            )
         where = self._split(self._strip_protocol(path))
         session, handle = self.client.open(where.reference, where.path)
         return KitFile(self, where.join(""), self.client, session, handle)

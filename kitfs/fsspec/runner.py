@@ -10,6 +10,7 @@ hook (after their owner's shutdown coroutine ran), so the cache is left as a mou
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import weakref
@@ -72,10 +73,8 @@ class TrioThread:
                 trio.from_thread.run(self._shutdown, trio_token=token)
             except Exception:
                 log.exception("closing the kitfs event loop's stores failed")
-        try:
+        with contextlib.suppress(trio.RunFinishedError):
             trio.from_thread.run_sync(self._request_stop, trio_token=token)
-        except trio.RunFinishedError:
-            pass
         self._thread.join(STOP_TIMEOUT)
         _running.discard(self)
 

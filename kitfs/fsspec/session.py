@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import trio
 
 from kitfs.errors import KitfsError, UsageError
-from kitfs.fs.layerstore import LayerStore, OpenLayer
+from kitfs.fs.layerstore import LayerStore
 from kitfs.fs.source import ResolvedModelKit, Source, open_source
 from kitfs.fs.tree import ROOT_INODE, Attributes, LayerSlot, MountTree, NeedsLayers
 from kitfs.fsspec.options import KitOptions
