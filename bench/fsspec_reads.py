@@ -85,7 +85,9 @@ def write_context(root: Path, csv_mib: int, parquet_mib: int, model_mib: int) ->
             ids = np.arange(row, row + 100_000)
             block = "\n".join(
                 f"{i},{v},{s:.6f},{'xyz'[i % 3]}"
-                for i, v, s in zip(ids, rng.integers(0, 10**9, 100_000), rng.random(100_000))
+                for i, v, s in zip(
+                    ids, rng.integers(0, 10**9, 100_000), rng.random(100_000), strict=True
+                )
             )
             out.write(block + "\n")
             written += len(block) + 1
@@ -134,7 +136,9 @@ def kit_then_read(script: str, ref: str, name: str, rel: str, work: Path) -> tup
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="bench/run.py --fsspec", description="kit:// against kit unpack")
+    p = argparse.ArgumentParser(
+        prog="bench/run.py --fsspec", description="kit:// against kit unpack"
+    )
     p.add_argument("--csv-mib", type=int, default=200)
     p.add_argument("--parquet-mib", type=int, default=256)
     p.add_argument("--model-mib", type=int, default=512)
