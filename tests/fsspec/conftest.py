@@ -16,7 +16,13 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "fs"))
 
 from faultproxy import FaultProxy  # noqa: E402
 from fs_mounting import Mounter  # noqa: E402
-from fsspec_kits import LayerSpans, pack_and_push, published_layers, write_context  # noqa: E402
+from fsspec_kits import (  # noqa: E402
+    LayerSpans,
+    layer_digests,
+    pack_and_push,
+    published_layers,
+    write_context,
+)
 from nobody import Nobody, available  # noqa: E402
 from registry import RegistryServer  # noqa: E402
 
@@ -31,9 +37,13 @@ class Tables:
     tag: str
     files: dict[str, bytes]
     layers: dict[str, LayerSpans]
+    whole_layers: dict[str, tuple[str, int]]  # the same files under WHOLE_TAG, no span index
 
-    def ref(self, host: str) -> str:
-        return f"{host}/{self.repository}:{self.tag}"
+    def ref(self, host: str, tag: str | None = None) -> str:
+        return f"{host}/{self.repository}:{tag or self.tag}"
+
+
+WHOLE_TAG = "whole"
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +55,15 @@ def tables(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -
         repository = f"kitfs-fsspec/{uuid.uuid4().hex[:10]}"
         reference = f"{registry.host}/{repository}:v1"
         pack_and_push(base / "home", base / "context", reference)
+        whole = f"{registry.host}/{repository}:{WHOLE_TAG}"
+        pack_and_push(base / "home", base / "context", whole, "--no-span-index")
         return Tables(
-            base / "home", repository, "v1", files, published_layers(base / "home", reference)
+            base / "home",
+            repository,
+            "v1",
+            files,
+            published_layers(base / "home", reference),
+            layer_digests(base / "home", whole),
         )
     finally:
         os.umask(old_umask)

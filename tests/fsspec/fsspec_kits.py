@@ -130,6 +130,20 @@ def published_layers(home: Path, reference: str) -> dict[str, LayerSpans]:
     return out
 
 
-def pack_and_push(home: Path, context: Path, reference: str) -> None:
-    ok(cli(home, "pack", str(context), "-t", reference, "--span-size", str(SPAN_SIZE)))
+def pack_and_push(home: Path, context: Path, reference: str, *flags: str) -> None:
+    """Pack with small spans (or ``flags``, such as ``--no-span-index``) and push."""
+    ok(
+        cli(
+            home, "pack", str(context), "-t", reference, *(flags or ("--span-size", str(SPAN_SIZE)))
+        )
+    )
     ok(cli(home, "push", reference, "--plain-http"))
+
+
+def layer_digests(home: Path, reference: str) -> dict[str, tuple[str, int]]:
+    """Each layer's (digest, size) by its Kitfile path."""
+    store = LocalStore(home / "storage")
+    _repo, desc = store.resolve(parse(reference))
+    manifest = store.load_manifest(desc)
+    kitfile = store.load_kitfile(manifest)
+    return {s.root: (s.digest, s.descriptor.size) for s in layer_slots(manifest, kitfile)}

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import Tables
+from conftest import WHOLE_TAG, Tables
 from faultproxy import Fault, FaultProxy, ProxyRequest, for_digest
 from fs_mounting import Mounter
 from fsspec_kits import BIG_CSV, PARQUET, TRAIN_CSV, LayerSpans
@@ -289,6 +289,37 @@ def test_the_cache_is_shared_with_a_mount(
     )
     assert nobody.run(code) == hashlib.sha256(tables.files[BIG_CSV]).hexdigest()
     assert len(blob_gets(counting_proxy, layer)) == after_mount
+
+
+WHOLE_READ = """\
+import fsspec
+fs = fsspec.filesystem('kit', **{options!r})
+try:
+    report(['read', fs.cat_file({url!r}, 0, 100).hex()])
+except OSError as exc:
+    report([type(exc).__name__, str(exc)])
+"""
+
+
+def test_a_layer_without_a_span_index_is_verified_whole_before_a_byte_is_served(
+    tables: Tables, nobody: Nobody, counting_proxy: FaultProxy
+) -> None:
+    digest, size = tables.whole_layers["data/csv"]
+    url = f"kit://{tables.ref(counting_proxy.host, WHOLE_TAG)}/{TRAIN_CSV}"
+    whole_get = for_digest(digest)
+    # The last byte of the blob is damaged: the first 100 bytes of train.csv arrive intact, and
+    # still must not be served.
+    counting_proxy.add_rule(
+        lambda r: Fault(corrupt_at=size - 1) if whole_get(r) and "range" not in r.headers else None
+    )
+    kind, message = nobody.run(WHOLE_READ.format(options=options(nobody), url=url))
+    assert kind == "OSError" and digest in message
+    counting_proxy.clear()
+    gets_before = len(counting_proxy.matching("GET", digest))
+    kind, data = nobody.run(WHOLE_READ.format(options=options(nobody), url=url))
+    assert (kind, bytes.fromhex(data)) == ("read", tables.files[TRAIN_CSV][:100])
+    fetched = counting_proxy.matching("GET", digest)[gets_before:]
+    assert [r.headers.get("range") for r in fetched] == [None], "one whole GET of the layer"
 
 
 def test_storage_options_are_checked(nobody: Nobody) -> None:
