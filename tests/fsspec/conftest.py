@@ -7,7 +7,6 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "fs"))
 from faultproxy import FaultProxy  # noqa: E402
 from fs_mounting import Mounter  # noqa: E402
 from fsspec_kits import (  # noqa: E402
-    LayerSpans,
+    WHOLE_TAG,
+    Tables,
     layer_digests,
     pack_and_push,
     published_layers,
@@ -25,25 +25,6 @@ from fsspec_kits import (  # noqa: E402
 )
 from nobody import Nobody, available  # noqa: E402
 from registry import RegistryServer  # noqa: E402
-
-
-@dataclass(frozen=True)
-class Tables:
-    """The tables ModelKit: its repository and tag, the kit home it was packed in, the files'
-    bytes by mount path, and its span layers by Kitfile path."""
-
-    home: Path
-    repository: str
-    tag: str
-    files: dict[str, bytes]
-    layers: dict[str, LayerSpans]
-    whole_layers: dict[str, tuple[str, int]]  # the same files under WHOLE_TAG, no span index
-
-    def ref(self, host: str, tag: str | None = None) -> str:
-        return f"{host}/{self.repository}:{tag or self.tag}"
-
-
-WHOLE_TAG = "whole"
 
 
 @pytest.fixture(scope="session")

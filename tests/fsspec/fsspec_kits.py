@@ -40,6 +40,25 @@ BIG_CSV = "datasets/data/csv/big.csv"
 PARQUET = "datasets/data/table.parquet"
 
 
+WHOLE_TAG = "whole"  # the same files packed without span indexes
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The tables ModelKit: its repository and tag, the kit home it was packed in, the files'
+    bytes by mount path, and its span layers by Kitfile path."""
+
+    home: Path
+    repository: str
+    tag: str
+    files: dict[str, bytes]
+    layers: dict[str, LayerSpans]
+    whole_layers: dict[str, tuple[str, int]]  # the same files under WHOLE_TAG, no span index
+
+    def ref(self, host: str, tag: str | None = None) -> str:
+        return f"{host}/{self.repository}:{tag or self.tag}"
+
+
 def _csv(rows: int, seed: int) -> bytes:
     rng = random.Random(seed)
     lines = ["id,value,label"] + [

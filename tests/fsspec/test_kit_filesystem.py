@@ -16,10 +16,9 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import WHOLE_TAG, Tables
 from faultproxy import Fault, FaultProxy, ProxyRequest, for_digest
 from fs_mounting import Mounter
-from fsspec_kits import BIG_CSV, PARQUET, TRAIN_CSV, LayerSpans
+from fsspec_kits import BIG_CSV, PARQUET, TRAIN_CSV, WHOLE_TAG, LayerSpans, Tables
 from helpers import cli, ok
 from nobody import Nobody
 from registry import RegistryServer
