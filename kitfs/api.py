@@ -41,7 +41,11 @@ class ModelKit:
         self.reference = reference
         self.fs = KitFileSystem(skip_instance_cache=True, **options)
         self._client = self.fs.client
-        self._session = self._client.session(reference)
+        try:
+            self._session = self._client.session(reference)
+        except BaseException:
+            self._client.close()  # stop the loop it started: nothing is left running
+            raise
 
     @property
     def digest(self) -> str:

@@ -111,14 +111,20 @@ def test_errors_are_pythons_own(kit: kitfs.ModelKit, home: Path, tmp_path: Path)
         kit.open("model")
     with pytest.raises(NotADirectoryError):
         kit.listdir("Kitfile")
+    loops = _loop_threads()
     with pytest.raises(FileNotFoundError, match="api/tables:v2"):
         kitfs.open_modelkit("api/tables:v2", config=str(home), cache_dir=str(tmp_path / "c"))
+    assert _loop_threads() == loops, "a failed open left its event loop running"
     fs = fsspec.filesystem("kit", config=str(home), cache_dir=str(tmp_path / "c"))
     with pytest.raises(PermissionError, match="read-only"):
         fs.open(f"kit://{REF}/Kitfile", "wb")
     with pytest.raises(ValueError, match="names no tag or digest"):
         fs.info("kit://api/tables/Kitfile")
     assert not fs.exists(f"kit://{REF}/nothing")
+
+
+def _loop_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "kitfs-trio")
 
 
 def test_mounted_mounts_and_unmounts_on_exit(home: Path, tmp_path: Path) -> None:
