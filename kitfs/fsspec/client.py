@@ -49,7 +49,7 @@ class Client:
             if self._loop is None or not self._loop.alive:
                 from kitfs.fsspec.runner import TrioThread  # trio loads on first use only
 
-                self._sessions = {}
+                self._sessions, self._opening = {}, {}  # both belong to the old loop
                 self._loop = TrioThread()
                 self._loop.on_shutdown(self._close_sessions)
             return self._loop

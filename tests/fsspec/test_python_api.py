@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +150,34 @@ def test_mounted_without_fuse_says_so(home: Path, nobody: Nobody) -> None:
     )
     message = nobody.run(code)
     assert "FUSE is not available" in message and "open_modelkit" in message
+
+
+FORKED = """
+import multiprocessing, pickle, sys, fsspec
+fs = fsspec.filesystem("kit", config=sys.argv[1], cache_dir=sys.argv[2])
+url = "kit://{ref}/model/model/weights.bin"
+first = fs.cat_file(url, 0, 1000)
+
+def in_child(blob):
+    return pickle.loads(blob).cat_file(url, 0, 1000)
+
+with multiprocessing.get_context("fork").Pool(1) as pool:
+    forked = pool.apply(fs.cat_file, (url, 0, 1000))
+    pickled = pool.apply(in_child, (pickle.dumps(fs),))
+print(first == forked == pickled, first.hex()[:16])
+"""
+
+
+def test_a_forked_child_and_a_pickled_file_system_read_on_their_own_loop(
+    home: Path, tmp_path: Path
+) -> None:
+    """Dask and multiprocessing fork workers and pickle file systems: the child starts its own
+    event loop (the parent's thread does not survive the fork)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED.format(ref=REF), str(home), str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", WEIGHTS[:8].hex()]
