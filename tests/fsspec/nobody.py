@@ -58,6 +58,15 @@ class Nobody:
     @classmethod
     def create(cls) -> Nobody:
         base = Path(tempfile.mkdtemp(prefix="kitfs-nobody-"))
+        try:
+            cls._build(base)
+        except BaseException:
+            shutil.rmtree(base, ignore_errors=True)
+            raise
+        return cls(base)
+
+    @staticmethod
+    def _build(base: Path) -> None:
         base.chmod(0o755)
         lib = base / "lib"
         package = Path(kitfs.__file__).parent
@@ -78,7 +87,6 @@ class Nobody:
         for path in [base, *base.rglob("*")]:
             if not path.is_symlink() and path != scratch:
                 path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
-        return cls(base)
 
     def workdir(self, name: str) -> Path:
         """A directory nobody may write (a cache, a kit home)."""
