@@ -1,5 +1,5 @@
 """The storage options of the ``kit`` file system: what ``kitfs mount``'s flags carry, by the same
-names as its ``-o`` options, resolved by the mount's own code (kitfs.fs.mount.build_options), so a
+names as its ``-o`` options, resolved by the mount's own code (kitfs.fs.options.build_options), so a
 ``kit://`` URL and a mount of the same reference with the same settings read the same bytes from
 the same cache under the same rules.
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from kitfs.config import Paths, Refresh
 from kitfs.errors import UsageError
-from kitfs.fs.mount import build_options
+from kitfs.fs.options import build_options
 from kitfs.oci.options import RegistryOptions
 
 if TYPE_CHECKING:

@@ -21,7 +21,8 @@ import trio
 
 from kitfs.errors import KitfsError, UsageError
 from kitfs.fs.layerstore import LayerStore
-from kitfs.fs.source import ResolvedModelKit, Source, open_source
+from kitfs.fs.source import ResolvedModelKit, Source
+from kitfs.fs.sourcechoice import open_source
 from kitfs.fs.tree import ROOT_INODE, Attributes, LayerSlot, MountTree, NeedsLayers
 from kitfs.fsspec.options import KitOptions
 from kitfs.fsspec.records import Entry, Handle

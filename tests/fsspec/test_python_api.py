@@ -16,7 +16,7 @@ from helpers import cli, make_tree, ok
 from nobody import Nobody
 
 import kitfs
-from kitfs.fs.mount import find_mount
+from kitfs.fs.mounttable import find_mount
 
 REF = "api/tables:v1"
 WEIGHTS = random.Random(7).randbytes(300_000)
