@@ -211,6 +211,10 @@ def ratarmount_version() -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--fsspec"]:
+        import fsspec_reads  # not bench/fsspec.py: bench/ is first on sys.path, it would shadow fsspec
+
+        return fsspec_reads.main(argv[1:])
     if argv[:1] == ["--spans"]:
         import spans
 
