@@ -117,7 +117,9 @@ def test_errors_are_pythons_own(kit: kitfs.ModelKit, home: Path, tmp_path: Path)
     with pytest.raises(FileNotFoundError, match="api/tables:v2"):
         kitfs.open_modelkit("api/tables:v2", config=str(home), cache_dir=str(tmp_path / "c"))
     assert _loop_threads() == loops, "a failed open left its event loop running"
-    fs = fsspec.filesystem("kit", config=str(home), cache_dir=str(tmp_path / "c"))
+    fs = fsspec.filesystem(  # type: ignore[attr-defined]
+        "kit", config=str(home), cache_dir=str(tmp_path / "c")
+    )
     with pytest.raises(PermissionError, match="read-only"):
         fs.open(f"kit://{REF}/Kitfile", "wb")
     with pytest.raises(ValueError, match="names no tag or digest"):
