@@ -4,7 +4,7 @@ A Kitfile with a YAML alias bomb, 100,000 nested ``[`` or a NUL byte in a path (
 manifest or config nested far deeper than any real one, or with a NUL path, served by a hand-written
 registry (tests/hostileregistry.py: real registries refuse to store such manifests) to ``pull``,
 ``unpack``, ``info``, ``inspect``, ``prefetch``, ``verify`` and ``mount``; a ``--proxy`` that is
-not a URL. Each verb runs in a fresh process that reports its own peak RSS (ru_maxrss), which must
+not a URL. Each verb runs in a fresh process that reports its own peak RSS (VmHWM), which must
 stay far below what expanding or recursing would take (the alias bomb grew to 8.4 GB before
 kitfs.limits). Nothing reaches the "internal error" handler, and nothing is stored.
 """
@@ -30,9 +30,10 @@ PEAK_RSS_MIB = 250  # a kitfs process that loaded trio, httpx and pyfuse3 is ~60
 MODEL = media.layer_media_type("model", "none")
 
 # Runs kitfs.cli.main for each argv given as JSON, in this fresh process, and prints a JSON list of
-# [exit code, stderr] followed by the process's peak RSS in KiB.
+# [exit code, stderr] followed by the process's peak RSS in KiB: VmHWM, the high-water mark of this
+# process's own memory (ru_maxrss would include the parent's RSS at the exec that started it).
 RUNNER = """
-import contextlib, io, json, resource, sys
+import contextlib, io, json, sys
 from kitfs.cli import main
 results = []
 for argv in json.loads(sys.argv[1]):
@@ -43,7 +44,9 @@ for argv in json.loads(sys.argv[1]):
         except SystemExit as exc:
             code = int(exc.code or 0)
     results.append([code, err.getvalue()])
-print(json.dumps([results, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))
+with open("/proc/self/status") as status:
+    hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(json.dumps([results, hwm]))
 """
 
 
