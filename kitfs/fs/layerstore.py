@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 import trio
 from cachetools import TTLCache
@@ -26,6 +26,7 @@ from cachetools import TTLCache
 from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError
 from kitfs.fs.source import Source
 from kitfs.fs.spanreader import SpanError, SpanReader
+from kitfs.fs.tarreader import TarReader
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.codec import inflate_limit
 from kitfs.layers.hashing import hash_file
@@ -45,7 +46,7 @@ from kitfs.layers.tarindex import TarEntry
 from kitfs.oci.sink import BufferSink
 from kitfs.onepass import read_while_downloading
 from kitfs.progress import NullProgress, ProgressSink
-from kitfs.storage.cache import BlobCache, LayerRecord, PinnedTar
+from kitfs.storage.cache import BlobCache, LayerRecord
 
 log = logging.getLogger(__name__)
 
@@ -55,34 +56,38 @@ FAILURE_TTL = 5.0  # seconds a failed layer answers EIO at once instead of being
 PROGRESS_MIN_SIZE = 16 << 20  # smaller layers get a log line, not a progress bar
 BACKGROUND_SYNC_MIN = 64 << 20  # fresh tars this large are synced after reads start, not before
 LOCK_POLL = 0.05
-INLINE_READ = 1 << 20
 
 
 class LayerError(KitfsError):
     """A layer cannot be served: it failed to download, verify, decompress or index."""
 
 
-class OpenLayer:
-    """A layer held open for reading while files in it are open: a verified tar (or blob in
-    place), or a span reader for a layer with a pinned span index."""
+class LayerReader(Protocol):
+    """What a layer is read through while files in it are open: its whole verified tar
+    (kitfs.fs.tarreader) or, for a layer with a pinned span index, its spans (kitfs.fs.spanreader)."""
 
-    def __init__(
-        self, digest: str, fd: int, pinned: PinnedTar | None, spans: SpanReader | None = None
-    ) -> None:
+    async def read(self, offset: int, size: int) -> bytes: ...
+
+    async def check_entry(self, offset: int, name: str, size: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class OpenLayer:
+    """A layer held open for reading while files in it are open, through its reader."""
+
+    def __init__(self, digest: str, reader: LayerReader) -> None:
         self.digest = digest
-        self.fd = fd
-        self.pinned = pinned
-        self.spans = spans
+        self.reader = reader
         self.users = 0
 
+    @property
+    def spans(self) -> SpanReader | None:
+        """The span reader, for a layer read by spans (``fill`` fetches them all)."""
+        return self.reader if isinstance(self.reader, SpanReader) else None
+
     def close(self) -> None:
-        if self.spans is not None:
-            self.spans.close()
-        elif self.pinned is not None:
-            self.pinned.close()
-        else:
-            os.close(self.fd)
-        self.fd = -1
+        self.reader.close()
 
 
 class LayerStore:
@@ -246,7 +251,7 @@ class LayerStore:
                         spawn=self._spawn,
                         failure_ttl=self._failure_ttl,
                     )
-                    layer = OpenLayer(slot.digest, -1, None, reader)
+                    layer = OpenLayer(slot.digest, reader)
                 else:
                     layer = await self._guarded(slot, self._acquire)
                 self._open[slot.digest] = layer
@@ -288,12 +293,11 @@ class LayerStore:
         return bytes(decode_member(data, slot.compression, MAX_INDEX_SIZE))
 
     async def check_entry(self, layer: OpenLayer, offset: int, name: str, size: int) -> None:
-        """Before a file of a span layer is read: its tar header must agree with the index."""
-        if layer.spans is not None:
-            try:
-                await layer.spans.check_entry(offset, name, size)
-            except SpanError as exc:
-                raise LayerError(str(exc)) from None
+        """Before a file is read: its tar header must agree with the index (span layers)."""
+        try:
+            await layer.reader.check_entry(offset, name, size)
+        except SpanError as exc:
+            raise LayerError(str(exc)) from None
 
     async def _whole_in_cache(self, slot: LayerSlot) -> bool:
         """Whether the cache holds the layer's whole verified tar (then it is read from there).
@@ -314,17 +318,12 @@ class LayerStore:
             layer.close()
 
     async def read(self, layer: OpenLayer, offset: int, size: int) -> bytes:
-        """Bytes of a verified tar. A FUSE read (up to 1 MiB with the widened readahead) is mostly
-        served by the page cache and is several times faster inline than through a worker thread;
-        bigger ones go to a thread. A span layer fetches and verifies the spans it needs first."""
-        if layer.spans is not None:
-            try:
-                return await layer.spans.read(offset, size)
-            except SpanError as exc:
-                raise LayerError(str(exc)) from None
-        if size <= INLINE_READ:
-            return os.pread(layer.fd, size, offset)
-        return await trio.to_thread.run_sync(os.pread, layer.fd, size, offset)
+        """Bytes of a layer's verified tar, through its reader (a span layer fetches and verifies
+        the spans it needs first)."""
+        try:
+            return await layer.reader.read(offset, size)
+        except SpanError as exc:
+            raise LayerError(str(exc)) from None
 
     def close(self) -> None:
         for layer in list(self._open.values()):
@@ -340,7 +339,7 @@ class LayerStore:
         for _attempt in range(3):
             pinned = await trio.to_thread.run_sync(self.cache.pin, record.diff_id)
             if pinned is not None:
-                return OpenLayer(slot.digest, pinned.fd, pinned)
+                return OpenLayer(slot.digest, TarReader(pinned.fd, pinned))
             record = await self._materialize(slot)
             self._records[slot.digest] = record
         raise LayerError(f"layer {slot.digest} keeps disappearing from the cache {self.cache.root}")
@@ -358,7 +357,7 @@ class LayerStore:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
-        return OpenLayer(slot.digest, fd, None)
+        return OpenLayer(slot.digest, TarReader(fd))
 
     # -- failures --------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pwd
 import stat
 import uuid
 from pathlib import Path
@@ -283,6 +284,10 @@ def test_the_cache_is_shared_with_a_mount(
     # And the other way round: what the mount fetched, the file system finds in the cache.
     assert (mountpoint / BIG_CSV).read_bytes() == tables.files[BIG_CSV]
     after_mount = len(blob_gets(counting_proxy, layer))
+    # The cache is private to its user (0700, kitfs.storage.cache): in real use one user mounts and
+    # reads. Here the mount runs as root (only root opens /dev/fuse) and the reader as nobody, so
+    # what root wrote is handed back to nobody first; the bytes and names stay as the mount left them.
+    _chown_tree(cache, pwd.getpwnam("nobody"))
     code = (
         "import fsspec, hashlib\n"
         f"fs = fsspec.filesystem('kit', **{so!r})\n"
@@ -290,6 +295,11 @@ def test_the_cache_is_shared_with_a_mount(
     )
     assert nobody.run(code) == hashlib.sha256(tables.files[BIG_CSV]).hexdigest()
     assert len(blob_gets(counting_proxy, layer)) == after_mount
+
+
+def _chown_tree(root: Path, user: pwd.struct_passwd) -> None:
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
 WHOLE_READ = """\
