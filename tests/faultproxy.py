@@ -491,3 +491,18 @@ def media_type(value: str) -> Fault:
 def invalid_json(media_type: str = "application/vnd.oci.image.manifest.v1+json") -> Fault:
     """A 200 whose body is not JSON, under a manifest media type."""
     return Fault(respond=Response(200, {"Content-Type": media_type}, b'{"schemaVersion": 2, "lay'))
+
+
+def ranges_asked(proxy: FaultProxy, digest: str) -> list[tuple[int, int]]:
+    """The (first, last) byte ranges of ``digest`` that blob GETs through ``proxy`` asked for, in
+    order (a GET without a Range as (0, -1))."""
+    found = []
+    for request in proxy.requests:
+        if blob_get(request) and request.path.endswith(digest):
+            header = request.headers.get("range", "")
+            if not header:
+                found.append((0, -1))
+                continue
+            start, _, end = header.removeprefix("bytes=").partition("-")
+            found.append((int(start), int(end) if end else -1))
+    return found

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
@@ -27,7 +27,7 @@ from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError
 from kitfs.fs.source import Source
 from kitfs.fs.spanreader import SpanError, SpanReader
 from kitfs.fs.tarreader import TarReader
-from kitfs.fs.tree import LayerSlot
+from kitfs.fs.tree import LayerSlot, MountTree
 from kitfs.layers.codec import inflate_limit
 from kitfs.layers.hashing import hash_file
 from kitfs.layers.raw import raw_entry, scan_raw
@@ -578,3 +578,23 @@ class LayerStore:
         if slot.descriptor.size < PROGRESS_MIN_SIZE:
             return None
         return self.progress.task(f"fetch {slot.label}", slot.descriptor.size).advance
+
+
+async def index_into(store: LayerStore, tree: MountTree, slots: Sequence[LayerSlot]) -> None:
+    """Index layers for a tree, several at once; the first failure is raised after all have
+    finished (as itself: an exception group would hide the errno it maps to)."""
+    failures: list[Exception] = []
+
+    async def one(slot: LayerSlot) -> None:
+        try:
+            entries = await store.index(slot)
+        except (KitfsError, OSError) as exc:
+            failures.append(exc)
+            return
+        tree.add_index(slot.digest, entries)
+
+    async with trio.open_nursery() as nursery:
+        for slot in slots:
+            nursery.start_soon(one, slot)
+    if failures:
+        raise failures[0]

@@ -21,7 +21,7 @@ import pyfuse3
 import trio
 
 from kitfs.errors import KitfsError, NotFoundError
-from kitfs.fs.layerstore import LayerStore, OpenLayer
+from kitfs.fs.layerstore import LayerStore, OpenLayer, index_into
 from kitfs.fs.requestbound import DEFAULT_REQUEST_TIMEOUT, RequestBounds
 from kitfs.fs.source import TAG_TTL, Source
 from kitfs.fs.tree import (
@@ -126,23 +126,7 @@ class KitfsOperations(pyfuse3.Operations):
         raise KitfsError(f"the tree kept asking for more data ({query.__name__})")
 
     async def _index(self, slots: Sequence[LayerSlot]) -> None:
-        """Index layers, several at once; the first failure is raised after all have finished
-        (as itself: an exception group would hide the errno it maps to)."""
-        failures: list[Exception] = []
-
-        async def one(slot: LayerSlot) -> None:
-            try:
-                entries = await self.layers.index(slot)
-            except (KitfsError, OSError) as exc:
-                failures.append(exc)
-                return
-            self.tree.add_index(slot.digest, entries)
-
-        async with trio.open_nursery() as nursery:
-            for slot in slots:
-                nursery.start_soon(one, slot)
-        if failures:
-            raise failures[0]
+        await index_into(self.layers, self.tree, slots)
 
     async def _resolve_tag(self, tag: str) -> None:
         async with self._tag_locks.setdefault(tag, trio.Lock()):

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import trio
 
 from kitfs.errors import KitfsError, UsageError
-from kitfs.fs.layerstore import LayerStore
+from kitfs.fs.layerstore import LayerStore, index_into
 from kitfs.fs.source import ResolvedModelKit, Source
 from kitfs.fs.sourcechoice import open_source
 from kitfs.fs.tree import ROOT_INODE, Attributes, LayerSlot, MountTree, NeedsLayers
@@ -107,22 +107,7 @@ class Session:
         raise KitfsError(f"the tree of {self.kit.name} kept asking for more layers")
 
     async def _index(self, slots: Sequence[LayerSlot]) -> None:
-        """Index several layers at once; the first failure is raised as itself afterwards."""
-        failures: list[Exception] = []
-
-        async def one(slot: LayerSlot) -> None:
-            try:
-                entries = await self.store.index(slot)
-            except (KitfsError, OSError) as exc:
-                failures.append(exc)
-                return
-            self.tree.add_index(slot.digest, entries)
-
-        async with trio.open_nursery() as nursery:
-            for slot in slots:
-                nursery.start_soon(one, slot)
-        if failures:
-            raise failures[0]
+        await index_into(self.store, self.tree, slots)
 
     async def _inode(self, path: str) -> tuple[int, Attributes]:
         inode, attrs = ROOT_INODE, await self._settle(self.tree.getattr, ROOT_INODE)

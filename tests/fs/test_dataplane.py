@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from faultproxy import Fault, FaultProxy, ProxyRequest, blob_get
+from faultproxy import Fault, FaultProxy, ProxyRequest, blob_get, ranges_asked
 from fs_modelkits import kitfs
 from fs_mounting import Mounter, wait_for
 from registry import RegistryServer
@@ -105,18 +105,6 @@ def mounter(shards: Shards, tmp_path: Path) -> Iterator[Mounter]:
         m.cleanup()
 
 
-def _asked(proxy: FaultProxy, digest: str) -> list[tuple[int, int]]:
-    """The (first, last) byte ranges of ``digest`` that blob GETs asked for."""
-    found = []
-    for request in proxy.requests:
-        if blob_get(request) and request.path.endswith(digest):
-            start, _, end = (
-                request.headers.get("range", "bytes=0-").removeprefix("bytes=").partition("-")
-            )
-            found.append((int(start), int(end) if end else -1))
-    return found
-
-
 def _entry_span(shards: Shards, name: str, offset: int) -> int:
     entry = next(e for e in shards.index.entries if e.name.endswith(name))
     return shards.index.covering(entry.offset + offset, 1)[0]
@@ -184,7 +172,7 @@ def test_many_readers_of_one_file_and_of_different_files_get_the_source_bytes_on
         assert isinstance(got, str), f"reader {i} of {name}: {got!r}"
         assert got == _sha(shards.source(name)), f"reader {i} of {name} got other bytes"
     # Readers of the same spans share one fetch: no byte of the layer was asked for twice.
-    asked = sorted(_asked(fault_proxy, shards.layer.digest))
+    asked = sorted(ranges_asked(fault_proxy, shards.layer.digest))
     assert asked and all(end >= 0 for _, end in asked)
     assert all(a[1] < b[0] for a, b in zip(asked, asked[1:], strict=False)), asked
 
@@ -197,7 +185,7 @@ def test_read_ahead_of_a_small_read_stays_inside_its_file(
         assert handle.read(100) == shards.source(NAMES[1])[:100]
     entry = next(e for e in shards.index.entries if e.name.endswith(NAMES[1]))
     first, last = entry.offset, entry.offset + entry.size - 1
-    asked = _asked(fault_proxy, shards.layer.digest)
+    asked = ranges_asked(fault_proxy, shards.layer.digest)
     assert asked
     spans = shards.index.spans
     lo = spans[shards.index.covering(first, 1)[0]].blob_offset
@@ -252,7 +240,9 @@ def test_a_span_that_fails_its_digest_in_a_worker_is_eio_for_that_span_only(
     # The whole other files read; the bad span's bytes were asked for again from the origin.
     assert (mnt / "model" / "weights" / NAMES[3]).read_bytes() == shards.source(NAMES[3])
     carrying = [
-        (s, e) for s, e in _asked(fault_proxy, shards.layer.digest) if s <= span.blob_offset <= e
+        (s, e)
+        for s, e in ranges_asked(fault_proxy, shards.layer.digest)
+        if s <= span.blob_offset <= e
     ]
     assert len(carrying) >= 2
     cached = list((mounter.cache / "spans" / "sha256").iterdir())

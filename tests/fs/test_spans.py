@@ -24,7 +24,15 @@ from pathlib import Path
 
 import pytest
 import trio
-from faultproxy import Fault, FaultProxy, ProxyRequest, Response, always, blob_get
+from faultproxy import (
+    Fault,
+    FaultProxy,
+    ProxyRequest,
+    Response,
+    always,
+    blob_get,
+    ranges_asked,
+)
 from fs_modelkits import kitfs, snapshot, unpack_sections, write_context
 from fs_mounting import Mounter, alive, wait_for
 from helpers import WHOLE
@@ -111,20 +119,6 @@ def mounter(spanned: Spanned, tmp_path: Path) -> Iterator[Mounter]:
         m.cleanup()
 
 
-def _ranges(proxy: FaultProxy, digest: str) -> list[tuple[int, int]]:
-    """The byte ranges of ``digest`` that blob GETs asked for (whole GETs as (0, -1))."""
-    found = []
-    for request in proxy.requests:
-        if blob_get(request) and request.path.endswith(digest):
-            header = request.headers.get("range", "")
-            if not header:
-                found.append((0, -1))
-                continue
-            start, _, end = header.removeprefix("bytes=").partition("-")
-            found.append((int(start), int(end)))
-    return found
-
-
 def _span_ranges(index: SpanIndex, offset: int, size: int) -> list[tuple[int, int]]:
     positions = index.covering(offset, size)
     first, last = index.spans[positions[0]], index.spans[positions[-1]]
@@ -156,7 +150,7 @@ def test_listing_reads_only_the_index_and_files_equal_unpack(
     manifest = spanned.manifest(compression)
     for desc in manifest.layers:
         # No layer byte but the index itself (none at all when the manifest carries it inline).
-        assert _ranges(fault_proxy, desc.digest) == _index_range(desc)
+        assert ranges_asked(fault_proxy, desc.digest) == _index_range(desc)
     for section, unpacked in spanned.sections.items():
         assert snapshot(mnt / section) == snapshot(unpacked), section
 
@@ -189,10 +183,10 @@ def test_small_file_read_fetches_one_span(
     desc, index = spanned.layer(compression, "models/config.json")
     entry = next(e for e in index.entries if e.name == "models/config.json")
     expected = _index_range(desc) + _span_ranges(index, entry.offset, entry.size)
-    assert _ranges(fault_proxy, desc.digest) == expected
+    assert ranges_asked(fault_proxy, desc.digest) == expected
     # Of the model layer around it (whose listing decides the directory), only the index.
     model, _ = spanned.layer(compression, "models")
-    assert _ranges(fault_proxy, model.digest) == _index_range(model)
+    assert ranges_asked(fault_proxy, model.digest) == _index_range(model)
 
 
 @pytest.mark.parametrize("compression", ["none", "zstd"])
@@ -212,7 +206,7 @@ def test_random_reads_fetch_their_covering_spans_only(
             handle.seek(offset)
             assert handle.read(4096) == original[offset : offset + 4096]
             fetched.update(index.covering(entry.offset + offset, 4096))
-    asked = _ranges(fault_proxy, desc.digest)[len(_index_range(desc)) :]
+    asked = ranges_asked(fault_proxy, desc.digest)[len(_index_range(desc)) :]
     allowed = {(index.spans[p].blob_offset, index.spans[p].blob_end) for p in fetched}
     # Each request asks for whole spans that some read covered (the kernel may read ahead within
     # its window, which stays inside spans a read already needed or their neighbours).
@@ -230,7 +224,7 @@ def test_sequential_read_is_complete_and_spans_are_shared_by_the_next_mount(
     original = (spanned.context / "models" / "weights.bin").read_bytes()
     assert (mnt / "model" / "models" / "weights.bin").read_bytes() == original
     desc, index = spanned.layer("gzip", "models")
-    asked = _ranges(fault_proxy, desc.digest)
+    asked = ranges_asked(fault_proxy, desc.digest)
     assert asked[0] == _index_range(desc)[0]
     # Every span was asked for once, in runs (one request per run of neighbours, not per span).
     covered = sorted(asked[1:])
@@ -251,7 +245,7 @@ def test_sequential_read_is_complete_and_spans_are_shared_by_the_next_mount(
     fault_proxy.clear()
     second = mounter.mount(spanned.ref("gzip", fault_proxy.host), mounter.mountpoint("second"))
     assert (second / "model" / "models" / "weights.bin").read_bytes() == original
-    assert _ranges(fault_proxy, desc.digest) == []
+    assert ranges_asked(fault_proxy, desc.digest) == []
 
 
 # -- read-ahead stays within its budget ---------------------------------------------------------
@@ -314,7 +308,7 @@ def test_read_ahead_never_fetches_more_than_its_budget_past_the_reads(
     original = (spanned.context / "models" / "weights.bin").read_bytes()
     got = trio.run(_read_through_a_store, spanned, fault_proxy, tmp_path, reads)
     assert got == b"".join(original[o : o + n] for o, n in reads)
-    fetched = sum(last + 1 - first for first, last in _ranges(fault_proxy, desc.digest))
+    fetched = sum(last + 1 - first for first, last in ranges_asked(fault_proxy, desc.digest))
     read = max(o + n for o, n in reads)
     assert fetched >= read
     assert fetched <= read + READAHEAD_BUDGET + 2 * SPAN, fetched
@@ -367,7 +361,7 @@ def test_head_of_a_big_file_fetches_no_more_than_the_cache_size_allows(
         assert wait_for(lambda: not alive(daemon), timeout=20)
     finally:
         mounter.cleanup()
-    fetched = sum(last + 1 - first for first, last in _ranges(fault_proxy, layer.digest))
+    fetched = sum(last + 1 - first for first, last in ranges_asked(fault_proxy, layer.digest))
     assert 0 < fetched <= (1 << 20) + (2 << 20) + 2 * SPAN, fetched
 
 
@@ -459,7 +453,7 @@ def test_an_index_that_does_not_match_its_pin_is_refused_and_the_layer_read_whol
     original = (spanned.context / "models" / "weights.bin").read_bytes()
     assert (mnt / "model" / "models" / "weights.bin").read_bytes() == original
     model = manifest.layers[0]
-    asked = _ranges(fault_proxy, model.digest)
+    asked = ranges_asked(fault_proxy, model.digest)
     assert (0, -1) in asked  # fetched whole, verified against the layer digest
     assert "span index refused" in mounter.log_path(mnt).read_text()
 
@@ -717,7 +711,7 @@ def test_skopeo_copy_keeps_the_indexes(
         spanned.context / "models" / "config.json"
     ).read_bytes()
     desc, _index = spanned.layer("zstd", "models")
-    assert (0, -1) not in _ranges(fault_proxy, desc.digest)
+    assert (0, -1) not in ranges_asked(fault_proxy, desc.digest)
 
 
 @pytest.mark.skipif(not KIT.exists(), reason="the reference kit v1.7.0 is not in ../shared/tools")
@@ -782,7 +776,7 @@ def test_raw_layers_are_read_by_spans_with_an_inline_index(
             os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
             handle.seek(BIG // 2)
             assert handle.read(4096) == weights[BIG // 2 : BIG // 2 + 4096]
-        assert _ranges(fault_proxy, layer.digest) == _span_ranges(index, BIG // 2, 4096)
+        assert ranges_asked(fault_proxy, layer.digest) == _span_ranges(index, BIG // 2, 4096)
         assert (mnt / "model" / "w.bin").read_bytes() == weights
     finally:
         mounter.cleanup()
