@@ -12,6 +12,7 @@ then once into the cache's file.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import trio
 
 from kitfs.errors import DigestMismatchError
 from kitfs.layers.spanindex import Span, SpanIndexError
+
+log = logging.getLogger(__name__)
 
 Store = Callable[[int, Span, memoryview], Path | None]
 Report = Callable[[int, Path | None, str | None, bool], None]
@@ -72,4 +75,14 @@ class SpanRunSink:
         self.done += 1
         self._held = 0
         with contextlib.suppress(trio.RunFinishedError):  # the mount ended meanwhile
-            self._token.run_sync_soon(self._report, position, temp, problem, mismatch)
+            self._token.run_sync_soon(self._report_safely, position, temp, problem, mismatch)
+
+    def _report_safely(
+        self, position: int, temp: Path | None, problem: str | None, mismatch: bool
+    ) -> None:
+        """Runs on the event loop, where an exception would end the whole run: a report that
+        comes after its reader stopped (a receiving thread abandoned at unmount) is only logged."""
+        try:
+            self._report(position, temp, problem, mismatch)
+        except Exception:
+            log.exception("span %d arrived after its reader stopped", position)
