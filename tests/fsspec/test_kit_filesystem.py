@@ -5,6 +5,7 @@ policy, and a span fetched by the file system is a cache hit for a mount."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -18,7 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from faultproxy import Fault, FaultProxy, ProxyRequest, for_digest
-from fs_mounting import Mounter
+from fs_mounting import Mounter, wait_for
 from fsspec_kits import BIG_CSV, PARQUET, TRAIN_CSV, WHOLE_TAG, LayerSpans, Tables
 from helpers import cli, ok
 from nobody import Nobody
@@ -287,6 +288,8 @@ def test_the_cache_is_shared_with_a_mount(
     # The cache is private to its user (0700, kitfs.storage.cache): in real use one user mounts and
     # reads. Here the mount runs as root (only root opens /dev/fuse) and the reader as nobody, so
     # what root wrote is handed back to nobody first; the bytes and names stay as the mount left them.
+    # Spans get their names after a background fdatasync: wait for the last, then hand over.
+    assert wait_for(lambda: not any((cache / "tmp").iterdir()), timeout=60)
     _chown_tree(cache, pwd.getpwnam("nobody"))
     code = (
         "import fsspec, hashlib\n"
@@ -299,7 +302,8 @@ def test_the_cache_is_shared_with_a_mount(
 
 def _chown_tree(root: Path, user: pwd.struct_passwd) -> None:
     for path in [root, *root.rglob("*")]:
-        os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+        with contextlib.suppress(FileNotFoundError):  # a temp file renamed meanwhile
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
 WHOLE_READ = """\
