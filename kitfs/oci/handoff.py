@@ -67,7 +67,7 @@ async def receive_body(
 
 
 async def _through_loop(pieces: AsyncIterator[bytes], sink: Counted, skip: int) -> None:
-    batch: list[bytes] = []
+    batch: list[memoryview] = []  # views of the pieces httpx made: no copy on the loop
     held = 0
     try:
         async for chunk in pieces:
@@ -75,7 +75,7 @@ async def _through_loop(pieces: AsyncIterator[bytes], sink: Counted, skip: int) 
             view, skip = _discard(memoryview(chunk), skip)
             view = view[: sink.remaining - held]
             if len(view):
-                batch.append(bytes(view))
+                batch.append(view)
                 held += len(view)
             if held >= BATCH or held >= sink.remaining:
                 with paused():  # the sink's work is our time, not the registry's

@@ -7,6 +7,7 @@ A sink is called by one thread at a time, with the bytes of one body in order, n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -75,6 +76,6 @@ def feed(sink: Sink, data: bytes | memoryview) -> None:
         view = view[count:]
 
 
-def feed_all(sink: Sink, pieces: list[bytes]) -> None:
+def feed_all(sink: Sink, pieces: Sequence[bytes | memoryview]) -> None:
     for piece in pieces:
         feed(sink, piece)
