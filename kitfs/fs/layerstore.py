@@ -25,6 +25,7 @@ from cachetools import TTLCache
 
 from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError
 from kitfs.fs.source import Source
+from kitfs.fs.spanmemory import DEFAULT_BUDGET, SpanMemory
 from kitfs.fs.spanreader import SpanError, SpanReader
 from kitfs.fs.tarreader import TarReader
 from kitfs.fs.tree import LayerSlot, MountTree
@@ -66,7 +67,7 @@ class LayerReader(Protocol):
     """What a layer is read through while files in it are open: its whole verified tar
     (kitfs.fs.tarreader) or, for a layer with a pinned span index, its spans (kitfs.fs.spanreader)."""
 
-    async def read(self, offset: int, size: int) -> bytes: ...
+    async def read(self, offset: int, size: int) -> bytes | memoryview: ...
 
     async def check_entry(self, offset: int, name: str, size: int) -> None: ...
 
@@ -101,11 +102,13 @@ class LayerStore:
         progress: ProgressSink | None = None,
         concurrency: int = 4,
         failure_ttl: float = FAILURE_TTL,
+        span_memory: int = DEFAULT_BUDGET,
     ) -> None:
         self.source = source
         self.cache = cache
         self.progress = progress or NullProgress()
         self._downloads = trio.CapacityLimiter(max(1, concurrency))
+        self.memory = SpanMemory(span_memory)  # verified spans waiting for their readers
         self._locks: dict[str, trio.Lock] = {}
         self._records: dict[str, LayerRecord] = {}
         self._verified_in_place: set[str] = set()
@@ -250,6 +253,7 @@ class LayerStore:
                         self._downloads,
                         spawn=self._spawn,
                         failure_ttl=self._failure_ttl,
+                        memory=self.memory,
                     )
                     layer = OpenLayer(slot.digest, reader)
                 else:
@@ -317,9 +321,10 @@ class LayerStore:
             del self._open[layer.digest]
             layer.close()
 
-    async def read(self, layer: OpenLayer, offset: int, size: int) -> bytes:
+    async def read(self, layer: OpenLayer, offset: int, size: int) -> bytes | memoryview:
         """Bytes of a layer's verified tar, through its reader (a span layer fetches and verifies
-        the spans it needs first)."""
+        the spans it needs first). A memoryview is valid until the caller next awaits: a FUSE
+        reply is sent before; anything that keeps the bytes copies them."""
         try:
             return await layer.reader.read(offset, size)
         except SpanError as exc:

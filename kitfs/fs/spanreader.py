@@ -5,7 +5,10 @@ Range request per run (never multi-range), several runs at once for large reads,
 sequential readers. Each span's bytes are checked against the digest in the index, which the
 manifest pins, before any byte of it is served; a verified span is decompressed and enters the
 cache by an atomic rename under its digest, so every mount and process shares it and a killed
-daemon leaves nothing half-trusted. A span that fails (a registry that keeps failing, bytes that do
+daemon leaves nothing half-trusted. The cache file is written with ``O_DIRECT`` from the buffer
+the span arrived in, and reads are served from that buffer while it stays in the mount's span memory
+(kitfs.fs.spanmemory), so the bytes a loader reads are copied once on their way in and once out to
+the kernel. A span that fails (a registry that keeps failing, bytes that do
 not match) answers EIO for a few seconds; other spans and files keep reading.
 
 Uncompressed layers whose blob is on this machine (kit's local storage, an OCI layout) are read in
@@ -18,6 +21,7 @@ import bisect
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
@@ -30,6 +34,7 @@ from cachetools import TTLCache
 
 from kitfs.errors import DigestMismatchError, KitfsError
 from kitfs.fs.source import Source
+from kitfs.fs.spanmemory import SpanMemory, write_new_file
 from kitfs.fs.spansink import SpanRunSink
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.spanindex import Span, SpanIndex, SpanIndexError, decode_member
@@ -78,6 +83,7 @@ class SpanReader:
         *,
         spawn: Spawn | None = None,
         failure_ttl: float = FAILURE_TTL,
+        memory: SpanMemory | None = None,
     ) -> None:
         self.slot = slot
         self.index = index
@@ -85,6 +91,8 @@ class SpanReader:
         self.cache = cache
         self._limiter = limiter
         self._spawn = spawn
+        self._memory = memory if memory is not None else SpanMemory(0)
+        self._owner = SpanMemory.owner()
         self._inflight: dict[int, trio.Event] = {}
         self._failed: TTLCache[int, str] = TTLCache(maxsize=65536, ttl=failure_ttl)
         self._files: OrderedDict[int, int] = OrderedDict()  # span position -> open fd
@@ -110,8 +118,10 @@ class SpanReader:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def read(self, offset: int, size: int) -> bytes:
-        """Bytes [offset, offset + size) of the layer's uncompressed tar (fewer at its end)."""
+    async def read(self, offset: int, size: int) -> bytes | memoryview:
+        """Bytes [offset, offset + size) of the layer's uncompressed tar (fewer at its end). A
+        memoryview is of a span held in memory: valid until the caller next awaits (a FUSE reply
+        is sent before that; anything else copies it first)."""
         positions = self.index.covering(offset, size)
         if not positions:
             return b""
@@ -133,7 +143,7 @@ class SpanReader:
         if reason is None:
             positions = self.index.covering(offset - BLOCK, BLOCK)
             await self.ensure(positions)
-            block = self._assemble(offset - BLOCK, BLOCK, positions)
+            block = bytes(self._assemble(offset - BLOCK, BLOCK, positions))
             reason = header_mismatch(block, TarEntry(name, False, 0, size, offset))
         if reason is not None:
             message = (
@@ -144,17 +154,28 @@ class SpanReader:
             raise SpanError(message)
         self._checked.add((offset, name))
 
-    def _assemble(self, offset: int, size: int, positions: range) -> bytes:
+    def _assemble(self, offset: int, size: int, positions: range) -> bytes | memoryview:
         end = min(offset + size, self.index.tar_size)
         parts = []
         for position in positions:
             span = self.index.spans[position]
             start = max(offset, span.offset)
             parts.append(self._pread(position, start - span.offset, min(end, span.end) - start))
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _pread(self, position: int, offset: int, size: int) -> bytes:
+    def _pread(self, position: int, offset: int, size: int) -> bytes | memoryview:
         span = self.index.spans[position]
+        held = self._memory.view(self._owner, position)
+        if held is not None:
+            if offset + size < span.size:
+                return held[offset : offset + size]
+            # Read to its end: the span leaves memory, once the reply with this view is sent
+            # (the event loop runs the callback after this request's step; a worker thread may
+            # receive into the buffer as soon as it is free).
+            trio.lowlevel.current_trio_token().run_sync_soon(
+                self._memory.read_through, self._owner, position
+            )
+            return held[offset : offset + size]
         if self._in_place is not None:
             return os.pread(self._in_place_fd, size, span.blob_offset + offset)
         return os.pread(self._fd(position), size, offset)
@@ -220,6 +241,7 @@ class SpanReader:
             os.close(fd)
 
     def close(self) -> None:
+        self._memory.drop(self._owner)
         for fd in self._files.values():
             os.close(fd)
         self._files.clear()
@@ -401,15 +423,22 @@ class SpanReader:
             self._verify_and_store,
             self._arrived,
             trio.lowlevel.current_trio_token(),
+            self._memory,
         )
         start, end = spans[0].blob_offset, spans[-1].blob_end
         await self.source.stream_range(
             self.slot.descriptor, start, end - start, sink, origin_only=origin_only
         )
+        sink.finish()
         return pending[sink.done :]
 
     def _arrived(
-        self, position: int, temp: Path | None, problem: str | None, mismatch: bool
+        self,
+        position: int,
+        temp: Path | None,
+        plain: mmap.mmap | None,
+        problem: str | None,
+        mismatch: bool,
     ) -> None:
         """A span of a run was received and checked (on the event loop, in order)."""
         if problem is not None:
@@ -423,6 +452,8 @@ class SpanReader:
             return
         self.fetched_spans += 1
         self._have.add(position)
+        if plain is not None:
+            self._memory.hold(self._owner, position, plain, self.index.spans[position].size)
         if temp is not None:
             self._unsynced[position] = temp
             if self._spawn is not None:
@@ -437,34 +468,34 @@ class SpanReader:
         if self._unsynced.get(position) == temp:
             del self._unsynced[position]
 
-    def _verify_and_store(self, position: int, span: Span, data: memoryview) -> Path | None:
-        """Check a span's bytes against the index and write them (decompressed) to a temp file;
-        None when the layer is read in place. Runs in a worker thread; raises
-        DigestMismatchError or SpanIndexError for bytes that must not be used."""
+    def _verify_and_store(
+        self, position: int, span: Span, buffer: mmap.mmap, data: memoryview
+    ) -> tuple[Path | None, mmap.mmap | None]:
+        """Check a span's bytes (``data``, a view of ``buffer``) against the index and write them
+        (decompressed) to a temp file; return it and the buffer that holds the plain bytes, to
+        serve from (``buffer`` itself for an uncompressed layer); (None, None) when the layer is
+        read in place. Runs in a worker thread; raises DigestMismatchError or SpanIndexError for
+        bytes that must not be used."""
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != span.digest:
             raise DigestMismatchError(span.digest, actual, f"span {position} at byte {span.offset}")
         if self._in_place is not None:
-            return None
-        plain = decode_member(data, self.index.compression, span.size)
-        if len(plain) != span.size:
-            raise SpanIndexError(f"span {position} holds {len(plain)} bytes, not {span.size}")
+            return None, None
+        decoded = decode_member(data, self.index.compression, span.size)
+        if len(decoded) != span.size:
+            raise SpanIndexError(f"span {position} holds {len(decoded)} bytes, not {span.size}")
+        if decoded is data:
+            plain = buffer
+        else:
+            plain = self._memory.take(span.size)
+            plain[: span.size] = decoded
         temp = self.cache.temp_path("span")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(plain)
-            while len(view):
-                view = view[os.write(fd, view) :]
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-            raise
-        os.close(fd)
-        # This reader serves the span from its temp file at once. A cached span is served by
-        # later mounts without hashing it again (its name is the digest of its compressed
-        # bytes), so it gets that name only once it is on disk: _persist, in the background.
-        return temp
+        write_new_file(temp, memoryview(plain)[: span.size])
+        # This reader serves the span from memory (or its temp file) at once. A cached span is
+        # served by later mounts without hashing it again (its name is the digest of its
+        # compressed bytes), so it gets that name only once it is on disk: _persist, in the
+        # background.
+        return temp, plain
 
     def _open(self, position: int) -> tuple[int, Path]:
         """An fd on a readable span's bytes: its temp file until it is synced, then its cache

@@ -166,7 +166,7 @@ class Session:
             return handle.content[offset : offset + size]
         if handle.layer is None:
             raise ValueError(f"{handle.path} is closed")
-        return await self.store.read(handle.layer, handle.offset + offset, size)
+        return bytes(await self.store.read(handle.layer, handle.offset + offset, size))
 
     def release(self, handle: Handle) -> None:
         """Close an open file (idempotent); the layer closes with its last file."""

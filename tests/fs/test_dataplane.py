@@ -323,10 +323,12 @@ def test_a_worker_that_dies_gives_an_error_not_a_hang(
     real_store = spanreader.SpanReader._verify_and_store
     broken = {_entry_span(shards, NAMES[0], 0)}
 
-    def dying(self: spanreader.SpanReader, position: int, span: object, data: memoryview) -> object:
+    def dying(
+        self: spanreader.SpanReader, position: int, span: object, buffer: object, data: memoryview
+    ) -> object:
         if position in broken:
             raise RuntimeError("a worker bug")
-        return real_store(self, position, span, data)  # type: ignore[arg-type]
+        return real_store(self, position, span, buffer, data)  # type: ignore[arg-type]
 
     monkeypatch.setattr(spanreader.SpanReader, "_verify_and_store", dying)
 
@@ -339,7 +341,7 @@ def test_a_worker_that_dies_gives_an_error_not_a_hang(
             with pytest.raises(LayerError):
                 await layers.read(layer, entry.offset, 4096)
             other = next(e for e in shards.index.entries if e.name.endswith(NAMES[1]))
-            data = await layers.read(layer, other.offset, 4096)
+            data = bytes(await layers.read(layer, other.offset, 4096))
         assert data == shards.source(NAMES[1])[:4096]
         layers.release(layer)
         layers.close()

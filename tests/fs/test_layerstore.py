@@ -67,7 +67,7 @@ def test_uncompressed_layers_are_read_in_place_without_a_copy(home: Path, tmp_pa
         weights = next(e for e in entries if e.name == "models/weights.bin")
         layer = await layers.open(slot)
         try:
-            return await layers.read(layer, weights.offset, 16)
+            return bytes(await layers.read(layer, weights.offset, 16))
         finally:
             layers.release(layer)
 
@@ -91,7 +91,7 @@ def test_compressed_layers_are_decompressed_into_the_cache_once(
             entries = await layers.index(slot)
             weights = next(e for e in entries if e.name == "models/weights.bin")
             layer = await layers.open(slot)
-            results.append(await layers.read(layer, weights.offset, weights.size))
+            results.append(bytes(await layers.read(layer, weights.offset, weights.size)))
             layers.release(layer)
 
         async with trio.open_nursery() as nursery:
@@ -176,7 +176,7 @@ def test_an_in_place_blob_damaged_after_indexing_is_refused_by_the_next_store(
         assert await store.index(slot) == entries  # from the cache: no hash needed for this
         layer = await store.open(slot)
         try:
-            return await store.read(layer, weights.offset, 4096)
+            return bytes(await store.read(layer, weights.offset, 4096))
         finally:
             store.release(layer)
 

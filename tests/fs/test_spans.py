@@ -276,7 +276,7 @@ async def _read_through_a_store(
         try:
             async with trio.open_nursery() as nursery:  # it waits for the read-ahead it runs
                 store.attach(nursery)
-                got = [await store.read(layer, entry.offset + o, n) for o, n in reads]
+                got = [bytes(await store.read(layer, entry.offset + o, n)) for o, n in reads]
         finally:
             store.release(layer)
     return b"".join(got)
@@ -830,3 +830,64 @@ def test_spans_already_read_serve_a_new_mount_while_the_registry_is_away(
         assert failure.value.errno == errno.EIO
     finally:
         fault_proxy.refuse_connections(False)
+
+
+async def _sequential_with_span_memory(
+    spanned: Spanned, tag: str, host: str, base: Path, budget: int, chunk: int
+) -> tuple[bytes, int, int, int]:
+    """Read weights.bin from start to end in ``chunk`` reads through a LayerStore whose span
+    memory holds ``budget`` bytes; (bytes read, buffers mapped, most bytes held, spans fetched)."""
+    cache = BlobCache(base / "cache").ensure()
+    source = open_source(
+        spanned.ref(tag, host), Paths(base / "home"), cache, RegistryOptions(plain_http=True)
+    )
+    async with source:
+        assert source.target is not None
+        kit = await source.resolve(source.target)
+        slot = next(s for s in layer_slots(kit.manifest, kit.kitfile) if s.root == "models")
+        store = LayerStore(source, cache, span_memory=budget)
+        entry = next(e for e in await store.index(slot) if e.name == "models/weights.bin")
+        layer = await store.open(slot)
+        got, most = [], 0
+        try:
+            async with trio.open_nursery() as nursery:
+                store.attach(nursery)
+                for offset in range(0, entry.size, chunk):
+                    size = min(chunk, entry.size - offset)
+                    got.append(bytes(await store.read(layer, entry.offset + offset, size)))
+                    most = max(most, store.memory.held_bytes)
+            assert layer.spans is not None
+            fetched = layer.spans.fetched_spans
+        finally:
+            store.release(layer)
+        assert store.memory.held_bytes == 0  # the layer closed: its spans left memory
+    return b"".join(got), store.memory.created, most, fetched
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_spans_are_served_from_reused_buffers_and_their_cache_files_hold_the_same_bytes(
+    spanned: Spanned, fault_proxy: FaultProxy, tmp_path: Path, compression: str
+) -> None:
+    """A sequential reader is served from span memory: every byte equals the source, memory never
+    holds more than its budget, and buffers are reused (far fewer mapped than spans fetched).
+    The spans' cache files (written with O_DIRECT from those buffers) then serve a second store
+    that keeps nothing in memory, with no request to the registry."""
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    budget = 6 * SPAN
+    got, created, most, fetched = trio.run(
+        _sequential_with_span_memory, spanned, compression, fault_proxy.host, tmp_path,
+        budget, 200_000,
+    )  # fmt: skip
+    assert got == original
+    assert fetched >= BIG // SPAN  # every span of the file went through memory
+    assert most <= budget
+    assert 0 < created <= 24 < fetched, (created, fetched)
+    assert _quiet(fault_proxy, 0.3)
+    fault_proxy.clear()
+    again, _, most, fetched = trio.run(
+        _sequential_with_span_memory, spanned, compression, fault_proxy.host, tmp_path, 0,
+        1 << 20,
+    )  # fmt: skip
+    assert again == original
+    assert (most, fetched) == (0, 0)
+    assert fault_proxy.matching("GET", "/blobs/") == []

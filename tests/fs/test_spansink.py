@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 from pathlib import Path
 
 import pytest
@@ -35,14 +36,22 @@ def _run(
     stored: dict[int, bytes] = {}
     reports: list[tuple[int, bytes | None, str | None]] = []
 
-    def store(position: int, span: Span, data: memoryview) -> Path | None:
+    def store(
+        position: int, span: Span, buffer: mmap.mmap, data: memoryview
+    ) -> tuple[Path | None, mmap.mmap | None]:
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != span.digest:
             raise DigestMismatchError(span.digest, actual, f"span {position}")
         stored[position] = bytes(data)  # the buffer is reused for the next span
-        return None
+        return None, None
 
-    def report(position: int, temp: Path | None, problem: str | None, mismatch: bool) -> None:
+    def report(
+        position: int,
+        temp: Path | None,
+        plain: mmap.mmap | None,
+        problem: str | None,
+        mismatch: bool,
+    ) -> None:
         reports.append((position, stored.get(position), problem))
         if report_raises:
             raise RuntimeError("the reader is gone")
