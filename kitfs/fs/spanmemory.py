@@ -130,6 +130,31 @@ class SpanMemory:
         return self._held_bytes
 
 
+class Scratch:
+    """One reusable buffer for reads answered on the event loop. A view of it is valid until the
+    loop runs another task (a FUSE reply is sent before that), so one per reader serves all its
+    requests, and a 1 MiB read costs a copy from the page cache, not a fresh 1 MiB of memory."""
+
+    SIZE = 1 << 20  # the largest FUSE read (libfuse 3.14's 256 pages)
+
+    def __init__(self) -> None:
+        self._buffer: bytearray | None = None
+
+    def view(self, size: int) -> memoryview | None:
+        """``size`` bytes of the buffer to fill (None when larger than it)."""
+        if size > self.SIZE:
+            return None
+        if self._buffer is None:
+            self._buffer = bytearray(self.SIZE)
+        return memoryview(self._buffer)[:size]
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes | memoryview:
+        view = self.view(size)
+        if view is None:
+            return os.pread(fd, size, offset)
+        return view[: os.preadv(fd, [view], offset)]
+
+
 def write_new_file(path: Path, data: memoryview | bytes) -> None:
     """Create ``path`` holding ``data``: with ``O_DIRECT`` for the page-aligned whole blocks when
     the file system takes it (the disk reads ``data`` in place: no page-cache pages, no copy),

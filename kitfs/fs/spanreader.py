@@ -34,7 +34,7 @@ from cachetools import TTLCache
 
 from kitfs.errors import DigestMismatchError, KitfsError
 from kitfs.fs.source import Source
-from kitfs.fs.spanmemory import SpanMemory, write_new_file
+from kitfs.fs.spanmemory import Scratch, SpanMemory, write_new_file
 from kitfs.fs.spansink import SpanRunSink
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.spanindex import Span, SpanIndex, SpanIndexError, decode_member
@@ -64,6 +64,7 @@ class _Stream:
     end: int
     window: int
     horizon: int = -1
+    advised: int = -1  # the last span on disk the kernel was asked to read ahead
 
 
 class SpanError(KitfsError):
@@ -93,6 +94,7 @@ class SpanReader:
         self._spawn = spawn
         self._memory = memory if memory is not None else SpanMemory(0)
         self._owner = SpanMemory.owner()
+        self._scratch = Scratch()
         self._inflight: dict[int, trio.Event] = {}
         self._failed: TTLCache[int, str] = TTLCache(maxsize=65536, ttl=failure_ttl)
         self._files: OrderedDict[int, int] = OrderedDict()  # span position -> open fd
@@ -103,6 +105,8 @@ class SpanReader:
         self._have: set[int] = set()
         self._mismatched: dict[int, str] = {}  # spans whose bytes failed their digest, and why
         self._unsynced: dict[int, Path] = {}  # spans served from their temp file until synced
+        self._to_persist: list[tuple[int, Path]] = []  # ... and waiting for _persist_queued
+        self._persisting = False
         self._streams: OrderedDict[int, _Stream] = OrderedDict()  # by where their last read ended
         self._span_files: dict[int, str] = {}
         files = sorted((e.offset, e.offset + e.size) for e in index.entries if e.size)
@@ -155,30 +159,63 @@ class SpanReader:
         self._checked.add((offset, name))
 
     def _assemble(self, offset: int, size: int, positions: range) -> bytes | memoryview:
+        """The bytes [offset, offset + size) from the spans at ``positions`` (all readable): a
+        view of a span held in memory, or of the scratch buffer the span files were read into
+        (valid until the caller next awaits), or bytes for a read larger than the scratch."""
         end = min(offset + size, self.index.tar_size)
+        if len(positions) == 1:
+            held = self._held(positions[0], offset, end)
+            if held is not None:
+                return held
+        into = self._scratch.view(end - offset)
         parts = []
         for position in positions:
             span = self.index.spans[position]
-            start = max(offset, span.offset)
-            parts.append(self._pread(position, start - span.offset, min(end, span.end) - start))
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            start, stop = max(offset, span.offset), min(end, span.end)
+            held = self._held(position, start, stop)
+            if into is None:
+                parts.append(held if held is not None else self._pread(position, start, stop))
+            elif held is not None:
+                into[start - offset : stop - offset] = held
+            else:
+                self._pread_into(position, start, into[start - offset : stop - offset])
+        return into if into is not None else b"".join(parts)
 
-    def _pread(self, position: int, offset: int, size: int) -> bytes | memoryview:
+    def _held(self, position: int, start: int, stop: int) -> memoryview | None:
+        """Layer bytes [start, stop) of a span held in memory, or None."""
         span = self.index.spans[position]
         held = self._memory.view(self._owner, position)
-        if held is not None:
-            if offset + size < span.size:
-                return held[offset : offset + size]
+        if held is None:
+            return None
+        if stop >= span.end:
             # Read to its end: the span leaves memory, once the reply with this view is sent
             # (the event loop runs the callback after this request's step; a worker thread may
             # receive into the buffer as soon as it is free).
             trio.lowlevel.current_trio_token().run_sync_soon(
                 self._memory.read_through, self._owner, position
             )
-            return held[offset : offset + size]
+        return held[start - span.offset : stop - span.offset]
+
+    def _file_of(self, position: int, start: int) -> tuple[int, int]:
+        """The fd and file offset of layer byte ``start`` of a readable span."""
+        span = self.index.spans[position]
         if self._in_place is not None:
-            return os.pread(self._in_place_fd, size, span.blob_offset + offset)
-        return os.pread(self._fd(position), size, offset)
+            return self._in_place_fd, span.blob_offset + start - span.offset
+        return self._fd(position), start - span.offset
+
+    def _pread(self, position: int, start: int, stop: int) -> bytes:
+        fd, at = self._file_of(position, start)
+        return os.pread(fd, stop - start, at)
+
+    def _pread_into(self, position: int, start: int, into: memoryview) -> None:
+        fd, at = self._file_of(position, start)
+        while len(into):
+            count = os.preadv(fd, [into], at)
+            if not count:
+                raise SpanError(
+                    f"{self.slot.label}: span {position} is shorter than its index says"
+                )
+            into, at = into[count:], at + count
 
     def _fd(self, position: int) -> int:
         fd = self._files.get(position)
@@ -321,17 +358,36 @@ class SpanReader:
         spans = self.index.spans
         limit = min(file_end, offset + size + stream.window)
         position = max(positions[-1], stream.horizon) + 1
-        ahead, missing = [], 0
+        ahead, missing, on_disk = [], 0, []
         while position < len(spans) and spans[position].offset < limit:
-            if position not in self._inflight and not self._ready(position):
+            if position in self._inflight:
+                pass
+            elif not self._ready(position):
                 ahead.append(position)
                 missing += spans[position].blob_size
+            elif position > stream.advised and self._in_place is None:
+                on_disk.append(position)
             position += 1
+        if on_disk:
+            self._advise(stream, on_disk)
         whole = position >= len(spans) or spans[position].offset >= file_end
         urgent = bool(ahead) and ahead[0] == positions[-1] + 1
         if ahead and (urgent or missing >= MIN_RUN_BYTES or whole):
             stream.horizon = ahead[-1]
             self._spawn(lambda: self._prefetch(ahead))
+
+    def _advise(self, stream: _Stream, positions: list[int]) -> None:
+        """Cached spans ahead of a sequential reader: the kernel reads their files into the page
+        cache in the background (a worker thread asks it), so the reader's preads on the event
+        loop find memory, not the disk. Spans held in memory need nothing."""
+        stream.advised = positions[-1]
+        paths = [
+            str(self._unsynced.get(p) or self._span_file(p))
+            for p in positions
+            if self._memory.view(self._owner, p) is None
+        ]
+        if paths and self._spawn is not None:
+            self._spawn(lambda: trio.to_thread.run_sync(_will_need, paths))
 
     def _continue_stream(self, offset: int, size: int) -> _Stream | None:
         """The stream this read continues (its window grown) or opens; None for a random read.
@@ -457,16 +513,34 @@ class SpanReader:
         if temp is not None:
             self._unsynced[position] = temp
             if self._spawn is not None:
-                self._spawn(lambda: self._persist_soon(position, temp))
+                self._to_persist.append((position, temp))
+                if not self._persisting:
+                    self._persisting = True
+                    self._spawn(self._persist_queued)
         event = self._inflight.pop(position, None)
         if event is not None:
             event.set()  # readers waiting for this span go on while the run goes on
 
-    async def _persist_soon(self, position: int, temp: Path) -> None:
-        with trio.CancelScope(shield=True):  # an unmount waits for it: the span stays
-            await trio.to_thread.run_sync(self._persist, position, temp)
-        if self._unsynced.get(position) == temp:
-            del self._unsynced[position]
+    async def _persist_queued(self) -> None:
+        """Sync and name the spans that arrived, in batches: one worker-thread job for all that
+        came while the last batch was syncing, not one per span."""
+        try:
+            while self._to_persist:
+                batch, self._to_persist = self._to_persist, []
+                with trio.CancelScope(shield=True):  # an unmount waits for it: the spans stay
+                    await trio.to_thread.run_sync(self._persist_all, batch)
+                for position, temp in batch:
+                    if self._unsynced.get(position) == temp:
+                        del self._unsynced[position]
+        finally:
+            self._persisting = False
+
+    def _persist_all(self, batch: list[tuple[int, Path]]) -> None:
+        for position, temp in batch:
+            try:
+                self._persist(position, temp)
+            except OSError as exc:  # it stays served from its temp file, never named
+                log.warning("span %d of %s cannot be cached: %s", position, self.slot.label, exc)
 
     def _verify_and_store(
         self, position: int, span: Span, buffer: mmap.mmap, data: memoryview
@@ -527,3 +601,19 @@ class SpanReader:
         if position not in self._failed:
             log.error("span %d of %s cannot be served: %s", position, self.slot.label, reason)
         self._failed[position] = reason
+
+
+def _will_need(paths: list[str]) -> None:
+    """Start reading these files into the page cache (a worker thread; a file gone meanwhile,
+    evicted, is simply fetched again by the read that needs it)."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

@@ -9,6 +9,7 @@ import os
 
 import trio
 
+from kitfs.fs.spanmemory import Scratch
 from kitfs.storage.cache import PinnedTar
 
 INLINE_READ = 1 << 20  # reads up to this size pread on the event loop (see ``read``)
@@ -21,14 +22,16 @@ class TarReader:
     def __init__(self, fd: int, pinned: PinnedTar | None = None) -> None:
         self.fd = fd
         self._pinned = pinned
+        self._scratch = Scratch()
 
-    async def read(self, offset: int, size: int) -> bytes:
+    async def read(self, offset: int, size: int) -> bytes | memoryview:
         """Bytes [offset, offset + size). A FUSE read (up to 1 MiB with the widened readahead) is
         mostly served by the page cache and is several times faster inline than through a worker
         thread (measured: moving 1 MiB preads of span files to threads made the warm model load
-        slower, docs/benchmarks.md); bigger ones go to a thread."""
+        slower, docs/benchmarks.md); bigger ones go to a thread. An inline read is a view of the
+        reader's scratch buffer, valid until the caller next awaits (as SpanReader.read)."""
         if size <= INLINE_READ:
-            return os.pread(self.fd, size, offset)
+            return self._scratch.pread(self.fd, size, offset)
         return await trio.to_thread.run_sync(os.pread, self.fd, size, offset)
 
     async def check_entry(self, offset: int, name: str, size: int) -> None:
