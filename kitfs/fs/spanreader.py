@@ -47,7 +47,7 @@ Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 # A registry spends milliseconds on each request (distribution 2.8 on loopback: a 4 MiB range
 # comes at a quarter of a whole-blob GET's rate), so read-ahead asks for large runs, several at once.
 MAX_RUN_BYTES = 32 << 20  # one Range request fetches at most this much (runs go in parallel)
-MIN_RUN_BYTES = 16 << 20  # read-ahead waits until it has this much to ask for (or the file ends)
+MIN_RUN_BYTES = 32 << 20  # read-ahead waits until it has this much to ask for (or the file ends)
 READAHEAD_START = 8 << 20  # a new sequential stream gets this much fetched ahead of it ...
 READAHEAD_MAX = 128 << 20  # ... doubling on each read that continues it, up to this
 STREAMS = 16  # sequential streams remembered per layer (several readers of one layer)
