@@ -69,6 +69,11 @@ class LayerReader(Protocol):
 
     async def read(self, offset: int, size: int) -> bytes | memoryview: ...
 
+    def read_now(self, offset: int, size: int) -> bytes | memoryview | None:
+        """The bytes when they can be had without waiting (nothing to fetch, nothing large to
+        read), else None: ``read`` then gets them."""
+        ...
+
     async def check_entry(self, offset: int, name: str, size: int) -> None: ...
 
     def close(self) -> None: ...
@@ -329,6 +334,11 @@ class LayerStore:
             return await layer.reader.read(offset, size)
         except SpanError as exc:
             raise LayerError(str(exc)) from None
+
+    def read_now(self, layer: OpenLayer, offset: int, size: int) -> bytes | memoryview | None:
+        """``read``'s bytes when they are ready now (see ``LayerReader.read_now``), else None;
+        errors are the reader's own (the caller falls back to ``read``)."""
+        return layer.reader.read_now(offset, size)
 
     def close(self) -> None:
         for layer in list(self._open.values()):

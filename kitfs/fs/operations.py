@@ -270,8 +270,25 @@ class KitfsOperations(pyfuse3.Operations):
         # Bytes are served only from a verified layer, and never change: keep the page cache.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
 
-    @_fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        """A read whose bytes are ready (verified, in memory or in a cache file) is answered at
+        once: nothing to wait for, so no time bound, no error mapping beyond falling back to the
+        bounded path, which also answers everything else (a sequential loader's reads are
+        nearly all ready: read-ahead fetched them)."""
+        handle = self._files.get(fh)
+        if handle is not None and handle.layer is not None and 0 <= off < handle.size:
+            try:
+                ready = self.layers.read_now(
+                    handle.layer, handle.offset + off, min(size, handle.size - off)
+                )
+            except Exception:  # e.g. a span evicted meanwhile: the bounded path fetches it
+                ready = None
+            if ready is not None:
+                return cast(bytes, ready)  # see _read_bounded
+        return await self._read_bounded(fh, off, size)
+
+    @_fuse_errors
+    async def _read_bounded(self, fh: int, off: int, size: int) -> bytes:
         handle = self._files.get(fh)
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)

@@ -137,6 +137,18 @@ class SpanReader:
             await self.ensure(positions)
             return self._assemble(offset, size, positions)
 
+    def read_now(self, offset: int, size: int) -> bytes | memoryview | None:
+        """``read``'s bytes when every span they lie in is readable now (none to fetch or wait
+        for), else None. FileNotFoundError when a span was evicted since it was seen."""
+        positions = self.index.covering(offset, size)
+        if not positions:
+            return b""
+        for position in positions:
+            if not self._ready(position):
+                return None
+        self._read_ahead(offset, size, positions)
+        return self._assemble(offset, size, positions)
+
     async def check_entry(self, offset: int, name: str, size: int) -> None:
         """Check, once, that the verified tar holds at ``offset`` the entry the index says it does:
         the header block before the data must be that entry's (type, size, name). An index that

@@ -34,6 +34,12 @@ class TarReader:
             return self._scratch.pread(self.fd, size, offset)
         return await trio.to_thread.run_sync(os.pread, self.fd, size, offset)
 
+    def read_now(self, offset: int, size: int) -> bytes | memoryview | None:
+        """An inline read (see ``read``); None for a large one."""
+        if size <= INLINE_READ:
+            return self._scratch.pread(self.fd, size, offset)
+        return None
+
     async def check_entry(self, offset: int, name: str, size: int) -> None:
         """Nothing to check: the whole tar was verified and indexed by its own entries."""
         return None

@@ -18,9 +18,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 import trio
@@ -891,3 +892,67 @@ def test_spans_are_served_from_reused_buffers_and_their_cache_files_hold_the_sam
     assert again == original
     assert (most, fetched) == (0, 0)
     assert fault_proxy.matching("GET", "/blobs/") == []
+
+
+async def _read_now_then_read(
+    spanned: Spanned, host: str, base: Path, requests: Callable[[], int]
+) -> dict[str, object]:
+    """What ``read_now`` (the FUSE read's path without waiting) gives for a range of weights.bin
+    before it was fetched, after, and after its span file was removed; the registry's request
+    count around each step."""
+    cache = BlobCache(base / "cache").ensure()
+    source = open_source(
+        spanned.ref("none", host), Paths(base / "home"), cache, RegistryOptions(plain_http=True)
+    )
+    seen: dict[str, object] = {}
+    async with source:
+        assert source.target is not None
+        kit = await source.resolve(source.target)
+        slot = next(s for s in layer_slots(kit.manifest, kit.kitfile) if s.root == "models")
+        store = LayerStore(source, cache, span_memory=0)  # spans are read from their files
+        entry = next(e for e in await store.index(slot) if e.name == "models/weights.bin")
+        layer = await store.open(slot)
+        offset = entry.offset + 5 * SPAN + 100  # inside a span, not at the file's start
+        try:
+            before = requests()
+            seen["cold"] = store.read_now(layer, offset, 4096)
+            seen["cold requests"] = requests() - before
+            seen["read"] = bytes(await store.read(layer, offset, 4096))
+            before = requests()
+            seen["ready"] = bytes(store.read_now(layer, offset, 4096) or b"")
+            seen["ready requests"] = requests() - before
+            for path in cache.root.rglob("*"):
+                if path.is_file() and "span" in str(path.relative_to(cache.root)):
+                    path.unlink()
+            try:  # an fd it holds open still reads the verified bytes; else it cannot answer
+                seen["evicted"] = bytes(store.read_now(layer, offset, 4096) or b"")
+            except FileNotFoundError:
+                seen["evicted"] = "FileNotFoundError"
+            seen["read again"] = bytes(await store.read(layer, offset, 4096))
+        finally:
+            store.release(layer)
+    seen["offset"] = offset - entry.offset
+    return seen
+
+
+def test_read_now_answers_only_ready_bytes_and_never_fetches(
+    spanned: Spanned, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """A FUSE read first asks ``read_now`` (no time bound, nothing awaited): it must give None for
+    bytes not fetched yet, without a request; the verified bytes once they are ready, without a
+    request; and an error (so the read falls back to the fetching path) when the span's file went
+    away (or the same bytes, through the fd it holds open), never wrong or empty bytes."""
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    seen = trio.run(
+        _read_now_then_read,
+        spanned,
+        fault_proxy.host,
+        tmp_path,
+        lambda: len(fault_proxy.matching("GET", "/blobs/")),
+    )
+    start = int(cast(int, seen["offset"]))
+    assert seen["cold"] is None and seen["cold requests"] == 0
+    assert seen["read"] == original[start : start + 4096]
+    assert seen["ready"] == seen["read"] and seen["ready requests"] == 0
+    assert seen["evicted"] in ("FileNotFoundError", seen["read"])
+    assert seen["read again"] == seen["read"]
