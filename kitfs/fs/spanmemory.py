@@ -8,7 +8,9 @@ into one of these buffers, verifies it, writes it to its cache file with ``O_DIR
 reads the buffer; no page-cache copy), and the event loop then serves the reader's requests from
 the same buffer. Memory is bounded by ``budget``: the oldest span (or one already read to its
 end) leaves memory for a new one, and its buffer is reused rather than unmapped, because touching
-fresh memory is what costs here. A span that left memory is read from its cache file as before.
+fresh memory is what costs here. A span that left memory is read from its cache file as before;
+the cached spans ahead of a sequential reader (a warm cache) are read into these buffers by a
+worker thread, with ``O_DIRECT`` too (``read_span_file``), so that reader is answered from memory.
 
 Buffers move between threads under one lock: ``take`` (any thread) hands out an idle buffer or a
 new one, ``hold`` (event loop) makes a verified span readable, evicting what the budget cannot
@@ -189,6 +191,52 @@ def write_new_file(path: Path, data: memoryview | bytes) -> None:
             path.unlink()
         raise
     os.close(fd)
+
+
+def read_span_file(memory: SpanMemory, path: Path | str, size: int) -> mmap.mmap:
+    """A buffer from ``memory`` holding the ``size`` bytes of the file at ``path`` (a cached span),
+    read with ``O_DIRECT`` where the file system takes it (the disk fills the buffer: no
+    page-cache pages, no copy), else plainly. OSError when the file is not ``size`` bytes long.
+    Blocking: a worker thread's job."""
+    buffer = memory.take(size)
+    try:
+        _read_into(path, memoryview(buffer), size)
+    except BaseException:
+        memory.give(buffer)
+        raise
+    return buffer
+
+
+def _read_into(path: Path | str, view: memoryview, size: int) -> None:
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_DIRECT)
+        direct = True
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        fd, direct = os.open(path, flags), False
+    try:
+        # O_DIRECT reads whole blocks: ask for the size rounded up (the buffer has the room; the
+        # file's end makes the last read short).
+        want = min(len(view), -(-size // DIRECT_ALIGN) * DIRECT_ALIGN) if direct else size
+        done = 0
+        while done < want:
+            try:
+                count = os.preadv(fd, [view[done:want]], done)
+            except OSError as exc:
+                if not direct or exc.errno != errno.EINVAL:
+                    raise
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                direct = False
+                continue
+            if not count:
+                break
+            done += count
+        if done != size:
+            raise OSError(errno.EIO, f"{path} is not {size} bytes long")
+    finally:
+        os.close(fd)
 
 
 def _aligned(view: memoryview) -> bool:

@@ -34,7 +34,7 @@ from cachetools import TTLCache
 
 from kitfs.errors import DigestMismatchError, KitfsError
 from kitfs.fs.source import Source
-from kitfs.fs.spanmemory import Scratch, SpanMemory, write_new_file
+from kitfs.fs.spanmemory import Scratch, SpanMemory, read_span_file, write_new_file
 from kitfs.fs.spansink import SpanRunSink
 from kitfs.fs.tree import LayerSlot
 from kitfs.layers.spanindex import Span, SpanIndex, SpanIndexError, decode_member
@@ -64,7 +64,7 @@ class _Stream:
     end: int
     window: int
     horizon: int = -1
-    advised: int = -1  # the last span on disk the kernel was asked to read ahead
+    loaded: int = -1  # the last cached span read into span memory ahead of the reader
 
 
 class SpanError(KitfsError):
@@ -107,6 +107,8 @@ class SpanReader:
         self._unsynced: dict[int, Path] = {}  # spans served from their temp file until synced
         self._to_persist: list[tuple[int, Path]] = []  # ... and waiting for _persist_queued
         self._persisting = False
+        self._loading: set[int] = set()  # cached spans being read into span memory
+        self._closed = False
         self._streams: OrderedDict[int, _Stream] = OrderedDict()  # by where their last read ended
         self._span_files: dict[int, str] = {}
         files = sorted((e.offset, e.offset + e.size) for e in index.entries if e.size)
@@ -290,6 +292,7 @@ class SpanReader:
             os.close(fd)
 
     def close(self) -> None:
+        self._closed = True
         self._memory.drop(self._owner)
         for fd in self._files.values():
             os.close(fd)
@@ -377,29 +380,66 @@ class SpanReader:
             elif not self._ready(position):
                 ahead.append(position)
                 missing += spans[position].blob_size
-            elif position > stream.advised and self._in_place is None:
+            elif position > stream.loaded and self._in_place is None:
                 on_disk.append(position)
             position += 1
         if on_disk:
-            self._advise(stream, on_disk)
+            self._load_ahead(stream, on_disk)
         whole = position >= len(spans) or spans[position].offset >= file_end
         urgent = bool(ahead) and ahead[0] == positions[-1] + 1
         if ahead and (urgent or missing >= MIN_RUN_BYTES or whole):
             stream.horizon = ahead[-1]
             self._spawn(lambda: self._prefetch(ahead))
 
-    def _advise(self, stream: _Stream, positions: list[int]) -> None:
-        """Cached spans ahead of a sequential reader: the kernel reads their files into the page
-        cache in the background (a worker thread asks it), so the reader's preads on the event
-        loop find memory, not the disk. Spans held in memory need nothing."""
-        stream.advised = positions[-1]
-        paths = [
-            str(self._unsynced.get(p) or self._span_file(p))
-            for p in positions
-            if self._memory.view(self._owner, p) is None
-        ]
-        if paths and self._spawn is not None:
+    def _load_ahead(self, stream: _Stream, positions: list[int]) -> None:
+        """Cached spans ahead of a sequential reader are read into span memory by a worker thread
+        (with O_DIRECT where the file system takes it: the disk fills the buffer, no page-cache
+        pages, no copy), so the reader is answered from memory and the event loop does no pread.
+        Without room in span memory the kernel is asked to read the files ahead instead."""
+        if self._spawn is None:
+            return
+        if self._memory.budget < 4 * self.index.span_size:
+            stream.loaded = positions[-1]
+            paths = [str(self._unsynced.get(p) or self._span_file(p)) for p in positions]
             self._spawn(lambda: trio.to_thread.run_sync(_will_need, paths))
+            return
+        # A quarter of span memory ahead of each reader at most (several readers share it, and
+        # a span loaded too early would push out one not yet read); later reads load the next.
+        limit, wanted = stream.end + self._memory.budget // 4, []
+        for position in positions:
+            if self.index.spans[position].end > limit:
+                break
+            stream.loaded = position
+            if position not in self._loading and self._memory.view(self._owner, position) is None:
+                wanted.append(position)
+        if not wanted:
+            return
+        self._loading.update(wanted)
+        self._spawn(lambda: self._load(stream, wanted))
+
+    async def _load(self, stream: _Stream, positions: list[int]) -> None:
+        """Read these cached spans into span memory, in order, each as soon as it is read; one the
+        reader already passed, or a file gone meanwhile (evicted), is left alone: the read path
+        reads or fetches it as before."""
+        try:
+            for position in positions:
+                span = self.index.spans[position]
+                if self._closed or stream.end >= span.end:
+                    continue
+                path = self._unsynced.get(position) or self._span_file(position)
+                try:
+                    buffer = await trio.to_thread.run_sync(
+                        read_span_file, self._memory, path, span.size
+                    )
+                except OSError as exc:
+                    log.debug("span %d of %s not read ahead: %s", position, self.slot.label, exc)
+                    continue
+                if self._closed or self._memory.view(self._owner, position) is not None:
+                    self._memory.give(buffer)
+                else:
+                    self._memory.hold(self._owner, position, buffer, span.size)
+        finally:
+            self._loading.difference_update(positions)
 
     def _continue_stream(self, offset: int, size: int) -> _Stream | None:
         """The stream this read continues (its window grown) or opens; None for a random read.

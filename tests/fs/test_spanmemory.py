@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kitfs.fs.spanmemory import PAGE, SpanMemory, capacity, write_new_file
+from kitfs.fs.spanmemory import PAGE, SpanMemory, capacity, read_span_file, write_new_file
 
 
 def _address(buffer: mmap.mmap) -> int:
@@ -68,3 +68,32 @@ def test_a_new_file_holds_the_bytes_direct_or_not(tmp_path: Path, size: int) -> 
     with pytest.raises(FileExistsError):  # never over a file that is there
         write_new_file(tmp_path / "direct", data)
     assert (tmp_path / "direct").read_bytes() == data
+
+
+@pytest.mark.parametrize("size", [1, 4095, 4096, 3 * 4096 + 123, (1 << 20) + 7, 4 << 20])
+def test_a_span_file_is_read_into_a_reused_buffer(tmp_path: Path, size: int) -> None:
+    """A cached span is read (O_DIRECT where it can be) into a buffer of the span memory: the
+    same bytes; a file shorter or longer than the span says is an OSError, and its buffer goes
+    back for reuse."""
+    data = os.urandom(size)
+    (tmp_path / "span").write_bytes(data)
+    memory = SpanMemory()
+    buffer = read_span_file(memory, tmp_path / "span", size)
+    assert bytes(buffer[:size]) == data
+    assert _address(buffer) % PAGE == 0
+    memory.give(buffer)
+    for _ in range(2):  # the second failure reuses the buffer the first gave back
+        with pytest.raises(OSError, match="is not"):
+            read_span_file(memory, tmp_path / "span", size + 1)  # the file ends early
+    if size % 4096 and size > 1:  # a longer file shows within the block O_DIRECT reads
+        with pytest.raises(OSError, match="is not"):
+            read_span_file(memory, tmp_path / "span", size - 1)
+    created = memory.created
+    for _ in range(2):
+        with pytest.raises(OSError, match="is not"):
+            read_span_file(memory, tmp_path / "span", size + 1)
+    again = read_span_file(memory, tmp_path / "span", size)
+    assert bytes(again[:size]) == data
+    assert memory.created == created  # failed reads gave their buffers back; all were reused
+    with pytest.raises(FileNotFoundError):
+        read_span_file(memory, tmp_path / "gone", size)

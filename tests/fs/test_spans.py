@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import trio
@@ -834,10 +834,17 @@ def test_spans_already_read_serve_a_new_mount_while_the_registry_is_away(
 
 
 async def _sequential_with_span_memory(
-    spanned: Spanned, tag: str, host: str, base: Path, budget: int, chunk: int
+    spanned: Spanned,
+    tag: str,
+    host: str,
+    base: Path,
+    budget: int,
+    chunk: int,
+    pause: float = 0.0,
 ) -> tuple[bytes, int, int, int]:
-    """Read weights.bin from start to end in ``chunk`` reads through a LayerStore whose span
-    memory holds ``budget`` bytes; (bytes read, buffers mapped, most bytes held, spans fetched)."""
+    """Read weights.bin from start to end in ``chunk`` reads (``pause`` seconds apart: a loader's
+    own work) through a LayerStore whose span memory holds ``budget`` bytes; (bytes read, buffers
+    mapped, most bytes held, spans fetched)."""
     cache = BlobCache(base / "cache").ensure()
     source = open_source(
         spanned.ref(tag, host), Paths(base / "home"), cache, RegistryOptions(plain_http=True)
@@ -857,6 +864,8 @@ async def _sequential_with_span_memory(
                     size = min(chunk, entry.size - offset)
                     got.append(bytes(await store.read(layer, entry.offset + offset, size)))
                     most = max(most, store.memory.held_bytes)
+                    if pause:
+                        await trio.sleep(pause)
             assert layer.spans is not None
             fetched = layer.spans.fetched_spans
         finally:
@@ -956,3 +965,36 @@ def test_read_now_answers_only_ready_bytes_and_never_fetches(
     assert seen["ready"] == seen["read"] and seen["ready requests"] == 0
     assert seen["evicted"] in ("FileNotFoundError", seen["read"])
     assert seen["read again"] == seen["read"]
+
+
+def test_a_warm_sequential_reader_is_answered_from_spans_read_ahead_into_memory(
+    spanned: Spanned, fault_proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a warm cache, the spans ahead of a sequential reader are read from their files into span
+    memory by worker threads, so most reads are answered from memory, not by a pread on the event
+    loop; the bytes equal the source, nothing is fetched, and memory stays within its budget."""
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    cold, _, _, fetched = trio.run(
+        _sequential_with_span_memory, spanned, "none", fault_proxy.host, tmp_path, 0, 1 << 20
+    )
+    assert cold == original and fetched >= BIG // SPAN
+    assert _quiet(fault_proxy, 0.3)
+    fault_proxy.clear()
+    preads = []
+    pread_into = spanreader.SpanReader._pread_into
+
+    def counted(self: spanreader.SpanReader, *args: Any) -> None:
+        preads.append(args[0])
+        pread_into(self, *args)
+
+    monkeypatch.setattr(spanreader.SpanReader, "_pread_into", counted)
+    budget, chunk = 16 * SPAN, 32 << 10
+    warm, _, most, fetched = trio.run(
+        _sequential_with_span_memory, spanned, "none", fault_proxy.host, tmp_path, budget, chunk,
+        0.002,
+    )  # fmt: skip
+    reads = -(-len(original) // chunk)
+    assert warm == original
+    assert fetched == 0 and fault_proxy.matching("GET", "/blobs/") == []
+    assert 0 < most <= budget
+    assert len(preads) < reads // 4, (len(preads), reads)
