@@ -2,7 +2,9 @@
 
 Run as a script, a loader imports numpy and safetensors, prints ``ready``, then for each JSON line
 on stdin (a list of file paths) reads the small files whole and every ``.safetensors`` file with
-``safetensors.numpy.load_file``, and answers one JSON line (bytes read, tensor bytes, seconds, or the
+``safetensors.numpy.load_file`` (one ``read`` of the file), or with ``--mmap`` through
+``safetensors.safe_open`` (the file mapped, each tensor copied out of the mapping: how vLLM and
+transformers load), and answers one JSON line (bytes read, tensor bytes, seconds, or the
 error). The parent (``LoaderPool``) starts them ahead of time, so a timed step holds the loads
 alone, not Python's start-up and imports; several loaders load at once as tensor-parallel ranks do.
 """
@@ -21,13 +23,28 @@ READY = "ready"
 LOAD_TIMEOUT = 1800.0  # a load that takes longer has hung (a stuck mount): the loaders are killed
 
 
-def _load(paths: list[str]) -> dict[str, float | int]:
+def _mapped(path: str) -> int:
+    """Every tensor of a safetensors file copied out of its mapping; their bytes."""
+    from safetensors import safe_open
+
+    size = 0
+    with safe_open(path, framework="np") as mapped:
+        for key in mapped.keys():  # noqa: SIM118  (safe_open has keys(), not __iter__)
+            size += mapped.get_tensor(key).nbytes
+    return size
+
+
+def _load(paths: list[str], mmap: bool = False) -> dict[str, float | int]:
     from safetensors.numpy import load_file
 
     start = time.perf_counter()
     read = tensors = 0
     for path in paths:
-        if path.endswith(".safetensors"):
+        if path.endswith(".safetensors") and mmap:
+            size = _mapped(path)
+            tensors += size
+            read += size
+        elif path.endswith(".safetensors"):
             loaded = load_file(path)
             size = sum(array.nbytes for array in loaded.values())
             tensors += size
@@ -46,7 +63,7 @@ def worker() -> int:
     print(READY, flush=True)
     for line in sys.stdin:
         try:
-            answer: dict[str, object] = dict(_load(json.loads(line)))
+            answer: dict[str, object] = dict(_load(json.loads(line), "--mmap" in sys.argv))
         except (OSError, ValueError, RuntimeError) as exc:
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(answer), flush=True)
@@ -56,7 +73,8 @@ def worker() -> int:
 class LoaderPool:
     """``count`` loader processes, ready before the step; ``load`` times one round of loads."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, mmap: bool = False) -> None:
+        self.mmap = mmap  # load through safe_open (mapped) rather than load_file (read)
         self.processes: list[subprocess.Popen[str]] = []
         try:
             for _ in range(count):
@@ -65,10 +83,9 @@ class LoaderPool:
             self.close()
             raise
 
-    @staticmethod
-    def _spawn() -> subprocess.Popen[str]:
+    def _spawn(self) -> subprocess.Popen[str]:
         process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve())],
+            [sys.executable, str(Path(__file__).resolve()), *(["--mmap"] if self.mmap else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -59,6 +59,10 @@ CURL_SINGLE = "`curl -o /dev/null` of the single-file model's layer blob"
 DD_SINGLE = (
     "kitfs cold mount, then `dd bs=1M` of the single span-indexed file (from the mount being ready)"
 )
+LOCAL_MMAP = "`safe_open` (mmap) load from a local directory, page cache dropped"
+MOUNT_MMAP = "kitfs cold mount + `safe_open` (mmap) load, default span-indexed layers"
+WARM_MMAP = "kitfs warm cache, new mount, then `safe_open` (mmap) load (from the mount being ready)"
+WARM_MOUNT_MMAP = "kitfs warm cache, new mount + `safe_open` (mmap) load (mount included)"
 CURL_TP = "`curl -o /dev/null` of the 4-shard model's layer blob"
 LOCAL_TP = "4 loaders at once from a local directory, page cache dropped"
 KIT_TP = "`kit pull` + `kit unpack` + 4 loaders at once"
@@ -310,9 +314,14 @@ def _record_cpu(row: Row, before: float | None, after: float | None, served: int
         row.cpu, row.cpu_total, row.served = after - before, after, served
 
 
-def warm_mount_load(b: ModelLoad, pool: LoaderPool, cache: Path) -> None:
+def warm_mount_load(
+    b: ModelLoad,
+    pool: LoaderPool,
+    cache: Path,
+    names: tuple[str, str] = (WARM_MOUNT_LOAD, WARM_LOAD),
+) -> None:
     """A new mount on the cache a cold mount filled, page cache dropped: two rows from one step
-    (the load from the mount being ready, and mount + load)."""
+    (``names``: mount + load, and the load from the mount being ready)."""
     model = b.models[PAIR]
     mounted = Mounted(b, b.blobs[(DEFAULT, PAIR)].ref, cache, _home_of(cache))
     parts: dict[str, float] = {}
@@ -326,10 +335,10 @@ def warm_mount_load(b: ModelLoad, pool: LoaderPool, cache: Path) -> None:
         return parts["mount"] + parts["load"]
 
     try:
-        whole = b.step(WARM_MOUNT_LOAD, mount_and_load)
+        whole = b.step(names[0], mount_and_load)
     finally:
         mounted.stop()
-    b.rows[WARM_LOAD] = Row(
+    b.rows[names[1]] = Row(
         seconds=parts.get("load") if whole.error is None else None,
         error=whole.error,
         fetched=whole.fetched,
@@ -411,6 +420,14 @@ def measure(b: ModelLoad, profile: bool, native: bool) -> None:
         b.remove_scratch()
         mount_load(b, pool, MOUNT_KIT, (KIT, PAIR), 1)
         b.remove_scratch()
+        print(f"modelload: mapped loads (safe_open) at {clock()}", flush=True)
+    with LoaderPool(1, mmap=True) as pool:
+        local_loads(b, pool, pair, 1, [LOCAL_MMAP])
+        cache = mount_load(b, pool, MOUNT_MMAP, (DEFAULT, PAIR), 1)
+        if cache is not None and b.rows[MOUNT_MMAP].error is None:
+            warm_mount_load(b, pool, cache, (WARM_MOUNT_MMAP, WARM_MMAP))
+        b.remove_scratch()
+    with LoaderPool(1) as pool:
         print(f"modelload: one file at {clock()}", flush=True)
         curl(b, CURL_SINGLE, b.blobs[(DEFAULT, SINGLE)])
         dd_single(b)

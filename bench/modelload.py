@@ -15,6 +15,9 @@ too), every kit home and kitfs cache empty, it times:
 - `kit pull` + `kit unpack` + load;
 - `kitfs mount` (cold) + load, for kitfs's default layers and for kit's layers;
 - warm cache, a new mount + load, page cache dropped (from the mount being ready, and mount included);
+- the same cold and warm mounts and a local load with ``safetensors.safe_open`` instead of
+  ``load_file``: the files mapped and each tensor copied out of the mapping (page faults, not
+  ``read``), as vLLM and transformers load (the kit row is the ``load_file`` one);
 - `dd bs=1M` of the 1 GiB span-indexed file through a cold mount, against curl of its blob;
 - four loaders reading the four shards at once: cold mount against kit pull + unpack + four loads;
 - beside every mount row, the daemon's CPU-seconds (utime + stime of all its threads) per GiB
