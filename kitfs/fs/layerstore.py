@@ -25,7 +25,7 @@ from cachetools import TTLCache
 
 from kitfs.errors import DigestMismatchError, KitfsError, UnsafeContentError
 from kitfs.fs.source import Source
-from kitfs.fs.spanmemory import DEFAULT_BUDGET, SpanMemory
+from kitfs.fs.spanmemory import DEFAULT_BUDGET, IDLE_RELEASE, SpanMemory
 from kitfs.fs.spanreader import SpanError, SpanReader
 from kitfs.fs.tarreader import TarReader
 from kitfs.fs.tree import LayerSlot, MountTree
@@ -108,12 +108,15 @@ class LayerStore:
         concurrency: int = 4,
         failure_ttl: float = FAILURE_TTL,
         span_memory: int = DEFAULT_BUDGET,
+        memory_idle: float = IDLE_RELEASE,
     ) -> None:
         self.source = source
         self.cache = cache
         self.progress = progress or NullProgress()
         self._downloads = trio.CapacityLimiter(max(1, concurrency))
         self.memory = SpanMemory(span_memory)  # verified spans waiting for their readers
+        self.memory_idle = memory_idle  # seconds unused before span memory is released
+        self._releasing = False
         self._locks: dict[str, trio.Lock] = {}
         self._records: dict[str, LayerRecord] = {}
         self._verified_in_place: set[str] = set()
@@ -126,8 +129,24 @@ class LayerStore:
         self.fetches = 0  # layers this process fetched or decompressed (for logs and tests)
 
     def attach(self, nursery: trio.Nursery) -> None:
-        """Give the store a nursery for background work (read-ahead of span layers)."""
+        """Give the store a nursery for background work (read-ahead of span layers); span
+        memory left idle goes back to the system (a task that ends with the event loop)."""
         self._nursery = nursery
+        if not self._releasing:
+            self._releasing = True
+            trio.lowlevel.spawn_system_task(self._release_idle_memory)
+
+    async def _release_idle_memory(self) -> None:
+        """Every few seconds, span memory unused for ``memory_idle`` seconds is released."""
+        while True:
+            await trio.sleep(max(0.05, self.memory_idle / 4))
+            try:
+                released = self.memory.release_if_idle(self.memory_idle)
+            except Exception:  # a system task must not fail: it would end the whole run
+                log.exception("releasing idle span memory failed")
+                continue
+            if released:
+                log.debug("span memory idle: %d bytes released", released)
 
     def _spawn(self, job: Callable[[], Awaitable[None]]) -> None:
         if self._nursery is not None:

@@ -29,12 +29,14 @@ import itertools
 import mmap
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 PAGE = mmap.PAGESIZE
 DIRECT_ALIGN = 4096  # O_DIRECT offsets and lengths: a multiple of any logical block size here
 DEFAULT_BUDGET = 192 << 20  # spans held in memory per mount (read-ahead runs up to 128 MiB ahead)
+IDLE_RELEASE = 30.0  # seconds without a span taken or read: the memory goes back to the system
 
 _owners = itertools.count(1)
 
@@ -57,6 +59,7 @@ class SpanMemory:
         self._held: OrderedDict[tuple[int, int], tuple[mmap.mmap, int]] = OrderedDict()
         self._held_bytes = 0
         self.created = 0  # buffers mapped (for tests: reuse keeps this small)
+        self.last_used = time.monotonic()  # the last take or view
 
     @staticmethod
     def owner() -> int:
@@ -66,6 +69,7 @@ class SpanMemory:
     def take(self, size: int) -> mmap.mmap:
         """A page-aligned buffer of at least ``size`` bytes (any thread)."""
         want = capacity(size)
+        self.last_used = time.monotonic()
         with self._lock:
             idle = self._idle.get(want)
             if idle:
@@ -107,6 +111,7 @@ class SpanMemory:
         found = self._held.get((owner, position))
         if found is None:
             return None
+        self.last_used = time.monotonic()
         self._held.move_to_end((owner, position))
         return memoryview(found[0])[: found[1]]
 
@@ -127,9 +132,32 @@ class SpanMemory:
             self._held_bytes -= len(buffer)
             self.give(buffer)
 
+    def release_if_idle(self, idle: float = IDLE_RELEASE) -> int:
+        """After ``idle`` seconds without a span taken or read (a model loaded, its server
+        running), give the memory back: held spans leave memory (each has its cache file, which
+        serves a later read) and idle buffers are unmapped. The bytes released (event loop)."""
+        if time.monotonic() - self.last_used < idle:
+            return 0
+        for key in list(self._held):
+            buffer, _ = self._held.pop(key)
+            self._held_bytes -= len(buffer)
+            self.give(buffer)
+        with self._lock:
+            idle_buffers = [b for buffers in self._idle.values() for b in buffers]
+            self._idle.clear()
+            released, self._idle_bytes = self._idle_bytes, 0
+        for buffer in idle_buffers:
+            with contextlib.suppress(BufferError):  # a view still out: unmapped when it goes
+                buffer.close()
+        return released
+
     @property
     def held_bytes(self) -> int:
         return self._held_bytes
+
+    @property
+    def idle_bytes(self) -> int:
+        return self._idle_bytes
 
 
 class Scratch:

@@ -97,3 +97,22 @@ def test_a_span_file_is_read_into_a_reused_buffer(tmp_path: Path, size: int) -> 
     assert memory.created == created  # failed reads gave their buffers back; all were reused
     with pytest.raises(FileNotFoundError):
         read_span_file(memory, tmp_path / "gone", size)
+
+
+def test_idle_memory_is_released_and_a_busy_one_is_kept() -> None:
+    """Span memory unused for the idle time goes back to the system: held spans leave memory
+    (their files serve later reads) and idle buffers are unmapped; memory in use stays."""
+    memory = SpanMemory(8 * PAGE)
+    held = memory.take(PAGE)
+    memory.hold(1, 0, held, PAGE)
+    memory.give(memory.take(2 * PAGE))
+    assert (memory.held_bytes, memory.idle_bytes) == (PAGE, 2 * PAGE)
+    assert memory.release_if_idle(3600.0) == 0  # used just now
+    assert memory.view(1, 0) is not None
+    assert memory.release_if_idle(0.0) == 3 * PAGE
+    assert (memory.held_bytes, memory.idle_bytes) == (0, 0)
+    assert memory.view(1, 0) is None
+    assert held.closed  # unmapped, not kept for reuse
+    created = memory.created
+    memory.take(PAGE)
+    assert memory.created == created + 1

@@ -998,3 +998,48 @@ def test_a_warm_sequential_reader_is_answered_from_spans_read_ahead_into_memory(
     assert fetched == 0 and fault_proxy.matching("GET", "/blobs/") == []
     assert 0 < most <= budget
     assert len(preads) < reads // 4, (len(preads), reads)
+
+
+async def _read_then_idle(spanned: Spanned, host: str, base: Path) -> dict[str, object]:
+    """Read weights.bin through a store whose span memory is released after 0.2 s unused; what
+    memory holds while reading, after the reads stop, and what a read after that gives."""
+    cache = BlobCache(base / "cache").ensure()
+    source = open_source(
+        spanned.ref("none", host), Paths(base / "home"), cache, RegistryOptions(plain_http=True)
+    )
+    seen: dict[str, object] = {}
+    async with source:
+        assert source.target is not None
+        kit = await source.resolve(source.target)
+        slot = next(s for s in layer_slots(kit.manifest, kit.kitfile) if s.root == "models")
+        store = LayerStore(source, cache, span_memory=16 * SPAN, memory_idle=0.2)
+        entry = next(e for e in await store.index(slot) if e.name == "models/weights.bin")
+        layer = await store.open(slot)
+        try:
+            async with trio.open_nursery() as nursery:
+                store.attach(nursery)
+                half = entry.size // 2
+                seen["first half"] = bytes(await store.read(layer, entry.offset, half))
+            seen["in use"] = store.memory.held_bytes + store.memory.idle_bytes
+            await trio.sleep(1.0)  # the reader pauses (its file stays open)
+            seen["idle"] = store.memory.held_bytes + store.memory.idle_bytes
+            rest = await store.read(layer, entry.offset + half, entry.size - half)
+            seen["second half"] = bytes(rest)
+        finally:
+            store.release(layer)
+    return seen
+
+
+def test_span_memory_goes_back_to_the_system_when_reads_stop(
+    spanned: Spanned, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """A loader that stops reading (its model loaded) leaves no span memory behind: after the
+    idle time the held spans and idle buffers are released; a later read still gets the verified
+    bytes (from the spans' cache files, or fetched again)."""
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    seen = trio.run(_read_then_idle, spanned, fault_proxy.host, tmp_path)
+    half = len(original) // 2
+    assert seen["first half"] == original[:half]
+    assert cast(int, seen["in use"]) > 0
+    assert seen["idle"] == 0
+    assert seen["second half"] == original[half:]
