@@ -64,6 +64,12 @@ def _register_mount(subparsers: argparse._SubParsersAction) -> None:  # type: ig
         "fails with ETIMEDOUT and a later read tries again (default 300; $KITFS_REQUEST_TIMEOUT)",
     )
     p.add_argument(
+        "--span-memory",
+        metavar="SIZE",
+        help="verified spans kept in memory for readers, so a loader is answered without reading "
+        "them back from the cache (default 192M; 0: none; given back after 30 s unused)",
+    )
+    p.add_argument(
         "--debug",
         action="store_true",
         default=argparse.SUPPRESS,
@@ -112,6 +118,7 @@ def _cmd_mount(args: argparse.Namespace) -> int:
         "rate_window": args.rate_window,
         "idle_timeout": args.idle_timeout,
         "request_timeout": args.request_timeout,
+        "span_memory": args.span_memory,
         "shared_cache": args.shared_cache,
     }
     settings.update({k: v for k, v in parse_option_list(args.options).items()})

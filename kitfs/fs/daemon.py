@@ -59,7 +59,11 @@ async def serve(
         tree = await build_tree(source, options.layout)
         warnings = list(getattr(source, "warnings", ()))
         layers = LayerStore(
-            source, cache, progress=progress, concurrency=options.registry.concurrency
+            source,
+            cache,
+            progress=progress,
+            concurrency=options.registry.concurrency,
+            span_memory=options.span_memory,
         )
         operations = KitfsOperations(tree, layers, source, options.request_timeout)
         try:

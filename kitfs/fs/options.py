@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SPAN_MEMORY = 192 << 20  # kitfs.fs.spanmemory.DEFAULT_BUDGET (not imported: mmap, ctypes)
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
 _FSNAME_SAFE = re.compile(r"[^A-Za-z0-9._:/@+=-]")
 
@@ -57,6 +58,7 @@ class MountOptions:
     refresh: Refresh = "auto"
     request_timeout: float = 300.0  # the longest a FUSE request waits (kitfs.fs.requestbound)
     shared_cache: bool = False  # a node cache other users may read (kitfs.storage.cache)
+    span_memory: int = DEFAULT_SPAN_MEMORY  # verified spans held in memory for readers
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -132,6 +134,7 @@ VALUE_OPTIONS = frozenset(
         "rate_window",
         "idle_timeout",
         "request_timeout",
+        "span_memory",
     }
 )
 
@@ -205,6 +208,7 @@ def build_options(
         **transfer_settings(text("min_rate"), text("rate_window"), text("idle_timeout")),
     )
     size = text("cache_size")
+    memory = text("span_memory")
     return MountOptions(
         reference=reference,
         mountpoint=Path(mountpoint),
@@ -222,7 +226,19 @@ def build_options(
         refresh=check_refresh(text("refresh") or "auto"),
         request_timeout=request_timeout(text("request_timeout")),
         shared_cache=_as_bool(settings.get("shared_cache", False), "shared_cache"),
+        span_memory=span_memory(memory),
     )
+
+
+def span_memory(text: str | None) -> int:
+    """``--span-memory``: the bytes of verified spans a mount keeps in memory for its readers
+    (default 192 MiB; ``0`` keeps none: every read comes from the span files)."""
+    if text is None or text == "":
+        return DEFAULT_SPAN_MEMORY
+    if text.strip().lower() in ("0", "none"):
+        return 0
+    size = parse_size(text)
+    return DEFAULT_SPAN_MEMORY if size is None else size
 
 
 def _signatures(verify_key: str | None, policy_file: str | None) -> Policy | None:

@@ -43,3 +43,16 @@ def test_a_bad_request_timeout_is_a_usage_error(value: str) -> None:
 def test_a_bad_proxy_option_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match=r"^--proxy 'not a url' is not a proxy URL"):
         build_options("reg.example/a/b:v1", "/mnt/x", {"proxy": "not a url"})
+
+
+def test_span_memory_from_flags_and_o_options() -> None:
+    """``--span-memory`` / ``-o span_memory=``: a size, 0 for none; the default is the span
+    memory's own (kitfs.fs.spanmemory keeps its constant, not imported by the options module)."""
+    from kitfs.fs.spanmemory import DEFAULT_BUDGET
+
+    assert build_options("reg.example/a/b:v1", "/mnt/x", {}).span_memory == DEFAULT_BUDGET
+    settings = parse_option_list(["span_memory=64M"])
+    assert build_options("reg.example/a/b:v1", "/mnt/x", settings).span_memory == 64 << 20
+    assert build_options("r.example/a/b:v1", "/mnt/x", {"span_memory": "0"}).span_memory == 0
+    with pytest.raises(UsageError, match="invalid size 'lots'"):
+        build_options("reg.example/a/b:v1", "/mnt/x", {"span_memory": "lots"})

@@ -249,6 +249,24 @@ def test_sequential_read_is_complete_and_spans_are_shared_by_the_next_mount(
     assert ranges_asked(fault_proxy, desc.digest) == []
 
 
+@pytest.mark.parametrize("flags", [("--span-memory", "0"), ("-o", "span_memory=256K")])
+def test_mounts_with_little_or_no_span_memory_serve_the_same_bytes(
+    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy, flags: tuple[str, str]
+) -> None:
+    """With span memory off (every read from the span files) or smaller than the read-ahead, two
+    readers of the file at once still get the source's bytes."""
+    mnt = mounter.mount(spanned.ref("zstd", fault_proxy.host), None, *flags)
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    path = mnt / "model" / "models" / "weights.bin"
+    got: list[bytes] = []
+    readers = [threading.Thread(target=lambda: got.append(path.read_bytes())) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(120)
+    assert got == [original, original]
+
+
 # -- read-ahead stays within its budget ---------------------------------------------------------
 
 READAHEAD_BUDGET = 512 << 10  # far below the 3 MiB file, so that a read-ahead past it shows
