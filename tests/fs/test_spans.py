@@ -7,6 +7,7 @@ fault proxy (tests/faultproxy.py) in front of it, which also plays the misbehavi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -41,11 +42,12 @@ from registry import RegistryServer
 
 from kitfs.config import Paths
 from kitfs.fs import spanreader
-from kitfs.fs.layerstore import LayerStore
+from kitfs.fs.layerstore import LayerStore, OpenLayer
 from kitfs.fs.sourcechoice import open_source
 from kitfs.fs.tree import layer_slots
 from kitfs.layers import spanindex
 from kitfs.layers.spanindex import SpanIndex, location_of, parse_index
+from kitfs.layers.tarindex import TarEntry
 from kitfs.oci.manifest import Descriptor, Manifest
 from kitfs.oci.options import RegistryOptions
 from kitfs.reference import parse
@@ -272,32 +274,48 @@ def test_mounts_with_little_or_no_span_memory_serve_the_same_bytes(
 READAHEAD_BUDGET = 512 << 10  # far below the 3 MiB file, so that a read-ahead past it shows
 
 
-async def _read_through_a_store(
-    spanned: Spanned, proxy: FaultProxy, base: Path, reads: list[tuple[int, int]]
-) -> bytes:
-    """Read ``(offset, size)`` pieces of weights.bin through a LayerStore on a registry source
-    (what a mount's FUSE reads call, in this process), then let its read-ahead finish."""
+@dataclass
+class _Weights:
+    """weights.bin of a spanned ModelKit, open through a LayerStore (as a mount's reads see it)."""
+
+    store: LayerStore
+    layer: OpenLayer
+    entry: TarEntry
+    cache: BlobCache
+
+
+@contextlib.asynccontextmanager
+async def _weights(
+    spanned: Spanned, tag: str, host: str, base: Path, **store_options: Any
+) -> AsyncIterator[_Weights]:
+    """Open weights.bin of ``tag`` from the registry at ``host`` through a LayerStore on a cache
+    under ``base`` (``store_options`` go to the store); the layer is released afterwards."""
     cache = BlobCache(base / "cache").ensure()
     source = open_source(
-        spanned.ref("none", proxy.host),
-        Paths(base / "home"),
-        cache,
-        RegistryOptions(plain_http=True),
+        spanned.ref(tag, host), Paths(base / "home"), cache, RegistryOptions(plain_http=True)
     )
     async with source:
         assert source.target is not None
         kit = await source.resolve(source.target)
         slot = next(s for s in layer_slots(kit.manifest, kit.kitfile) if s.root == "models")
-        store = LayerStore(source, cache)
-        entries = await store.index(slot)
-        entry = next(e for e in entries if e.name == "models/weights.bin")
+        store = LayerStore(source, cache, **store_options)
+        entry = next(e for e in await store.index(slot) if e.name == "models/weights.bin")
         layer = await store.open(slot)
         try:
-            async with trio.open_nursery() as nursery:  # it waits for the read-ahead it runs
-                store.attach(nursery)
-                got = [bytes(await store.read(layer, entry.offset + o, n)) for o, n in reads]
+            yield _Weights(store, layer, entry, cache)
         finally:
             store.release(layer)
+
+
+async def _read_through_a_store(
+    spanned: Spanned, proxy: FaultProxy, base: Path, reads: list[tuple[int, int]]
+) -> bytes:
+    """Read ``(offset, size)`` pieces of weights.bin through a LayerStore on a registry source
+    (what a mount's FUSE reads call, in this process), then let its read-ahead finish."""
+    # The nursery waits for the read-ahead the reads start.
+    async with _weights(spanned, "none", proxy.host, base) as w, trio.open_nursery() as nursery:
+        w.store.attach(nursery)
+        got = [bytes(await w.store.read(w.layer, w.entry.offset + o, n)) for o, n in reads]
     return b"".join(got)
 
 
@@ -863,32 +881,20 @@ async def _sequential_with_span_memory(
     """Read weights.bin from start to end in ``chunk`` reads (``pause`` seconds apart: a loader's
     own work) through a LayerStore whose span memory holds ``budget`` bytes; (bytes read, buffers
     mapped, most bytes held, spans fetched)."""
-    cache = BlobCache(base / "cache").ensure()
-    source = open_source(
-        spanned.ref(tag, host), Paths(base / "home"), cache, RegistryOptions(plain_http=True)
-    )
-    async with source:
-        assert source.target is not None
-        kit = await source.resolve(source.target)
-        slot = next(s for s in layer_slots(kit.manifest, kit.kitfile) if s.root == "models")
-        store = LayerStore(source, cache, span_memory=budget)
-        entry = next(e for e in await store.index(slot) if e.name == "models/weights.bin")
-        layer = await store.open(slot)
-        got, most = [], 0
-        try:
-            async with trio.open_nursery() as nursery:
-                store.attach(nursery)
-                for offset in range(0, entry.size, chunk):
-                    size = min(chunk, entry.size - offset)
-                    got.append(bytes(await store.read(layer, entry.offset + offset, size)))
-                    most = max(most, store.memory.held_bytes)
-                    if pause:
-                        await trio.sleep(pause)
-            assert layer.spans is not None
-            fetched = layer.spans.fetched_spans
-        finally:
-            store.release(layer)
-        assert store.memory.held_bytes == 0  # the layer closed: its spans left memory
+    got, most = [], 0
+    async with _weights(spanned, tag, host, base, span_memory=budget) as w:
+        store, entry = w.store, w.entry
+        async with trio.open_nursery() as nursery:
+            store.attach(nursery)
+            for offset in range(0, entry.size, chunk):
+                size = min(chunk, entry.size - offset)
+                got.append(bytes(await store.read(w.layer, entry.offset + offset, size)))
+                most = max(most, store.memory.held_bytes)
+                if pause:
+                    await trio.sleep(pause)
+        assert w.layer.spans is not None
+        fetched = w.layer.spans.fetched_spans
+    assert store.memory.held_bytes == 0  # the layer closed: its spans left memory
     return b"".join(got), store.memory.created, most, fetched
 
 
@@ -927,38 +933,27 @@ async def _read_now_then_read(
     """What ``read_now`` (the FUSE read's path without waiting) gives for a range of weights.bin
     before it was fetched, after, and after its span file was removed; the registry's request
     count around each step."""
-    cache = BlobCache(base / "cache").ensure()
-    source = open_source(
-        spanned.ref("none", host), Paths(base / "home"), cache, RegistryOptions(plain_http=True)
-    )
     seen: dict[str, object] = {}
-    async with source:
-        assert source.target is not None
-        kit = await source.resolve(source.target)
-        slot = next(s for s in layer_slots(kit.manifest, kit.kitfile) if s.root == "models")
-        store = LayerStore(source, cache, span_memory=0)  # spans are read from their files
-        entry = next(e for e in await store.index(slot) if e.name == "models/weights.bin")
-        layer = await store.open(slot)
-        offset = entry.offset + 5 * SPAN + 100  # inside a span, not at the file's start
-        try:
-            before = requests()
-            seen["cold"] = store.read_now(layer, offset, 4096)
-            seen["cold requests"] = requests() - before
-            seen["read"] = bytes(await store.read(layer, offset, 4096))
-            before = requests()
-            seen["ready"] = bytes(store.read_now(layer, offset, 4096) or b"")
-            seen["ready requests"] = requests() - before
-            for path in cache.root.rglob("*"):
-                if path.is_file() and "span" in str(path.relative_to(cache.root)):
-                    path.unlink()
-            try:  # an fd it holds open still reads the verified bytes; else it cannot answer
-                seen["evicted"] = bytes(store.read_now(layer, offset, 4096) or b"")
-            except FileNotFoundError:
-                seen["evicted"] = "FileNotFoundError"
-            seen["read again"] = bytes(await store.read(layer, offset, 4096))
-        finally:
-            store.release(layer)
-    seen["offset"] = offset - entry.offset
+    # No span memory: the spans are read from their files.
+    async with _weights(spanned, "none", host, base, span_memory=0) as w:
+        store, layer = w.store, w.layer
+        offset = w.entry.offset + 5 * SPAN + 100  # inside a span, not at the file's start
+        before = requests()
+        seen["cold"] = store.read_now(layer, offset, 4096)
+        seen["cold requests"] = requests() - before
+        seen["read"] = bytes(await store.read(layer, offset, 4096))
+        before = requests()
+        seen["ready"] = bytes(store.read_now(layer, offset, 4096) or b"")
+        seen["ready requests"] = requests() - before
+        for path in w.cache.root.rglob("*"):
+            if path.is_file() and "span" in str(path.relative_to(w.cache.root)):
+                path.unlink()
+        try:  # an fd it holds open still reads the verified bytes; else it cannot answer
+            seen["evicted"] = bytes(store.read_now(layer, offset, 4096) or b"")
+        except FileNotFoundError:
+            seen["evicted"] = "FileNotFoundError"
+        seen["read again"] = bytes(await store.read(layer, offset, 4096))
+        seen["offset"] = offset - w.entry.offset
     return seen
 
 
@@ -1021,30 +1016,17 @@ def test_a_warm_sequential_reader_is_answered_from_spans_read_ahead_into_memory(
 async def _read_then_idle(spanned: Spanned, host: str, base: Path) -> dict[str, object]:
     """Read weights.bin through a store whose span memory is released after 0.2 s unused; what
     memory holds while reading, after the reads stop, and what a read after that gives."""
-    cache = BlobCache(base / "cache").ensure()
-    source = open_source(
-        spanned.ref("none", host), Paths(base / "home"), cache, RegistryOptions(plain_http=True)
-    )
     seen: dict[str, object] = {}
-    async with source:
-        assert source.target is not None
-        kit = await source.resolve(source.target)
-        slot = next(s for s in layer_slots(kit.manifest, kit.kitfile) if s.root == "models")
-        store = LayerStore(source, cache, span_memory=16 * SPAN, memory_idle=0.2)
-        entry = next(e for e in await store.index(slot) if e.name == "models/weights.bin")
-        layer = await store.open(slot)
-        try:
-            async with trio.open_nursery() as nursery:
-                store.attach(nursery)
-                half = entry.size // 2
-                seen["first half"] = bytes(await store.read(layer, entry.offset, half))
-            seen["in use"] = store.memory.held_bytes + store.memory.idle_bytes
-            await trio.sleep(1.0)  # the reader pauses (its file stays open)
-            seen["idle"] = store.memory.held_bytes + store.memory.idle_bytes
-            rest = await store.read(layer, entry.offset + half, entry.size - half)
-            seen["second half"] = bytes(rest)
-        finally:
-            store.release(layer)
+    async with _weights(spanned, "none", host, base, span_memory=16 * SPAN, memory_idle=0.2) as w:
+        store, layer, entry = w.store, w.layer, w.entry
+        async with trio.open_nursery() as nursery:
+            store.attach(nursery)
+            half = entry.size // 2
+            seen["first half"] = bytes(await store.read(layer, entry.offset, half))
+        seen["in use"] = store.memory.held_bytes + store.memory.idle_bytes
+        await trio.sleep(1.0)  # the reader pauses (its file stays open)
+        seen["idle"] = store.memory.held_bytes + store.memory.idle_bytes
+        seen["second half"] = bytes(await store.read(layer, entry.offset + half, entry.size - half))
     return seen
 
 
