@@ -65,6 +65,7 @@ async def serve(
             concurrency=options.registry.concurrency,
             span_memory=options.span_memory,
         )
+        log.info("span memory: up to %d bytes", options.span_memory)
         operations = KitfsOperations(tree, layers, source, options.request_timeout)
         try:
             pyfuse3.init(operations, str(options.mountpoint), fuse_options(options))

@@ -116,7 +116,7 @@ class LayerStore:
         self._downloads = trio.CapacityLimiter(max(1, concurrency))
         self.memory = SpanMemory(span_memory)  # verified spans waiting for their readers
         self.memory_idle = memory_idle  # seconds unused before span memory is released
-        self._releasing = False
+        self._releasing: trio.CancelScope | None = None  # the release task, ended by close
         self._locks: dict[str, trio.Lock] = {}
         self._records: dict[str, LayerRecord] = {}
         self._verified_in_place: set[str] = set()
@@ -132,21 +132,23 @@ class LayerStore:
         """Give the store a nursery for background work (read-ahead of span layers); span
         memory left idle goes back to the system (a task that ends with the event loop)."""
         self._nursery = nursery
-        if not self._releasing:
-            self._releasing = True
-            trio.lowlevel.spawn_system_task(self._release_idle_memory)
+        if self._releasing is None:
+            self._releasing = trio.CancelScope()
+            trio.lowlevel.spawn_system_task(self._release_idle_memory, self._releasing)
 
-    async def _release_idle_memory(self) -> None:
-        """Every few seconds, span memory unused for ``memory_idle`` seconds is released."""
-        while True:
-            await trio.sleep(max(0.05, self.memory_idle / 4))
-            try:
-                released = self.memory.release_if_idle(self.memory_idle)
-            except Exception:  # a system task must not fail: it would end the whole run
-                log.exception("releasing idle span memory failed")
-                continue
-            if released:
-                log.debug("span memory idle: %d bytes released", released)
+    async def _release_idle_memory(self, scope: trio.CancelScope) -> None:
+        """Every few seconds, span memory unused for ``memory_idle`` seconds is released; until
+        the store closes (a process that opens many stores, fsspec sessions, keeps none alive)."""
+        with scope:
+            while True:
+                await trio.sleep(max(0.05, self.memory_idle / 4))
+                try:
+                    released = self.memory.release_if_idle(self.memory_idle)
+                except Exception:  # a system task must not fail: it would end the whole run
+                    log.exception("releasing idle span memory failed")
+                    continue
+                if released:
+                    log.debug("span memory idle: %d bytes released", released)
 
     def _spawn(self, job: Callable[[], Awaitable[None]]) -> None:
         if self._nursery is not None:
@@ -363,6 +365,9 @@ class LayerStore:
         for layer in list(self._open.values()):
             layer.close()
         self._open.clear()
+        if self._releasing is not None:
+            self._releasing.cancel()
+        self.memory.release_if_idle(0.0)
 
     async def _acquire(self, slot: LayerSlot) -> OpenLayer:
         record = await self._record(slot)

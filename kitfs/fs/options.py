@@ -238,7 +238,9 @@ def span_memory(text: str | None) -> int:
     if text.strip().lower() in ("0", "none"):
         return 0
     size = parse_size(text)
-    return DEFAULT_SPAN_MEMORY if size is None else size
+    if size is None:  # "unlimited": memory must have a bound
+        raise UsageError(f"span_memory must be a size (e.g. 256M) or 0, not {text!r}")
+    return size
 
 
 def _signatures(verify_key: str | None, policy_file: str | None) -> Policy | None:

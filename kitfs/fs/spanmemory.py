@@ -105,6 +105,11 @@ class SpanMemory:
             self._held_bytes -= len(evicted)
             self.give(evicted)
 
+    def holds(self, owner: int, position: int) -> bool:
+        """Whether a span is held (a check: not a use, so it neither counts as one for
+        ``release_if_idle`` nor moves the span in the eviction order)."""
+        return (owner, position) in self._held
+
     def view(self, owner: int, position: int) -> memoryview | None:
         """The held bytes of a span, or None (event loop). The view is valid until the event loop
         next runs another task: reply with it (or copy it) before awaiting anything."""

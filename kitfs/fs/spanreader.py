@@ -410,7 +410,7 @@ class SpanReader:
             if self.index.spans[position].end > limit:
                 break
             stream.loaded = position
-            if position not in self._loading and self._memory.view(self._owner, position) is None:
+            if position not in self._loading and not self._memory.holds(self._owner, position):
                 wanted.append(position)
         if not wanted:
             return
@@ -434,7 +434,7 @@ class SpanReader:
                 except OSError as exc:
                     log.debug("span %d of %s not read ahead: %s", position, self.slot.label, exc)
                     continue
-                if self._closed or self._memory.view(self._owner, position) is not None:
+                if self._closed or self._memory.holds(self._owner, position):
                     self._memory.give(buffer)
                 else:
                     self._memory.hold(self._owner, position, buffer, span.size)

@@ -30,8 +30,9 @@ class TarReader:
         thread (measured: moving 1 MiB preads of span files to threads made the warm model load
         slower, docs/benchmarks.md); bigger ones go to a thread. An inline read is a view of the
         reader's scratch buffer, valid until the caller next awaits (as SpanReader.read)."""
-        if size <= INLINE_READ:
-            return self._scratch.pread(self.fd, size, offset)
+        ready = self.read_now(offset, size)
+        if ready is not None:
+            return ready
         return await trio.to_thread.run_sync(os.pread, self.fd, size, offset)
 
     def read_now(self, offset: int, size: int) -> bytes | memoryview | None:

@@ -56,3 +56,5 @@ def test_span_memory_from_flags_and_o_options() -> None:
     assert build_options("r.example/a/b:v1", "/mnt/x", {"span_memory": "0"}).span_memory == 0
     with pytest.raises(UsageError, match="invalid size 'lots'"):
         build_options("reg.example/a/b:v1", "/mnt/x", {"span_memory": "lots"})
+    with pytest.raises(UsageError, match="span_memory must be a size"):  # memory needs a bound
+        build_options("reg.example/a/b:v1", "/mnt/x", {"span_memory": "unlimited"})

@@ -108,6 +108,11 @@ def test_idle_memory_is_released_and_a_busy_one_is_kept() -> None:
     memory.give(memory.take(2 * PAGE))
     assert (memory.held_bytes, memory.idle_bytes) == (PAGE, 2 * PAGE)
     assert memory.release_if_idle(3600.0) == 0  # used just now
+    memory.last_used -= 7200.0
+    assert memory.holds(1, 0) and not memory.holds(1, 1)  # a check, not a use
+    assert memory.release_if_idle(3600.0) == 3 * PAGE
+    memory.hold(1, 0, memory.take(PAGE), PAGE)  # back for the rest of the test
+    memory.give(memory.take(2 * PAGE))
     assert memory.view(1, 0) is not None
     assert memory.release_if_idle(0.0) == 3 * PAGE
     assert (memory.held_bytes, memory.idle_bytes) == (0, 0)

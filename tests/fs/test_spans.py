@@ -251,13 +251,21 @@ def test_sequential_read_is_complete_and_spans_are_shared_by_the_next_mount(
     assert ranges_asked(fault_proxy, desc.digest) == []
 
 
-@pytest.mark.parametrize("flags", [("--span-memory", "0"), ("-o", "span_memory=256K")])
+@pytest.mark.parametrize(
+    ("flags", "bound"), [(("--span-memory", "0"), 0), (("-o", "span_memory=256K"), 256 << 10)]
+)
 def test_mounts_with_little_or_no_span_memory_serve_the_same_bytes(
-    spanned: Spanned, mounter: Mounter, fault_proxy: FaultProxy, flags: tuple[str, str]
+    spanned: Spanned,
+    mounter: Mounter,
+    fault_proxy: FaultProxy,
+    flags: tuple[str, str],
+    bound: int,
 ) -> None:
     """With span memory off (every read from the span files) or smaller than the read-ahead, two
-    readers of the file at once still get the source's bytes."""
+    readers of the file at once still get the source's bytes; the daemon logs the bound it took."""
     mnt = mounter.mount(spanned.ref("zstd", fault_proxy.host), None, *flags)
+    log_file = mounter.cache / "logs" / (str(mnt).strip("/").replace("/", "-") + ".log")
+    assert f"span memory: up to {bound} bytes" in log_file.read_text()
     original = (spanned.context / "models" / "weights.bin").read_bytes()
     path = mnt / "model" / "models" / "weights.bin"
     got: list[bytes] = []
@@ -1043,3 +1051,38 @@ def test_span_memory_goes_back_to_the_system_when_reads_stop(
     assert cast(int, seen["in use"]) > 0
     assert seen["idle"] == 0
     assert seen["second half"] == original[half:]
+
+
+def _system_tasks() -> int:
+    """The tasks directly under trio's root task (where system tasks run)."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return sum(len(nursery.child_tasks) for nursery in root.child_nurseries)
+
+
+async def _stores_opened_and_closed(spanned: Spanned, host: str, base: Path) -> tuple[int, int]:
+    """Open, read through and close three stores in one event loop (as fsspec sessions come and
+    go); the event loop's tasks before and after, and the span memory the last one keeps."""
+    before = _system_tasks()
+    kept = 0
+    for round_ in range(3):
+        async with _weights(spanned, "none", host, base / str(round_), span_memory=16 * SPAN) as w:
+            async with trio.open_nursery() as nursery:
+                w.store.attach(nursery)
+                await w.store.read(w.layer, w.entry.offset, 1 << 20)
+            store = w.store
+        store.close()
+        kept = store.memory.held_bytes + store.memory.idle_bytes
+    await trio.sleep(0)  # the closed stores' release tasks see their cancellation
+    after = _system_tasks()
+    return after - before, kept
+
+
+def test_a_closed_store_keeps_no_memory_and_no_task(
+    spanned: Spanned, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """Closing a store (a mount ending, an fsspec session closed) ends its idle-memory task and
+    gives its span memory back at once: a process that opens many keeps none of them alive."""
+    tasks, kept = trio.run(_stores_opened_and_closed, spanned, fault_proxy.host, tmp_path)
+    assert tasks == 0
+    assert kept == 0
