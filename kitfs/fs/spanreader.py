@@ -23,6 +23,7 @@ import hashlib
 import logging
 import mmap
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ MAX_RUN_BYTES = 32 << 20  # one Range request fetches at most this much (runs go
 MIN_RUN_BYTES = 32 << 20  # read-ahead waits until it has this much to ask for (or the file ends)
 READAHEAD_START = 8 << 20  # a new sequential stream gets this much fetched ahead of it ...
 READAHEAD_MAX = 128 << 20  # ... doubling on each read that continues it, up to this
+ABSENT_TTL = 1.0  # seconds a span found missing from the cache is not looked for again
 STREAMS = 16  # sequential streams remembered per layer (several readers of one layer)
 RUN_ATTEMPTS = 3  # a run that ends short is asked for again this many times
 OPEN_SPANS = 64  # span files held open per layer
@@ -103,6 +105,8 @@ class SpanReader:
         # Spans known readable: verified in place, or seen in the cache (eviction may remove
         # those later: a read that finds one gone fetches it again).
         self._have: set[int] = set()
+        self._absent: set[int] = set()  # spans not in the cache when last looked for ...
+        self._absent_since = time.monotonic()  # ... since then (forgotten after ABSENT_TTL)
         self._mismatched: dict[int, str] = {}  # spans whose bytes failed their digest, and why
         self._unsynced: dict[int, Path] = {}  # spans served from their temp file until synced
         self._to_persist: list[tuple[int, Path]] = []  # ... and waiting for _persist_queued
@@ -304,11 +308,25 @@ class SpanReader:
     # -- making spans available ----------------------------------------------------------------
 
     def _ready(self, position: int) -> bool:
+        """Whether a span can be read now. The cache is asked (a stat) only for a span nobody
+        here is fetching and not found missing in the last ABSENT_TTL seconds: a cold reader asks
+        this of the same spans on every read, and a stat on the event loop for each costs more
+        than the rest of the read (another mount sharing the cache may add the file meanwhile:
+        it is seen on the next look)."""
         if position in self._have or position in self._files:
             return True
-        if self._in_place is None and os.path.isfile(self._span_file(position)):
+        if self._in_place is not None or position in self._inflight:
+            return False
+        now = time.monotonic()
+        if now - self._absent_since > ABSENT_TTL:
+            self._absent.clear()
+            self._absent_since = now
+        elif position in self._absent:
+            return False
+        if os.path.isfile(self._span_file(position)):
             self._have.add(position)
             return True
+        self._absent.add(position)
         return False
 
     def _span_file(self, position: int) -> str:

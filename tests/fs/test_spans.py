@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import pytest
 import trio
+import trio.testing
 from faultproxy import (
     Fault,
     FaultProxy,
@@ -1073,7 +1074,9 @@ async def _stores_opened_and_closed(spanned: Spanned, host: str, base: Path) -> 
             store = w.store
         store.close()
         kept = store.memory.held_bytes + store.memory.idle_bytes
-    await trio.sleep(0)  # the closed stores' release tasks see their cancellation
+    # The closed stores' release tasks see their cancellation; short-lived system tasks (trio
+    # finalizing httpx's async generators) end too: only tasks that stay are counted.
+    await trio.testing.wait_all_tasks_blocked()
     after = _system_tasks()
     return after - before, kept
 
@@ -1086,3 +1089,28 @@ def test_a_closed_store_keeps_no_memory_and_no_task(
     tasks, kept = trio.run(_stores_opened_and_closed, spanned, fault_proxy.host, tmp_path)
     assert tasks == 0
     assert kept == 0
+
+
+def test_a_cold_sequential_reader_looks_for_each_span_file_once(
+    spanned: Spanned, fault_proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read asks whether the spans it and its read-ahead cover are cached; the cache is
+    asked (a stat on the event loop) at most once per span file, not again on every read of a
+    cold reader while its spans are missing or on their way."""
+    looked: list[str] = []
+    real_isfile = os.path.isfile
+
+    def counting(path: Any) -> bool:
+        if "/spans/" in str(path):
+            looked.append(str(path))
+        return real_isfile(path)
+
+    monkeypatch.setattr(os.path, "isfile", counting)
+    # Looked for again after ABSENT_TTL: a slow run must not count those.
+    monkeypatch.setattr(spanreader, "ABSENT_TTL", 600.0)
+    reads = [(i * (16 << 10), 16 << 10) for i in range(128)]  # 2 MiB in 16 KiB reads
+    got = trio.run(_read_through_a_store, spanned, fault_proxy, tmp_path, reads)
+    original = (spanned.context / "models" / "weights.bin").read_bytes()
+    assert len(got) == 2 << 20 and got == original[: len(got)]
+    assert looked, "the reader never looked in the cache"
+    assert len(looked) == len(set(looked)), f"{len(looked)} looks for {len(set(looked))} spans"
