@@ -44,7 +44,7 @@ class BytePipe(Readable):
 
     # -- the feeding side (the download's writer thread) --------------------------------------
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes (blocks while the pipe is full, unless the reader has gone)."""
         if not data:
             return

@@ -2,10 +2,12 @@
 in one pass, off the event loop, while the network keeps receiving.
 
 The network side hands over bytes in order with :meth:`Download.put`; a writer task takes them from
-a short queue and, in a worker thread, writes them to the partial file, hashes them, starts their
-writeback (kitfs.writeback) and feeds them to an optional *tee* (kitfs.layers.pipe), whose reader
-decompresses and indexes the layer in the same pass. So receiving, writing and hashing overlap
-instead of taking turns, and nothing reads the blob a second time.
+a short queue and, in a worker thread, writes them to the partial file, hashes them and feeds them
+to an optional *tee* (kitfs.layers.pipe), whose reader decompresses and indexes the layer in the
+same pass. So receiving, writing and hashing overlap instead of taking turns, and nothing reads the
+blob a second time. A durable download (a pull into local storage) is written with ``O_DIRECT``
+by a helper thread (kitfs.directappend): no page-cache pages, and the final fsync has little left
+to wait for; a download read at once (a mount's whole layer) goes through the page cache.
 
 The partial file is ``.<dest name>.partial``, locked while a download writes it, and kept when a
 download is interrupted (a dropped network, Ctrl-C, kill): the next download of the same destination
@@ -20,21 +22,23 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
+from kitfs.directappend import DirectAppender
 from kitfs.errors import RegistryError, StorageError, leading_error
 from kitfs.oci.manifest import Descriptor
-from kitfs.writeback import Writeback
 
 IO_CHUNK = 1024 * 1024
 RESUME_MIN = 1024 * 1024  # a cancelled download keeps its partial file from this size on
 QUEUE_DEPTH = 4  # chunks between the network and the writer (parts are up to range_part each)
 
 Progress = Callable[[int], None]
+Chunk = bytes | bytearray | memoryview
+_Item = tuple[Sequence[Chunk], Callable[[], None] | None]  # bytes to write; called once written
 
 
 class Tee(Protocol):
@@ -46,7 +50,7 @@ class Tee(Protocol):
     @property
     def usable(self) -> bool: ...
 
-    def feed(self, data: bytes) -> None: ...
+    def feed(self, data: bytes | bytearray | memoryview) -> None: ...
 
     def break_(self, reason: str) -> None: ...
 
@@ -98,8 +102,10 @@ class Download:
         self.durable = durable
         self.temp, fd, self.resumable = partial_file(dest)
         self.file = os.fdopen(fd, "r+b")
-        self.writeback = Writeback(self.file.fileno(), enabled=durable)
-        self._send, self._receive = trio.open_memory_channel[list[bytes] | trio.Event](QUEUE_DEPTH)
+        # A durable download (a pull into local storage) is appended with O_DIRECT
+        # (kitfs.directappend); the others (read at once, then deleted) go to the page cache.
+        self.appender: DirectAppender | None = None
+        self._send, self._receive = trio.open_memory_channel[_Item | trio.Event](QUEUE_DEPTH)
 
     # -- worker-thread steps -------------------------------------------------------------------
 
@@ -118,21 +124,26 @@ class Download:
         if self.tee is not None and self.tee.position != held:
             self.tee.break_("the download started again from a shorter partial file")
         self.written = self.received = self.resumed = held
-        self.writeback.reset(held)
+        if self.durable and self.appender is None:
+            self.appender = DirectAppender(self.temp, self.file.fileno(), held)
         self.progress.reached(held)
 
-    def _write(self, chunks: list[bytes]) -> None:
-        for data in chunks:
-            try:
-                self.file.write(data)
-            except OSError as exc:
-                raise StorageError(f"cannot write {self.dest.parent}: {exc.strerror}") from None
-            self.hasher.update(data)
-            self.writeback.wrote(len(data))
-            self._pass_on(self.written, data)
-            self.written += len(data)
+    def _write(self, chunks: Sequence[Chunk]) -> None:
+        try:
+            for data in chunks:
+                if self.appender is not None:
+                    self.appender.write(data)
+                else:
+                    self.file.write(data)
+                self.hasher.update(data)
+                self._pass_on(self.written, data)
+                self.written += len(data)
+            if self.appender is not None:
+                self.appender.push()  # on its way to the file now, not when a buffer fills
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.dest.parent}: {exc.strerror or exc}") from None
 
-    def _pass_on(self, position: int, data: bytes) -> None:
+    def _pass_on(self, position: int, data: Chunk) -> None:
         tee = self.tee
         if tee is None or not tee.usable:
             return
@@ -145,24 +156,43 @@ class Download:
             tee.break_("bytes went missing between the download and its reader")
 
     def _restart(self) -> None:
+        if self.appender is not None:
+            self.appender.reset(0)  # first: a write in flight lands before the truncate
         self.file.seek(0)
         self.file.truncate()
         self.written = 0
         self.hasher = hasher_for(self.descriptor.digest)
-        self.writeback.reset(0)
         if self.tee is not None:
             self.tee.break_("the registry sent the blob again from its first byte")
 
     def finish(self) -> None:
         """Flush, and (``durable``) wait until the file is on disk (blocking)."""
-        self.file.flush()
-        if self.durable:
-            self.writeback.sync()
+        try:
+            if self.appender is not None:
+                try:
+                    self.appender.flush()
+                except OSError as exc:
+                    raise StorageError(
+                        f"cannot write {self.dest.parent}: {exc.strerror or exc}"
+                    ) from None
+            self.file.flush()
+            if self.durable:
+                os.fsync(self.file.fileno())
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self.appender is not None:
+            self.appender.close()
+            self.appender = None
         self.file.close()
 
     def discard(self, keep: bool = False) -> None:
         """Close; remove the partial file unless ``keep`` (an interruption to resume after)."""
-        self.file.close()
+        if keep and self.appender is not None:
+            with contextlib.suppress(OSError):  # what arrived is resumed after, if it is there
+                self.appender.flush()
+        self._close()
         if keep and self.resumable and self.written:
             return
         with contextlib.suppress(FileNotFoundError):
@@ -189,11 +219,13 @@ class Download:
         if failed is not None:
             raise failed
 
-    async def put(self, chunks: list[bytes]) -> None:
+    async def put(self, chunks: Sequence[Chunk], written: Callable[[], None] | None = None) -> None:
         """Queue the next bytes, in order, for the writer (waits while the queue is full). They
-        are passed as the pieces they arrived in: joining them would copy every byte once more."""
+        are passed as the pieces they arrived in: joining them would copy every byte once more.
+        ``written`` is called (on the event loop) once they are written: their buffers are free
+        for reuse then (nothing here keeps a reference to them)."""
         self.received += sum(len(c) for c in chunks)
-        await self._send.send(chunks)
+        await self._send.send((chunks, written))
 
     async def settle(self) -> None:
         """Wait until everything queued is written."""
@@ -213,7 +245,10 @@ class Download:
                 if isinstance(item, trio.Event):
                     item.set()
                     continue
-                await trio.to_thread.run_sync(self._write, item)
+                chunks, written = item
+                await trio.to_thread.run_sync(self._write, chunks)
+                if written is not None:
+                    written()
                 self.progress.reached(self.written)
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import mmap
 import os
 from pathlib import Path
-from typing import cast
 
 import httpx
 import trio
@@ -304,19 +304,37 @@ class Puller:
         size = state.descriptor.size
         part = max(IO_CHUNK, self.options.range_part)
         starts = list(range(state.received, size, part))
-        data: dict[int, list[bytes]] = {}
+        data: dict[int, BufferSink] = {}
         done = {start: trio.Event() for start in starts}
-        slots = trio.Semaphore(max(1, self.options.concurrency) + 1)  # parts held in memory
+        # Parts held in memory, from their request until the writer has written them.
+        slots = trio.Semaphore(max(1, self.options.concurrency) + 1)
+        # Buffers of parts already written, for the next parts: a new 32 MiB buffer costs page
+        # faults for every page of it, a reused one none. They are mappings, page-aligned, so
+        # that a durable download writes them to disk from where they are (kitfs.directappend).
+        spare: list[mmap.mmap] = []
 
         async def fetch(start: int) -> None:
             data[start] = await self._fetch_part(
-                repository, state.descriptor.digest, start, part, size
+                repository,
+                state.descriptor.digest,
+                start,
+                part,
+                size,
+                spare.pop() if spare else mmap.mmap(-1, part),
             )
             done[start].set()
 
         async def commit(start: int) -> None:
             await done[start].wait()
-            await state.put(data.pop(start))
+            sink = data.pop(start)
+
+            def written() -> None:
+                if isinstance(sink.storage, mmap.mmap):
+                    spare.append(sink.storage)
+                if start != starts[0]:
+                    slots.release()
+
+            await state.put([sink.data], written)
 
         await fetch(starts[0])
         await commit(starts[0])
@@ -333,21 +351,26 @@ class Puller:
                 nursery.start_soon(produce)
                 for start in starts[1:]:
                     await commit(start)
-                    slots.release()
         except BaseExceptionGroup as group:
             raise leading_error(group) from None
 
     async def _fetch_part(
-        self, repository: str, digest: str, start: int, part: int, size: int
-    ) -> list[bytes]:
+        self,
+        repository: str,
+        digest: str,
+        start: int,
+        part: int,
+        size: int,
+        reuse: mmap.mmap | None = None,
+    ) -> BufferSink:
         length = min(part, size - start)
-        sink = BufferSink(length)
+        sink = BufferSink(length, reuse)
         for _attempt in range(self.options.retries):
             await self.stream_blob_range(
                 repository, digest, start + sink.count, length - sink.count, sink
             )
             if sink.count >= length:
-                return [cast(bytes, sink.data)]  # bytes-like: written and hashed, never changed
+                return sink
         raise TransientError(
             f"registry {self.registry} kept ending its answers early for bytes {start}- of {digest}"
         )

@@ -7,6 +7,7 @@ A sink is called by one thread at a time, with the bytes of one body in order, n
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -24,23 +25,36 @@ class Sink(Protocol):
 
 
 class BufferSink:
-    """Collects up to ``size`` bytes in one preallocated buffer (for small or whole ranges)."""
+    """Collects up to ``size`` bytes in one preallocated buffer (for small or whole ranges):
+    a new one, or ``reuse`` (at least ``size`` bytes; a buffer used before costs no page faults)."""
 
-    def __init__(self, size: int) -> None:
-        self._data = bytearray(size)
+    def __init__(self, size: int, reuse: bytearray | mmap.mmap | None = None) -> None:
+        self._data: bytearray | mmap.mmap = (
+            reuse if reuse is not None and len(reuse) >= size else bytearray(size)
+        )
+        self._size = size
         self.count = 0
 
     def buffer(self) -> memoryview:
-        view = memoryview(self._data)[self.count :]
+        view = memoryview(self._data)[self.count : self._size]
         return view if len(view) else memoryview(bytearray(1 << 16))  # excess: dropped
 
     def filled(self, count: int) -> None:
-        self.count = min(len(self._data), self.count + count)
+        self.count = min(self._size, self.count + count)
 
     @property
-    def data(self) -> bytes | bytearray:
-        """What arrived (the buffer itself when it is full: no copy)."""
-        return self._data if self.count == len(self._data) else self._data[: self.count]
+    def data(self) -> bytes | bytearray | memoryview:
+        """What arrived (the buffer itself, or a view of it, when it is full: no copy)."""
+        if isinstance(self._data, bytearray) and self.count == len(self._data):
+            return self._data
+        if self.count == self._size:
+            return memoryview(self._data)[: self._size]
+        return self._data[: self.count]
+
+    @property
+    def storage(self) -> bytearray | mmap.mmap:
+        """The buffer, to reuse once its bytes have been used."""
+        return self._data
 
 
 class Counted:
