@@ -132,7 +132,9 @@ def test_an_interrupted_download_resumes_on_the_next_run_from_its_prefix(
     fault_proxy: FaultProxy, repo_name: str, blob: tuple[bytes, Descriptor], tmp_path: Path
 ) -> None:
     data, desc = blob
-    late = Fault(respond=Response(503, {}, b""))
+    # The parts from 3 MiB on fail, a little late: parts 1 and 2 (asked for at the same time)
+    # arrive first, so the prefix kept is exactly parts 0-2 (an instant failure raced them).
+    late = Fault(delay=0.3, respond=Response(503, {}, b""))
     fault_proxy.add_rule(
         lambda r: (
             late
