@@ -1,9 +1,12 @@
 """Appending a large file with ``O_DIRECT``, from two reused page-aligned buffers.
 
-A pull writes whole blobs that nothing reads soon. Written through the page cache, every byte is
-copied into newly allocated page-cache pages and written back later; on this kind of machine (a VM
-whose free memory is handed back to its host) allocating those pages costs 0.2-2.4 CPU-seconds per
-GiB, and the final fsync waits for all of the writeback (kit v1.7.0's pull does not sync). With
+Every blob download writes a whole file (a pull into local storage, a mount's whole layer in the
+cache). Written through the page cache, every byte is copied into newly allocated page-cache pages
+and written back later; on this kind of machine (a VM whose free memory is handed back to its host)
+allocating those pages costs 0.2-2.4 CPU-seconds per GiB (the copy into them took 44% of a
+mount's CPU while it fetched a whole layer), and a pull's final fsync waits for all of the
+writeback (kit v1.7.0's pull does not sync). What reads such a file later reads around the page
+cache too (kitfs.fs.tarreader) or from its start, cold, as any file. With
 ``O_DIRECT`` the disk reads the bytes from our buffer: one copy into a buffer that stays mapped,
 no page-cache pages, and the data is on its way to the disk as it arrives.
 
@@ -27,7 +30,6 @@ from pathlib import Path
 
 ALIGN = 4096  # O_DIRECT offsets and lengths: a multiple of any logical block size here
 BUFFER = 8 << 20  # bytes gathered before a write (two such buffers per appender)
-LEND_MIN = 1 << 20  # a plain write of fewer bytes is made at once, not handed to the helper
 
 
 def aligned_down(position: int) -> int:
@@ -38,18 +40,13 @@ class DirectAppender:
     """Writes what :meth:`write` is given at ``position`` onwards in the file at ``path`` (open
     as ``fd`` for plain writes), in order; :meth:`flush` makes everything given so far reach the
     file. From a ``position`` inside a block (a resumed partial file), the bytes up to the next
-    block boundary are written plainly first. One thread calls it; :meth:`close` ends it.
+    block boundary are written plainly first. One thread calls it; :meth:`close` ends it."""
 
-    ``direct=False`` writes through the page cache (a file read again at once), still from the
-    caller's buffers and in the helper thread, so that the caller hashes while it writes."""
-
-    def __init__(self, path: Path, fd: int, position: int, *, direct: bool = True) -> None:
+    def __init__(self, path: Path, fd: int, position: int) -> None:
         self._fd = fd
         self._direct = -1
-        self._plain = not direct
-        if direct:
-            with contextlib.suppress(OSError):  # no O_DIRECT here: plain writes, same buffers
-                self._direct = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # no O_DIRECT here: plain writes of the same buffers
+            self._direct = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
         self._buffers: list[mmap.mmap] = []  # two, made when bytes must be gathered
         self._current = 0
         self._fill = 0
@@ -65,23 +62,12 @@ class DirectAppender:
     def write(self, data: bytes | bytearray | memoryview | mmap.mmap) -> None:
         view = memoryview(data).cast("B")
         lead = -(self._position + self._fill) % ALIGN if not self._fill else 0
-        if (
-            lead and len(view) and not self._plain
-        ):  # to a block boundary: direct writes start on one
+        if lead and len(view):  # up to a block boundary, plainly: direct writes start on one
             self._wait()
             count = min(lead, len(view))
             self._write_plain(view[:count], self._position)
             self._position += count
             view = view[count:]
-        if self._plain and len(view):  # the caller's buffer, whole, written as it is
-            self._wait()
-            if len(view) < LEND_MIN:  # not worth a hand-off to the helper
-                self._write_plain(view, self._position)
-            else:
-                self._pending = self._pool.submit(self._write_out, view, len(view), self._position)
-                self._lent = True
-            self._position += len(view)
-            return
         if not self._fill and self._direct >= 0 and len(view) >= ALIGN and _page_aligned(view):
             whole = aligned_down(len(view))  # from the caller's buffer: no copy
             self._wait()

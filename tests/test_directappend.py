@@ -149,30 +149,3 @@ def test_a_full_disk_is_reported_not_swallowed(
     finally:
         appender.close()
         os.close(fd)
-
-
-def test_through_the_page_cache_the_same_bytes_arrive(tmp_path: Path) -> None:
-    """``direct=False`` (a mount's whole layer, read at once): small and large pieces, from any
-    position, each buffer free again once ``push`` returns."""
-    path = tmp_path / "blob"
-    start = _payload(777, 14)
-    path.write_bytes(start)
-    fd = os.open(path, os.O_RDWR)
-    appender = DirectAppender(path, fd, len(start), direct=False)
-    first, second = _payload(3 << 20, 15), _payload(3 << 20, 16)
-    reused = _mapped(first)
-    try:
-        assert not appender.direct
-        appender.write(_payload(10, 17))
-        appender.write(reused)
-        appender.push()
-        reused[:] = second
-        appender.write(reused)
-        appender.write(bytearray(_payload(5000, 18)))
-        appender.push()
-        appender.flush()
-    finally:
-        appender.close()
-        os.close(fd)
-    expected = start + _payload(10, 17) + first + second + _payload(5000, 18)
-    assert path.read_bytes() == expected

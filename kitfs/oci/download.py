@@ -5,10 +5,9 @@ The network side hands over bytes in order with :meth:`Download.put`; a writer t
 a short queue and, in a worker thread, writes them to the partial file, hashes them and feeds them
 to an optional *tee* (kitfs.layers.pipe), whose reader decompresses and indexes the layer in the
 same pass. So receiving, writing and hashing overlap instead of taking turns, and nothing reads the
-blob a second time. The writes themselves run in a helper thread while the writer hashes
-(kitfs.directappend): with ``O_DIRECT`` for a durable download (a pull into local storage: no
-page-cache pages, and the final fsync has little left to wait for), through the page cache for a
-download read at once (a mount's whole layer).
+blob a second time. The writes themselves run in a helper thread, with ``O_DIRECT``, while the
+writer hashes (kitfs.directappend): no page-cache pages to allocate, and a durable download's final
+fsync has little left to wait for.
 
 The partial file is ``.<dest name>.partial``, locked while a download writes it, and kept when a
 download is interrupted (a dropped network, Ctrl-C, kill): the next download of the same destination
@@ -103,8 +102,7 @@ class Download:
         self.durable = durable
         self.temp, fd, self.resumable = partial_file(dest)
         self.file = os.fdopen(fd, "r+b")
-        # Written by a helper thread while the writer hashes (kitfs.directappend): with O_DIRECT
-        # when durable (a pull into local storage), else through the page cache (read at once).
+        # Written by a helper thread, with O_DIRECT, while the writer hashes (kitfs.directappend).
         self.appender: DirectAppender | None = None
         self._send, self._receive = trio.open_memory_channel[_Item | trio.Event](QUEUE_DEPTH)
 
@@ -126,7 +124,7 @@ class Download:
             self.tee.break_("the download started again from a shorter partial file")
         self.written = self.received = self.resumed = held
         if self.appender is None:
-            self.appender = DirectAppender(self.temp, self.file.fileno(), held, direct=self.durable)
+            self.appender = DirectAppender(self.temp, self.file.fileno(), held)
         self.progress.reached(held)
 
     def _write(self, chunks: Sequence[Chunk]) -> None:

@@ -141,7 +141,7 @@ class BlobCache:
                 self.tmp,
                 self.logs,
             ):
-                directory.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
+                self._make(directory)
         except OSError as exc:
             raise StorageError(
                 f"cannot create the cache directory {self.root}: {exc.strerror}"
@@ -149,6 +149,16 @@ class BlobCache:
         self._set_modes(found)
         self._remove_stale_temps()
         return self
+
+    def _make(self, directory: Path) -> None:
+        """Create ``directory`` and the missing ones between it and the cache's root, each with
+        the cache's mode from the start (``mkdir -p`` gives the ones between the default mode:
+        another process ensuring the same new cache meanwhile took them for an older kitfs's and
+        warned that it tightened them)."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
+        inside = [directory, *directory.parents]
+        for path in reversed(inside[: inside.index(self.root)]):
+            path.mkdir(exist_ok=True, mode=self.dir_mode)
 
     def _existing(self) -> set[Path]:
         """The cache directory and its subdirectories as they are before ``ensure``."""

@@ -126,3 +126,19 @@ def test_a_wider_cache_is_tightened_with_a_warning(tmp_path: Path) -> None:
     assert stat.S_IMODE((cache / "tars").stat().st_mode) == 0o700
     assert f"tightened the cache directory {cache} to mode 700" in result.stderr
     assert f"tightened the cache directory {cache / 'tars'} to mode 700" in result.stderr
+
+
+def test_a_new_cache_has_no_directory_wider_than_its_mode_even_for_a_moment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes that start on one new cache at once: the second must not find directories
+    the first made with mkdir -p's default mode (it warned that it tightened them, for an older
+    kitfs's). So each directory is made with the cache's mode, before any chmod."""
+    from kitfs.storage.cache import BlobCache
+
+    monkeypatch.setattr(BlobCache, "_set_modes", lambda self, found: None)  # the first, midway
+    cache = BlobCache(tmp_path / "new" / "cache").ensure()
+    made = [p for p in cache.root.rglob("*") if p.is_dir()] + [cache.root]
+    assert {cache.tars.parent, cache.blobs.parent, cache.spans.parent} <= set(made)
+    wider = {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in made if p.stat().st_mode & 0o077}
+    assert not wider
