@@ -110,8 +110,8 @@ class DirectAppender:
         self._fill = tail
 
     def flush(self) -> None:
-        """Write everything given so far (the last partial block plainly); the next write goes
-        on after it only if that ends on a block boundary (as :meth:`reset` requires)."""
+        """Write everything given so far (the last partial block plainly); a later write goes on
+        after it (plainly up to the next block boundary)."""
         self._wait()
         if self._fill:
             self._write_out(self._buffers[self._current], self._fill, self._position)
