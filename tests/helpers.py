@@ -7,6 +7,7 @@ The tar helpers here parse and build raw 512-byte headers themselves, independen
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -17,6 +18,9 @@ import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from kitfs.oci import media
 from kitfs.oci.manifest import Descriptor, Manifest
@@ -325,3 +329,15 @@ def store_modelkit(
     store.put_blob(data)
     store.repo(repository).add(manifest.descriptor(data), [tag])
     return manifest.descriptor(data).digest
+
+
+def refuse_o_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``os.open`` refuse ``O_DIRECT`` (EINVAL), as a file system without it does."""
+    real_open = os.open
+
+    def no_direct(path: Any, flags: int, *args: Any) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_direct)

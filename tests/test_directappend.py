@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import refuse_o_direct
 
 from kitfs import directappend
 from kitfs.directappend import ALIGN, BUFFER, DirectAppender
@@ -102,14 +103,7 @@ def test_without_o_direct_the_same_bytes_are_written_plainly(
 ) -> None:
     """A file system that refuses O_DIRECT (EINVAL on open) gets plain writes of the same
     buffers."""
-    real_open = os.open
-
-    def no_direct(path: Any, flags: int, *args: Any) -> int:
-        if flags & os.O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(directappend.os, "open", no_direct)
+    refuse_o_direct(monkeypatch)
     path = tmp_path / "blob"
     data = _payload(BUFFER + 5000, 11)
     appender, fd = _appender(path)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers import refuse_o_direct
 
 from kitfs.fs import tarreader
 from kitfs.fs.tarreader import ALIGN, INLINE_READ, TarReader
@@ -67,14 +68,7 @@ def test_a_large_read_goes_to_a_thread_and_is_whole(tar: tuple[Path, bytes]) -> 
 def test_without_o_direct_reads_are_plain_and_the_same(
     tar: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_open = os.open
-
-    def no_direct(path: Any, flags: int, *args: Any) -> int:
-        if flags & os.O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(tarreader.os, "open", no_direct)
+    refuse_o_direct(monkeypatch)
     path, data = tar
     got, direct = _read_all(path, READS)
     assert not direct
