@@ -378,7 +378,11 @@ class LayerStore:
         for _attempt in range(3):
             pinned = await trio.to_thread.run_sync(self.cache.pin, record.diff_id)
             if pinned is not None:
-                return OpenLayer(slot.digest, TarReader(pinned.fd, pinned))
+                # An uncompressed layer's tar is its blob, written with O_DIRECT: read around the
+                # page cache too. A decompressed tar was written through it (still dirty, an
+                # O_DIRECT read would first wait for its writeback): read plainly.
+                direct = slot.compression == "none"
+                return OpenLayer(slot.digest, TarReader(pinned.fd, pinned, direct=direct))
             record = await self._materialize(slot)
             self._records[slot.digest] = record
         raise LayerError(f"layer {slot.digest} keeps disappearing from the cache {self.cache.root}")

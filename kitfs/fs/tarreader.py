@@ -29,15 +29,18 @@ BLOCKS = INLINE_READ + 2 * ALIGN  # the blocks an inline read can cover
 
 class TarReader:
     """A verified tar (or uncompressed blob) open as ``fd``; ``pinned`` keeps a cached tar from
-    eviction until closed."""
+    eviction until closed; ``direct=False`` reads it through the page cache."""
 
-    def __init__(self, fd: int, pinned: PinnedTar | None = None) -> None:
+    def __init__(self, fd: int, pinned: PinnedTar | None = None, *, direct: bool = True) -> None:
         self.fd = fd
         self._pinned = pinned
         self._scratch = Scratch()
         self._direct = -1
-        with contextlib.suppress(OSError):  # no O_DIRECT here: plain preads through the scratch
-            self._direct = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        if direct:
+            with contextlib.suppress(OSError):  # no O_DIRECT here: plain preads, as without
+                self._direct = os.open(
+                    f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC
+                )
         self._blocks: mmap.mmap | None = None
 
     async def read(self, offset: int, size: int) -> bytes | memoryview:

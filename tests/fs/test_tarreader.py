@@ -43,8 +43,10 @@ READS = [
 ]
 
 
-def _read_all(path: Path, reads: list[tuple[int, int]]) -> tuple[list[bytes], bool]:
-    reader = TarReader(os.open(path, os.O_RDONLY))
+def _read_all(
+    path: Path, reads: list[tuple[int, int]], direct: bool = True
+) -> tuple[list[bytes], bool]:
+    reader = TarReader(os.open(path, os.O_RDONLY), direct=direct)
     try:
         got = [bytes(trio.run(reader.read, offset, size)) for offset, size in reads]
         return got, reader._direct >= 0
@@ -92,4 +94,12 @@ def test_reads_that_o_direct_refuses_fall_back_to_plain_ones(
     path, data = tar
     got, direct = _read_all(path, READS)
     assert refused and not direct
+    assert got == [data[offset : offset + size] for offset, size in READS]
+
+
+def test_a_tar_still_in_the_page_cache_is_read_through_it(tar: tuple[Path, bytes]) -> None:
+    """``direct=False`` (a decompressed tar, written through the page cache moments ago)."""
+    path, data = tar
+    got, direct = _read_all(path, READS, direct=False)
+    assert not direct
     assert got == [data[offset : offset + size] for offset, size in READS]
