@@ -3,12 +3,13 @@ eviction while open), or an uncompressed blob verified where it lies (kit's loca
 layout). The other layer reader is kitfs.fs.spanreader; kitfs.fs.layerstore picks one per layer and
 both answer ``read``, ``check_entry`` and ``close``.
 
-Reads go around the page cache (``O_DIRECT``): the blocks a read covers land in one reused
-page-aligned buffer per reader. On this kind of machine (a VM that hands free memory back to its host) page-cache pages are costly
-to come by: reading a fresh 1 GiB tar through the page cache, just after writing it through the page
-cache, cost the daemon 3-4.7 CPU-seconds, against 1.6-1.9 written and read around it (kitfs.fs
-.layerstore writes a downloaded tar with O_DIRECT too). A file system without ``O_DIRECT`` is read
-plainly."""
+Reads of an uncompressed layer's tar (its blob, downloaded with ``O_DIRECT``) and of blobs in place
+go around the page cache (``O_DIRECT``): the blocks a read covers land in one reused page-aligned
+buffer per reader. A decompressed tar, written through the page cache moments before, is read
+through it. On this kind of machine (a VM that hands free memory back to its host) page-cache
+pages are costly to come by: reading a fresh 1 GiB tar through the page cache, just after writing
+it through the page cache, cost the daemon 3-4.7 CPU-seconds, against 1.6-1.9 written and read
+around it. A file system without ``O_DIRECT`` is read plainly."""
 
 from __future__ import annotations
 
