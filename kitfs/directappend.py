@@ -32,6 +32,13 @@ ALIGN = 4096  # O_DIRECT offsets and lengths: a multiple of any logical block si
 BUFFER = 8 << 20  # bytes gathered before a write (two such buffers per appender)
 
 
+def page_aligned(view: memoryview) -> bool:
+    """Whether a writable buffer starts on a page (an O_DIRECT transfer's memory must)."""
+    if view.readonly:
+        return False  # bytes: not ours to align, and never page-aligned by promise
+    return ctypes.addressof(ctypes.c_char.from_buffer(view)) % mmap.PAGESIZE == 0
+
+
 def aligned_down(position: int) -> int:
     return position - position % ALIGN
 
@@ -68,7 +75,7 @@ class DirectAppender:
             self._write_plain(view[:count], self._position)
             self._position += count
             view = view[count:]
-        if not self._fill and self._direct >= 0 and len(view) >= ALIGN and _page_aligned(view):
+        if not self._fill and self._direct >= 0 and len(view) >= ALIGN and page_aligned(view):
             whole = aligned_down(len(view))  # from the caller's buffer: no copy
             self._wait()
             self._pending = self._pool.submit(self._write_out, view[:whole], whole, self._position)
@@ -166,9 +173,3 @@ class DirectAppender:
             if not written:
                 raise OSError(errno.EIO, "the file took no bytes")
             done += written
-
-
-def _page_aligned(view: memoryview) -> bool:
-    if view.readonly:
-        return False  # bytes: never page-aligned by promise
-    return ctypes.addressof(ctypes.c_char.from_buffer(view)) % mmap.PAGESIZE == 0

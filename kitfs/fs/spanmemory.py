@@ -22,7 +22,6 @@ event loop sends before it runs anything else (``SpanReader.read``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import itertools
@@ -33,8 +32,9 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from kitfs.directappend import ALIGN, page_aligned
+
 PAGE = mmap.PAGESIZE
-DIRECT_ALIGN = 4096  # O_DIRECT offsets and lengths: a multiple of any logical block size here
 DEFAULT_BUDGET = 192 << 20  # spans held in memory per mount (read-ahead runs up to 128 MiB ahead)
 IDLE_RELEASE = 30.0  # seconds without a span taken or read: the memory goes back to the system
 
@@ -197,7 +197,7 @@ def write_new_file(path: Path, data: memoryview | bytes) -> None:
     :class:`SpanMemory` buffer does); anything else is written plainly."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     view = memoryview(data).cast("B")
-    direct = len(view) >= DIRECT_ALIGN and _aligned(view)
+    direct = len(view) >= ALIGN and page_aligned(view)
     try:
         fd = os.open(path, flags | (os.O_DIRECT if direct else 0), 0o600)
     except OSError as exc:
@@ -208,7 +208,7 @@ def write_new_file(path: Path, data: memoryview | bytes) -> None:
     try:
         done = 0
         if direct:
-            aligned = len(view) - len(view) % DIRECT_ALIGN
+            aligned = len(view) - len(view) % ALIGN
             try:
                 while done < aligned:
                     done += os.write(fd, view[done:aligned])
@@ -252,7 +252,7 @@ def _read_into(path: Path | str, view: memoryview, size: int) -> None:
     try:
         # O_DIRECT reads whole blocks: ask for the size rounded up (the buffer has the room; the
         # file's end makes the last read short).
-        want = min(len(view), -(-size // DIRECT_ALIGN) * DIRECT_ALIGN) if direct else size
+        want = min(len(view), -(-size // ALIGN) * ALIGN) if direct else size
         done = 0
         while done < want:
             try:
@@ -270,10 +270,3 @@ def _read_into(path: Path | str, view: memoryview, size: int) -> None:
             raise OSError(errno.EIO, f"{path} is not {size} bytes long")
     finally:
         os.close(fd)
-
-
-def _aligned(view: memoryview) -> bool:
-    if view.readonly:
-        return False  # bytes: not ours to align, and never page-aligned by promise
-    address = ctypes.addressof(ctypes.c_char.from_buffer(view))
-    return address % PAGE == 0

@@ -199,6 +199,12 @@ class Download:
 
     # -- the event-loop side -----------------------------------------------------------------
 
+    async def discarded(self, keep: bool = False) -> None:
+        """``discard`` in a worker thread (what it writes and waits for is disk work), even when
+        the download was cancelled."""
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self.discard, keep)
+
     def range_headers(self) -> dict[str, str]:
         return {"Range": f"bytes={self.received}-"} if self.received else {}
 

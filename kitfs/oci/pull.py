@@ -272,12 +272,12 @@ class Puller:
             self._check_download(state, repository)
             os.replace(state.temp, dest)
         except (KitfsError, Exception) as exc:
-            state.discard(keep=isinstance(exc, TransientError))
+            await state.discarded(keep=isinstance(exc, TransientError))
             raise
         except BaseException:
             # Interrupted (Ctrl-C, or cancelled because another blob of the same pull failed):
             # keep what arrived to resume after, unless it is too little to be worth it.
-            state.discard(keep=state.written >= RESUME_MIN)
+            await state.discarded(keep=state.written >= RESUME_MIN)
             raise
         log.debug("downloaded %s (%d bytes) to %s", descriptor.digest, descriptor.size, dest)
 
